@@ -1,0 +1,214 @@
+"""The ``shardshape`` command line.
+
+Every command reads its settings from ``SHARDSHAPE_*`` environment variables (see
+``shardshape settings``); a bad value stops the command before it does anything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from importlib.metadata import version
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from infra.broker import BrokerError, EmbeddedBroker, kafka_bootstrap
+from infra.net import PortInUseError
+from infra.settings import ENV_PREFIX, Settings, SettingsError, load_settings
+from infra.topics import create_topics, describe_topics
+
+console = Console(stderr=True)
+
+
+class CommandError(click.ClickException):
+    """A failure the user can fix; printed without a traceback."""
+
+    exit_code = 2
+
+
+def _settings(ctx: click.Context) -> Settings:
+    """Settings for this invocation, loaded on first use (so `--help` works with bad ones)."""
+    root = ctx.find_root()
+    if root.obj is None:
+        try:
+            root.obj = load_settings()
+        except SettingsError as exc:
+            raise CommandError(str(exc)) from None
+        logging.basicConfig(
+            level=_LOG_LEVELS[root.obj.log_level],
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+    return root.obj
+
+
+def _bootstrapped(settings: Settings, command: str) -> Settings:
+    if not settings.kafka_bootstrap:
+        raise CommandError(
+            f"`shardshape {command}` needs a running broker: set {ENV_PREFIX}KAFKA_BOOTSTRAP="
+            "host:port (for the embedded one, `shardshape broker` prints it), or use "
+            "`shardshape run`, which starts an embedded broker itself"
+        )
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(version("shardshape"), prog_name="shardshape")
+def cli() -> None:
+    """shardshape: learn request profiles online, predict each request's shard at arrival,
+    and shape per-shard resources, over Kafka.
+
+    Start with `shardshape run` (embedded broker, topics and a worker in one command).
+    Settings come from SHARDSHAPE_* environment variables; `shardshape settings` lists them.
+    """
+
+
+_LOG_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+@cli.command()
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """Run the main job: a broker, the topics and a worker, until Ctrl-C.
+
+    Uses the embedded broker unless SHARDSHAPE_KAFKA_BOOTSTRAP names a cluster. Everything
+    started here is stopped on Ctrl-C or SIGTERM; the broker log is kept in the data directory.
+    """
+    from streams.app import run_worker
+
+    settings = _settings(ctx)
+    try:
+        with kafka_bootstrap(settings) as bootstrap:
+            click.echo(f"broker: {bootstrap} ({settings.resolved_broker_mode})", err=True)
+            settings = settings.with_bootstrap(bootstrap)
+            _print_topic_outcome(create_topics(settings))
+            run_worker(settings)
+    except (BrokerError, PortInUseError) as exc:
+        raise CommandError(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+    finally:
+        click.echo("shardshape stopped", err=True)
+
+
+@cli.command()
+@click.pass_context
+def broker(ctx: click.Context) -> None:
+    """Run the embedded Tansu broker in the foreground and print its bootstrap address.
+
+    Port from SHARDSHAPE_BROKER_PORT (0, the default, picks a free one); memory storage,
+    loopback only. Ctrl-C stops it.
+    """
+    settings = _settings(ctx)
+    try:
+        with EmbeddedBroker(settings) as embedded:
+            click.echo(embedded.bootstrap)
+            click.echo(
+                f"embedded broker ready; use it with {ENV_PREFIX}KAFKA_BOOTSTRAP="
+                f"{embedded.bootstrap} (log: {embedded.log_path}); Ctrl-C stops it",
+                err=True,
+            )
+            sys.stdout.flush()
+            threading.Event().wait()
+    except (BrokerError, PortInUseError) as exc:
+        raise CommandError(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo("embedded broker stopped", err=True)
+
+
+@cli.command()
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Run a stream worker against the broker at SHARDSHAPE_KAFKA_BOOTSTRAP.
+
+    It consumes the requests topic, validates every message and sends what is invalid to the
+    DLQ topic with the reason. Start several for more throughput; they share the partitions.
+    """
+    from streams.app import run_worker
+
+    run_worker(_bootstrapped(_settings(ctx), "worker"))
+
+
+@cli.group()
+def topics() -> None:
+    """Create and inspect shardshape's topics."""
+
+
+@topics.command("create")
+@click.pass_context
+def topics_create(ctx: click.Context) -> None:
+    """Create the requests, DLQ, routing (compacted) and plans (compacted) topics.
+
+    Idempotent: topics that exist are left as they are. Partition counts come from
+    SHARDSHAPE_REQUESTS_PARTITIONS, SHARDSHAPE_DLQ_PARTITIONS and so on.
+    """
+    _print_topic_outcome(create_topics(_bootstrapped(_settings(ctx), "topics create")))
+
+
+@topics.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def topics_list(ctx: click.Context, as_json: bool) -> None:
+    """Show shardshape's topics with their partitions and configs."""
+    infos = describe_topics(_bootstrapped(_settings(ctx), "topics list"))
+    if as_json:
+        click.echo(json.dumps([info.__dict__ for info in infos], indent=2))
+        return
+    table = Table("topic", "partitions", "config")
+    for info in infos:
+        config = ", ".join(f"{k}={v}" for k, v in info.config.items())
+        table.add_row(info.name, str(info.partitions), config)
+    Console().print(table)
+
+
+@cli.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write one <Contract>.schema.json file per contract into this directory.",
+)
+def schema(out: Path | None) -> None:
+    """Print the JSON Schemas of the wire contracts, for gateways in other languages."""
+    from streams.contracts import json_schemas
+
+    schemas = json_schemas()
+    if out is None:
+        click.echo(json.dumps(schemas, indent=2))
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for name, body in schemas.items():
+        (out / f"{name}.schema.json").write_text(json.dumps(body, indent=2) + "\n")
+    click.echo(f"wrote {len(schemas)} schemas to {out}", err=True)
+
+
+@cli.command("settings")
+@click.pass_context
+def show_settings(ctx: click.Context) -> None:
+    """List every setting with its environment variable and current value."""
+    current = _settings(ctx)
+    table = Table("environment variable", "value", "description")
+    for name, field in Settings.model_fields.items():
+        value = getattr(current, name)
+        shown = "********" if "password" in name and value else str(value)
+        table.add_row(f"{ENV_PREFIX}{name.upper()}", shown, field.description or "")
+    Console().print(table)
+
+
+def _print_topic_outcome(outcome: dict[str, str]) -> None:
+    for name, state in outcome.items():
+        click.echo(f"topic {name}: {state}", err=True)
+
+
+def main() -> None:
+    cli(prog_name="shardshape")

@@ -1,0 +1,161 @@
+"""Settings from the environment (prefix ``SHARDSHAPE_``), validated once at start.
+
+A bad value fails fast with :class:`SettingsError`, whose message names the environment
+variable, the value given and what is accepted.
+
+>>> Settings(kafka_bootstrap="kafka-1:9092").resolved_broker_mode
+'external'
+>>> Settings().resolved_broker_mode
+'embedded'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "SHARDSHAPE_"
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+LogLevel = Literal["debug", "info", "warn", "error", "critical"]
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names it and says what is accepted."""
+
+
+class Settings(BaseSettings):
+    """Every knob of shardshape. Each field ``name`` is read from ``SHARDSHAPE_NAME``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # Broker
+    broker_mode: Literal["embedded", "external"] | None = Field(
+        None, description="embedded (default) or external; a bootstrap alone selects external."
+    )
+    kafka_bootstrap: str | None = Field(None, description="host:port[,host:port] of a cluster.")
+    tansu_bin: Path | None = Field(None, description="Tansu binary for the embedded broker.")
+    broker_port: int = Field(0, ge=0, le=65_535, description="Embedded broker port; 0 = free.")
+    broker_start_timeout_s: float = Field(30.0, gt=0)
+
+    # Security, passed through to both Kafka clients
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    # Topics
+    topic_requests: str = Field("shardshape.requests", min_length=1, max_length=249)
+    topic_dlq: str = Field("shardshape.requests.dlq", min_length=1, max_length=249)
+    topic_routing: str = Field("shardshape.routing", min_length=1, max_length=249)
+    topic_plans: str = Field("shardshape.plans", min_length=1, max_length=249)
+    requests_partitions: int = Field(4, ge=1, le=10_000)
+    dlq_partitions: int = Field(1, ge=1, le=10_000)
+    routing_partitions: int = Field(1, ge=1, le=10_000)
+    plans_partitions: int = Field(1, ge=1, le=10_000)
+    replication_factor: int = Field(1, ge=1, le=16)
+
+    # Worker
+    app_id: str = Field("shardshape", min_length=1, max_length=128)
+    worker_id: str = Field("", max_length=128, description="Defaults to host name and pid.")
+    data_dir: Path = Path(".shardshape")
+    session_timeout_s: float = Field(
+        10.0, ge=1, le=3_600, description="Consumer group session timeout (Tansu joins in ~half)."
+    )
+    web_port: int = Field(6066, ge=0, le=65_535)
+    web_enabled: bool = True
+    log_level: LogLevel = "info"
+
+    # Trace data used by tests, benchmarks and examples
+    trace_dir: Path = Path("../shared/data")
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.broker_mode == "external" and not self.kafka_bootstrap:
+            raise ValueError(
+                "broker_mode is 'external' but no bootstrap servers are set: "
+                f"set {ENV_PREFIX}KAFKA_BOOTSTRAP=host:port"
+            )
+        if self.security_protocol.startswith("SASL") and not self.sasl_mechanism:
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs {ENV_PREFIX}SASL_MECHANISM "
+                "(PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
+            )
+        return self
+
+    @property
+    def resolved_broker_mode(self) -> Literal["embedded", "external"]:
+        if self.broker_mode:
+            return self.broker_mode
+        return "external" if self.kafka_bootstrap else "embedded"
+
+    @property
+    def topics(self) -> dict[str, str]:
+        """Topic role -> topic name."""
+        return {
+            "requests": self.topic_requests,
+            "dlq": self.topic_dlq,
+            "routing": self.topic_routing,
+            "plans": self.topic_plans,
+        }
+
+    def with_bootstrap(self, bootstrap: str) -> Settings:
+        """The same settings pointed at ``bootstrap`` (e.g. an embedded broker just started)."""
+        return self.model_copy(update={"kafka_bootstrap": bootstrap})
+
+    def require_bootstrap(self) -> str:
+        if not self.kafka_bootstrap:
+            raise SettingsError(
+                f"no Kafka bootstrap servers: set {ENV_PREFIX}KAFKA_BOOTSTRAP=host:port, "
+                "or use `shardshape run`, which starts an embedded broker"
+            )
+        return self.kafka_bootstrap
+
+    def confluent_config(self, **extra: Any) -> dict[str, Any]:
+        """librdkafka configuration for confluent-kafka producers, consumers and admin clients."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.require_bootstrap(),
+            "security.protocol": self.security_protocol.lower(),
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        for key, path in (
+            ("ssl.ca.location", self.ssl_cafile),
+            ("ssl.certificate.location", self.ssl_certfile),
+            ("ssl.key.location", self.ssl_keyfile),
+        ):
+            if path:
+                conf[key] = str(path)
+        conf.update(extra)
+        return conf
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment, or raise :class:`SettingsError` naming the bad one."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_explain(exc)) from None
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = ["invalid shardshape settings:"]
+    for err in exc.errors(include_url=False):
+        field = ".".join(str(p) for p in err["loc"])
+        if field:
+            given = err.get("input")
+            lines.append(f"  {ENV_PREFIX}{field.upper()}={given!s}: {err['msg']}")
+        else:
+            lines.append(f"  {err['msg'].removeprefix('Value error, ')}")
+    return "\n".join(lines)

@@ -1,0 +1,66 @@
+"""Validation of requests-topic messages: split one message into good events and dead letters.
+
+Plain functions, no Faust: the agent calls them, tests call them directly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from streams.contracts import (
+    ContractError,
+    DeadLetter,
+    RequestEvent,
+    dead_letter,
+    decode_requests,
+    salvage_requests,
+)
+
+
+@dataclass(frozen=True)
+class MessageOrigin:
+    """Where a message came from, so a dead letter can point back at it."""
+
+    topic: str
+    partition: int = -1
+    offset: int = -1
+    key: bytes | None = None
+
+
+@dataclass
+class ValidatedMessage:
+    events: list[RequestEvent]
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+def validate_message(value: bytes, origin: MessageOrigin, worker: str = "") -> ValidatedMessage:
+    """Decode a requests-topic message; every rejected part becomes a :class:`DeadLetter`.
+
+    A batch with some bad events keeps its good ones: only the bad events go to the DLQ, each
+    with its own reason. A message that cannot be read at all goes to the DLQ whole.
+    """
+    try:
+        return ValidatedMessage(decode_requests(value))
+    except ContractError as whole_error:
+        try:
+            events, rejects = salvage_requests(value)
+        except ContractError:
+            return ValidatedMessage([], [_letter(value, whole_error, origin, worker)])
+        if not rejects:  # the batch itself was bad (e.g. too many events), not its events
+            return ValidatedMessage([], [_letter(value, whole_error, origin, worker)])
+        letters = [_letter(raw, error, origin, worker) for raw, error in rejects]
+        return ValidatedMessage(events, letters)
+
+
+def _letter(data: bytes, error: ContractError, origin: MessageOrigin, worker: str) -> DeadLetter:
+    return dead_letter(
+        data,
+        error,
+        source_topic=origin.topic,
+        partition=origin.partition,
+        offset=origin.offset,
+        key=origin.key,
+        worker=worker,
+        ts=time.time(),
+    )
