@@ -192,6 +192,150 @@ def schema(out: Path | None) -> None:
     click.echo(f"wrote {len(schemas)} schemas to {out}", err=True)
 
 
+_TRACES = click.argument(
+    "traces", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+_MAPPING = click.option(
+    "--mapping",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML column mapping from the CSV onto request events (see examples/traces/).",
+)
+
+
+def _read_events(traces: tuple[Path, ...], mapping_path: Path) -> tuple[list, object]:
+    from streams.trace import MappingError, TraceReport, load_mapping, read_trace
+
+    try:
+        mapping = load_mapping(mapping_path)
+    except MappingError as exc:
+        raise CommandError(f"{mapping_path}: {exc}") from None
+    report = TraceReport()
+    events = list(read_trace(list(traces), mapping, report))
+    skipped = ", ".join(f"{n} {why}" for why, n in report.skipped.most_common())
+    click.echo(
+        f"read {report.events:,} events from {report.rows:,} rows"
+        + (f" (skipped: {skipped})" if skipped else ""),
+        err=True,
+    )
+    if not events:
+        raise CommandError("the trace yielded no events: check the mapping's column names")
+    return events, mapping
+
+
+@cli.command()
+@_TRACES
+@_MAPPING
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Replay at X times the trace's own pace.",
+)
+@click.option(
+    "--max-rate", type=click.FloatRange(min=0, min_open=True), help="At most N events per second."
+)
+@click.option(
+    "--batch-size",
+    default=500,
+    show_default=True,
+    type=click.IntRange(1, 5_000),
+    help="Events per RequestBatch message.",
+)
+@click.pass_context
+def replay(
+    ctx: click.Context,
+    traces: tuple[Path, ...],
+    mapping: Path,
+    speed: float | None,
+    max_rate: float | None,
+    batch_size: int,
+) -> None:
+    """Send request traces (CSV) through Kafka to running workers, in batches.
+
+    Rows become request events through the --mapping file; events go out in time order,
+    batched by the partition of their profile key. Without --speed or --max-rate, as fast as
+    the broker takes them.
+    """
+    from rich.progress import Progress
+
+    from streams.replay import replay as run_replay
+
+    settings = _bootstrapped(_settings(ctx), "replay")
+    events, _ = _read_events(traces, mapping)
+    with Progress(console=console, transient=False) as progress:
+        task = progress.add_task("replaying", total=len(events))
+        report = run_replay(
+            events,
+            settings.confluent_config(),
+            settings.topic_requests,
+            settings.requests_partitions,
+            batch_size=batch_size,
+            speed=speed,
+            max_rate=max_rate,
+            on_progress=lambda n: progress.advance(task, n),
+        )
+    click.echo(
+        f"sent {report.events:,} events in {report.batches:,} batches to "
+        f"{settings.topic_requests} in {report.seconds:.1f}s ({report.events_per_s:,.0f} events/s)",
+        err=True,
+    )
+
+
+@cli.group()
+def evaluate() -> None:
+    """Score the models offline on a trace, with the same code the workers run."""
+
+
+@evaluate.command("profiles")
+@_TRACES
+@_MAPPING
+@click.option(
+    "--evaluate-after",
+    required=True,
+    help="Score only events at or after this time ('YYYY-MM-DD HH:MM:SS' in the trace's "
+    "time zone, or Unix seconds); earlier events only train.",
+)
+@click.option("--max-shards", default=8, show_default=True, type=click.IntRange(1, 64))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def evaluate_profiles_command(
+    traces: tuple[Path, ...], mapping: Path, evaluate_after: str, max_shards: int, as_json: bool
+) -> None:
+    """Prequential evaluation of profiling: predict each request's shard at arrival, then
+    learn from it, over the whole trace in time order.
+
+    Reports how much of the variance of log response time the shard predicted at arrival
+    explains (eta squared), next to grouping by request type, the naive baseline.
+    """
+    from models.evaluate import evaluate_profiles
+
+    events, trace_mapping = _read_events(traces, mapping)
+    after = _parse_time(evaluate_after, trace_mapping.tz)
+    result = evaluate_profiles(events, after, max_shards=max_shards)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    table = Table("metric", "value")
+    for name, value in result.items():
+        table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
+def _parse_time(text: str, tz) -> float:
+    from datetime import datetime
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CommandError(
+            f"--evaluate-after {text!r}: expected 'YYYY-MM-DD HH:MM:SS' or Unix seconds"
+        ) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=tz)).timestamp()
+
+
 @cli.command("settings")
 @click.pass_context
 def show_settings(ctx: click.Context) -> None:

@@ -69,9 +69,16 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(
         10.0, ge=1, le=3_600, description="Consumer group session timeout (Tansu joins in ~half)."
     )
+    commit_interval_s: float = Field(2.8, gt=0, le=600, description="Offset commit interval.")
     web_port: int = Field(6066, ge=0, le=65_535)
     web_enabled: bool = True
     log_level: LogLevel = "info"
+
+    # Profiling
+    max_shards: int = Field(8, ge=1, le=64, description="Most behaviour shards per service.")
+    snapshot_interval_s: float = Field(
+        5.0, gt=0, le=3_600, description="How often workers share summaries and snapshots merge."
+    )
 
     # Trace data used by tests, benchmarks and examples
     trace_dir: Path = Path("../shared/data")

@@ -13,11 +13,15 @@ import ssl
 import time
 
 import faust
+import orjson
 from faust.types.auth import CredentialsT
 
 from infra.net import ensure_port_free
 from infra.settings import Settings
-from streams.contracts import encode
+from models.profiler import ProfilerConfig
+from streams.contracts import encode, snapshot_key
+from streams.follower import TopicFollower
+from streams.profiling import ProfilingWorker, SnapshotMerger, snapshot_listener
 from streams.validation import MessageOrigin, validate_message
 
 log = logging.getLogger("shardshape.worker")
@@ -32,8 +36,27 @@ class PipelineCounters:
         self.messages = 0
         self.events = 0
         self.dead_letters = 0
+        self.first_time = 0.0  # wall time of the first and last message handled
+        self.last_time = 0.0
         self._last_logged = (0, 0, 0)
         self._last_time = time.monotonic()
+
+    def record(self, events: int, dead_letters: int) -> None:
+        now = time.time()
+        self.first_time = self.first_time or now
+        self.last_time = now
+        self.messages += 1
+        self.events += events
+        self.dead_letters += dead_letters
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "messages": self.messages,
+            "events": self.events,
+            "dead_letters": self.dead_letters,
+            "first_time": self.first_time,
+            "last_time": self.last_time,
+        }
 
     def summary(self) -> str | None:
         """A log line when something changed since the last one, else None."""
@@ -59,6 +82,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_credentials=faust_credentials(settings),
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.session_timeout_s / 3,
+        broker_commit_interval=settings.commit_interval_s,
         consumer_auto_offset_reset="earliest",
         datadir=str(settings.data_dir / "worker"),
         store="memory://",
@@ -78,33 +102,91 @@ def create_app(settings: Settings) -> faust.App:
         partitions=settings.requests_partitions,
     )
     dlq = app.topic(settings.topic_dlq, key_type=bytes, value_type=bytes)
+    routing = app.topic(settings.topic_routing, key_type=bytes, value_type=bytes)
+    # Internal: each worker's model summary; one partition, so exactly one worker merges.
+    summaries = app.topic(
+        f"{settings.app_id}-summaries", key_type=bytes, value_type=bytes, partitions=1
+    )
+    # Per-key statistics survive a worker's loss through this table's changelog (JSON bytes).
+    key_stats = app.Table(
+        "key-stats",
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.requests_partitions,
+    )
     counters = PipelineCounters()
+    # Federated: workers predict with the merged global snapshot, never a local model.
+    profiler_config = ProfilerConfig(max_shards=settings.max_shards, federated=True)
+    profiling = ProfilingWorker(profiler_config, worker_id)
+    merger = SnapshotMerger(profiler_config)
+    follower = TopicFollower(
+        settings.confluent_config(), settings.topic_routing, snapshot_listener(profiling, merger)
+    )
     app.shardshape_counters = counters  # read by tests and web views
+    app.shardshape_profiling = profiling
 
-    @app.agent(requests, name="shardshape.validate")
-    async def validate_requests(stream: faust.StreamT) -> None:
+    def recover_key(key: str) -> list | None:
+        stored = key_stats.get(key.encode())
+        return orjson.loads(stored)["rec"] if stored else None
+
+    @app.agent(requests, name="shardshape.profile")
+    async def profile_requests(stream: faust.StreamT) -> None:
         async for event in stream.events():
             message = event.message
             origin = MessageOrigin(message.topic, message.partition, message.offset, message.key)
             result = validate_message(event.value, origin, worker_id)
-            counters.messages += 1
-            counters.events += len(result.events)
             for letter in result.dead_letters:
-                log.warning(
-                    "dead letter %s[%d]@%d: %s",
-                    origin.topic,
-                    origin.partition,
-                    origin.offset,
-                    letter.reason,
-                )
+                log.warning("dead letter %s[%d]@%d: %s", origin.topic, origin.partition,
+                            origin.offset, letter.reason)  # fmt: skip
                 await dlq.send(key=message.key, value=encode(letter))
-            counters.dead_letters += len(result.dead_letters)
+            if result.events:
+                changes, touched = profiling.process(result.events, recover=recover_key)
+                for entry in changes:
+                    await routing.send(key=entry.key.encode(), value=encode(entry))
+                for key, record in touched.items():
+                    key_stats[key.encode()] = orjson.dumps(
+                        {"rec": record, "offset": message.offset}
+                    )
+            counters.record(len(result.events), len(result.dead_letters))
+
+    @app.agent(summaries, name="shardshape.merge")
+    async def merge_summaries(stream: faust.StreamT) -> None:
+        async for value in stream:
+            merger.add(value)
+
+    @app.timer(0.5)
+    async def adopt_snapshots() -> None:
+        # Between batches the agent adopts new snapshots itself; this covers an idle stream.
+        for entry in profiling.adopt_offered():
+            await routing.send(key=entry.key.encode(), value=encode(entry))
+
+    @app.timer(settings.snapshot_interval_s)
+    async def share_summary() -> None:
+        for key, value in profiling.summaries():
+            await summaries.send(key=key, value=value)
+
+    @app.timer(settings.snapshot_interval_s)
+    async def publish_snapshots() -> None:
+        # Only the worker that owns the summaries partition has summaries to merge.
+        for snapshot in merger.merge():
+            await routing.send(key=snapshot_key(snapshot.service), value=encode(snapshot))
+            log.info("published snapshot %s v%d (%d shards)", snapshot.service,
+                     snapshot.version, len(snapshot.shards))  # fmt: skip
 
     @app.timer(10.0)
     async def log_progress() -> None:
         line = counters.summary()
         if line:
-            log.info(line)
+            log.info("%s; snapshot versions %s", line, profiling.versions())
+
+    @app.page("/shardshape/stats")
+    async def stats(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
+        return web.json({**counters.as_dict(), "snapshot_versions": profiling.versions()})
+
+    @app.task
+    async def follow_routing() -> None:
+        follower.start()
 
     return app
 
@@ -138,6 +220,13 @@ def faust_credentials(settings: Settings) -> CredentialsT | None:
 class _Worker(faust.Worker):
     """Faust's worker, plus one plain "ready" line that people and tests can wait for."""
 
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        # The frameworks are chatty at INFO; at that level only shardshape's own lines show.
+        if level >= logging.INFO:
+            for name in ("faust", "aiokafka", "mode"):
+                logging.getLogger(name).setLevel(max(level, logging.WARNING))
+
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
         settings: Settings = self.app.shardshape_settings
@@ -156,8 +245,6 @@ def run_worker(settings: Settings) -> None:
     (settings.data_dir / "worker").mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     app.shardshape_settings = settings
-    # Faust and aiokafka are chatty at INFO; our own loggers ("shardshape.*") keep the level.
-    framework_level = "warn" if settings.log_level in ("debug", "info") else settings.log_level
-    worker = _Worker(app, loglevel=framework_level, quiet=True, redirect_stdouts=False)
-    logging.getLogger("shardshape").setLevel(settings.log_level.upper().replace("WARN", "WARNING"))
-    worker.execute_from_commandline()
+    _Worker(
+        app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False
+    ).execute_from_commandline()

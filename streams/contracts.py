@@ -207,6 +207,14 @@ class DeadLetter(Contract):
         return base64.b64decode(self.original_b64)
 
 
+SNAPSHOT_KEY_PREFIX = "__snapshot__/"
+
+
+def snapshot_key(service: str) -> bytes:
+    """Routing-topic key of a service's :class:`ShardSnapshot` (entries use profile keys)."""
+    return f"{SNAPSHOT_KEY_PREFIX}{service}".encode()
+
+
 class ContractError(ValueError):
     """Bytes that are not a valid contract message; ``reason`` says why in one line."""
 

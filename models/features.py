@@ -1,0 +1,172 @@
+"""Features of a request: what is known at arrival, and how it behaved once completed.
+
+Two vectors describe a request:
+
+* the **arrival vector** (what a gateway knows before running it): a bias, the log payload
+  size, the key's history (its routed shard's centroid times the key's confidence in it, or
+  zeros for an unseen key) and the
+  request type, numeric and categorical attributes hashed into ``n_buckets`` slots;
+* the **behaviour vector** (what the completed request did): log latency, error flag, log
+  payload and log response size. Shards are clusters of behaviour vectors.
+
+Hashing uses CRC-32 of a token (``"t=<request type>"`` and ``"c:<name>=<value>"`` with value 1,
+``"n:<name>"`` with the attribute's signed log) modulo ``n_buckets``, so a gateway in any
+language can compute the same vector from the snapshot's numbers alone. Heavy-tailed scales
+(sizes, latencies, numeric attributes) enter as ``sign(x) * log1p(|x|)``. A missing value is
+a zero slot, never an error.
+
+>>> space = FeatureSpace(n_buckets=8)
+>>> space.names[:4]
+['bias', 'log_payload_bytes', 'key_known', 'key_log_latency_ms']
+>>> idx, val = space.arrival_sparse("GET /a", 1023.0, {"images": 8, "model": "M1", "fast": True})
+>>> len(idx) == len(val) == 6, round(val[1], 3)
+(True, 6.931)
+>>> behaviour(120.0, "error", 10.0, None)
+[4.795790545596741, 1.0, 2.3978952727983707, 0.0]
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import numpy as np
+
+BEHAVIOUR_NAMES: tuple[str, ...] = (
+    "log_latency_ms",
+    "error",
+    "log_payload_bytes",
+    "log_response_bytes",
+)
+N_BEHAVIOUR = len(BEHAVIOUR_NAMES)
+# Slots before the hashed block: bias, log payload, key-known flag, key centroid.
+N_FIXED = 3 + N_BEHAVIOUR
+_TOKEN_CACHE_LIMIT = 200_000
+
+
+class ArrivalLike(Protocol):
+    """What arrival features need from a request (a ``RequestEvent`` fits)."""
+
+    service: str
+    request_type: str
+    user_id: str
+    payload_bytes: float
+    attributes: Mapping[str, float | bool | str]
+
+
+def signed_log(x: float) -> float:
+    """``sign(x) * log1p(|x|)``: compresses heavy tails, keeps zero at zero and the sign.
+
+    >>> signed_log(0.0), round(signed_log(-9.0), 4)
+    (0.0, -2.3026)
+    """
+    return math.copysign(math.log1p(abs(x)), x)
+
+
+def profile_key(service: str, request_type: str, user_id: str) -> str:
+    """The profile key: ``service|request_type|user_id`` (an empty user id is allowed).
+
+    >>> profile_key("api", "GET /items", "u1")
+    'api|GET /items|u1'
+    """
+    return f"{service}|{request_type}|{user_id}"
+
+
+def behaviour(
+    latency_ms: float | None, status: str, payload_bytes: float, response_bytes: float | None
+) -> list[float]:
+    """Behaviour vector of a completed request; a missing latency or response size counts as 0."""
+    return [
+        math.log1p(latency_ms or 0.0),
+        0.0 if status == "ok" else 1.0,
+        math.log1p(payload_bytes),
+        math.log1p(response_bytes or 0.0),
+    ]
+
+
+def behaviour_matrix(events: Sequence) -> np.ndarray:
+    """Behaviour vectors of many completed ``RequestEvent``s, shape ``(n, N_BEHAVIOUR)``."""
+    out = np.empty((len(events), N_BEHAVIOUR))
+    for row, e in enumerate(events):
+        out[row] = behaviour(e.latency_ms, e.status, e.payload_bytes, e.response_bytes)
+    return out
+
+
+class FeatureSpace:
+    """Maps arrival information to a fixed-length vector of ``N_FIXED + n_buckets`` numbers.
+
+    Parameters
+    ----------
+    n_buckets
+        Hashed slots for the request type and the attributes.
+    """
+
+    def __init__(self, n_buckets: int = 128) -> None:
+        self.n_buckets = n_buckets
+        self.n_features = N_FIXED + n_buckets
+        self.names = [
+            "bias",
+            "log_payload_bytes",
+            "key_known",
+            *(f"key_{name}" for name in BEHAVIOUR_NAMES),
+            *(f"hash_{i}" for i in range(n_buckets)),
+        ]
+        self._slots: dict[str, int] = {}
+
+    def slot(self, token: str) -> int:
+        """Vector index of a hashed token (cached: CRC-32 costs more than a dict lookup)."""
+        index = self._slots.get(token)
+        if index is None:
+            if len(self._slots) >= _TOKEN_CACHE_LIMIT:
+                self._slots.clear()
+            index = N_FIXED + zlib.crc32(token.encode()) % self.n_buckets
+            self._slots[token] = index
+        return index
+
+    def arrival_sparse(
+        self,
+        request_type: str,
+        payload_bytes: float,
+        attributes: Mapping[str, float | bool | str],
+    ) -> tuple[list[int], list[float]]:
+        """Non-zero slots of the arrival vector, without the key part (indices may repeat)."""
+        slot = self.slot
+        idx = [0, 1, slot("t=" + request_type)]
+        val = [1.0, math.log1p(payload_bytes), 1.0]
+        for name, value in attributes.items():
+            if isinstance(value, str):
+                idx.append(slot(f"c:{name}={value}"))
+                val.append(1.0)
+            else:
+                # bool is an int: True -> log1p(1); a categorical reading would double the slots.
+                idx.append(slot("n:" + name))
+                val.append(signed_log(float(value)))
+        return idx, val
+
+    def arrival_matrix(
+        self, events: Sequence[ArrivalLike], key_rows: np.ndarray, key_weights: np.ndarray
+    ) -> np.ndarray:
+        """Arrival vectors of many requests, shape ``(n, n_features)``.
+
+        ``key_rows`` is ``(n, N_BEHAVIOUR)``: each key's routed-shard centroid, NaN for an
+        unseen key; ``key_weights`` (n,) is the key's confidence in that shard, which scales
+        the key block (a key that spreads over shards says little about its next request).
+        """
+        n = len(events)
+        rows: list[int] = []
+        cols: list[int] = []
+        vals: list[float] = []
+        for row, e in enumerate(events):
+            idx, val = self.arrival_sparse(e.request_type, e.payload_bytes, e.attributes)
+            rows.extend([row] * len(idx))
+            cols.extend(idx)
+            vals.extend(val)
+        x = np.zeros((n, self.n_features))
+        # add.at, not assignment: two attributes may hash to the same slot.
+        np.add.at(x, (np.asarray(rows, dtype=np.intp), np.asarray(cols, dtype=np.intp)), vals)
+        known = ~np.isnan(key_rows[:, 0])
+        x[known, 2] = key_weights[known]
+        x[known, 3:N_FIXED] = key_rows[known] * key_weights[known, None]
+        return x

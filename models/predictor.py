@@ -1,0 +1,270 @@
+"""Predict a request's shard at arrival from a snapshot: numpy and plain floats only.
+
+This is what a gateway runs (and what the profiler itself uses to predict, so the two never
+disagree). For each request, in order:
+
+1. a key in quarantine (its route is ``anomalous``) goes to the quarantine shard;
+2. a key whose route is confident (``confidence >= lookup_confidence``) goes to its routed
+   shard: a dictionary lookup;
+3. otherwise the linear model predicts the request's behaviour from its arrival vector (see
+   :mod:`models.features`; a known key contributes its routed shard's centroid) and the
+   request goes to the nearest shard centroid.
+
+The snapshot's ``model`` map holds ``format``, ``hash`` (``crc32``), ``n_buckets``, ``coef``
+(``n_features x n_behaviour``), ``scale`` (squared-distance weight per behaviour coordinate) and
+``lookup_confidence``; centroids and ids are the non-quarantine ``shards``.
+
+>>> import numpy as np
+>>> from models.features import FeatureSpace
+>>> space = FeatureSpace(n_buckets=4)
+>>> coef = np.zeros((space.n_features, 4))
+>>> coef[0, 0] = 3.0                             # bias: log latency 3 ...
+>>> coef[space.slot("t=export"), 0] = 5.0        # ... plus 5 for exports
+>>> predictor = ShardPredictor(space, coef, np.array([[3.0, 0, 0, 0], [8.0, 0, 0, 0]]), [0, 1],
+...                            np.array([1.0, 1.0, 0.0, 0.0]), quarantine_shard=2)
+>>> predictor.predict_one("read", 10.0, {}), predictor.predict_one("export", 10.0, {})
+(0, 1)
+>>> predictor.predict_one("read", 10.0, {}, Route(1, 0.95, False))  # confident key: lookup
+1
+>>> snapshot = predictor.to_snapshot("api", version=7)
+>>> ShardPredictor.from_snapshot(snapshot).predict_many(
+...     [Request("export", 10.0, {}), Request("read", 1.0, {})], [None, Route(1, 0.2, True)])
+array([1, 2])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple, Protocol
+
+import numpy as np
+
+from models.features import BEHAVIOUR_NAMES, N_BEHAVIOUR, ArrivalLike, FeatureSpace
+from streams.contracts import ShardProfile, ShardSnapshot
+
+MODEL_FORMAT = "linear-nearest-centroid/1"
+
+
+class RouteLike(Protocol):
+    """A key's route as the gateway holds it (a ``RoutingEntry`` fits)."""
+
+    shard_id: int
+    confidence: float
+    anomalous: bool
+
+
+class Route(NamedTuple):
+    shard_id: int
+    confidence: float = 1.0
+    anomalous: bool = False
+
+
+class Request(NamedTuple):
+    """Arrival information of a request, when there is no ``RequestEvent`` yet."""
+
+    request_type: str
+    payload_bytes: float
+    attributes: Mapping[str, float | bool | str]
+
+
+class ShardPredictor:
+    """Shard at arrival from a linear behaviour model and shard centroids.
+
+    Parameters
+    ----------
+    space
+        The arrival feature space (same ``n_buckets`` as the model).
+    coef
+        ``(space.n_features, N_BEHAVIOUR)`` linear model of behaviour.
+    centroids, ids
+        Shard centroids ``(k, N_BEHAVIOUR)`` in raw behaviour units, and their ids.
+    scale
+        Squared-distance weight of each behaviour coordinate.
+    default_shard, quarantine_shard, lookup_confidence
+        See the module docstring; ``default_shard`` serves when there are no shards yet.
+    profiles
+        Extra shard descriptions (summaries, weights) carried into :meth:`to_snapshot`.
+    """
+
+    def __init__(
+        self,
+        space: FeatureSpace,
+        coef: np.ndarray,
+        centroids: np.ndarray,
+        ids: Sequence[int],
+        scale: np.ndarray,
+        *,
+        default_shard: int = 0,
+        quarantine_shard: int | None = None,
+        lookup_confidence: float = 0.9,
+        profiles: Sequence[ShardProfile] = (),
+        spread: Sequence[float] | None = None,
+    ) -> None:
+        self.space = space
+        self.coef = np.asarray(coef, dtype=float)
+        self.centroids = np.asarray(centroids, dtype=float).reshape(-1, N_BEHAVIOUR)
+        self.ids = [int(i) for i in ids]
+        self.scale = np.asarray(scale, dtype=float)
+        self.default_shard = default_shard
+        self.quarantine_shard = quarantine_shard
+        self.lookup_confidence = lookup_confidence
+        self.profiles = list(profiles)
+        # Each shard's spread (scaled RMS distance to its centroid), carried for the workers.
+        self.spread = np.ones(len(self.ids)) if spread is None else np.asarray(spread, dtype=float)
+        self._row_of = {shard: row for row, shard in enumerate(self.ids)}
+        # Plain-list copies: for one request, Python floats beat numpy's per-call overhead.
+        self._coef_rows = self.coef.tolist()
+        self._centroid_rows = self.centroids.tolist()
+        self._scale_list = self.scale.tolist()
+
+    # -- one request ----------------------------------------------------------------------
+    def predict_one(
+        self,
+        request_type: str,
+        payload_bytes: float,
+        attributes: Mapping[str, float | bool | str],
+        route: RouteLike | None = None,
+    ) -> int:
+        """Shard of one arriving request; ``route`` is its key's route, if any."""
+        key_row = None
+        if route is not None:
+            if route.anomalous and self.quarantine_shard is not None:
+                return self.quarantine_shard
+            if route.confidence >= self.lookup_confidence:
+                return route.shard_id
+            key_row = self._row_of.get(route.shard_id)
+            key_weight = min(max(route.confidence, 0.0), 1.0)
+        if not self.ids:
+            return self.default_shard
+        coef = self._coef_rows
+        idx, val = self.space.arrival_sparse(request_type, payload_bytes, attributes)
+        pred = [0.0] * N_BEHAVIOUR
+        for i, v in zip(idx, val, strict=True):
+            row = coef[i]
+            for j in range(N_BEHAVIOUR):
+                pred[j] += row[j] * v
+        if key_row is not None:
+            known = coef[2]
+            for j in range(N_BEHAVIOUR):
+                pred[j] += known[j] * key_weight
+            for offset, c in enumerate(self._centroid_rows[key_row]):
+                row = coef[3 + offset]
+                for j in range(N_BEHAVIOUR):
+                    pred[j] += row[j] * c * key_weight
+        return self.ids[self._nearest(pred)]
+
+    def _nearest(self, pred: list[float]) -> int:
+        best, best_d = 0, float("inf")
+        scale = self._scale_list
+        for row, c in enumerate(self._centroid_rows):
+            d = 0.0
+            for j in range(N_BEHAVIOUR):
+                diff = pred[j] - c[j]
+                d += scale[j] * diff * diff
+            if d < best_d:
+                best, best_d = row, d
+        return best
+
+    # -- many requests --------------------------------------------------------------------
+    def key_rows(self, routes: Sequence[RouteLike | None]) -> tuple[np.ndarray, np.ndarray]:
+        """Each route's shard centroid (NaN without a route or a known shard) and confidence."""
+        rows = np.full((len(routes), N_BEHAVIOUR), np.nan)
+        weights = np.zeros(len(routes))
+        for n, route in enumerate(routes):
+            if route is not None:
+                row = self._row_of.get(route.shard_id)
+                if row is not None:
+                    rows[n] = self.centroids[row]
+                    weights[n] = min(max(route.confidence, 0.0), 1.0)
+        return rows, weights
+
+    def predict_many(
+        self, requests: Sequence[ArrivalLike | Request], routes: Sequence[RouteLike | None]
+    ) -> np.ndarray:
+        """Shards of many arriving requests (``routes[i]`` is request ``i``'s key route)."""
+        x = self.space.arrival_matrix(requests, *self.key_rows(routes))
+        return self.predict_matrix(x, routes)
+
+    def predict_matrix(self, x: np.ndarray, routes: Sequence[RouteLike | None]) -> np.ndarray:
+        """Shards for prebuilt arrival vectors ``x`` (see :meth:`FeatureSpace.arrival_matrix`)."""
+        n = len(x)
+        if self.ids:
+            pred = x @ self.coef
+            d2 = (((pred[:, None, :] - self.centroids[None, :, :]) ** 2) * self.scale).sum(axis=2)
+            out = np.asarray(self.ids)[d2.argmin(axis=1)]
+        else:
+            out = np.full(n, self.default_shard)
+        for i, route in enumerate(routes):
+            if route is None:
+                continue
+            if route.anomalous and self.quarantine_shard is not None:
+                out[i] = self.quarantine_shard
+            elif route.confidence >= self.lookup_confidence:
+                out[i] = route.shard_id
+        return out
+
+    # -- snapshot -------------------------------------------------------------------------
+    def model_dict(self) -> dict[str, list[float] | list[list[float]] | float | str]:
+        return {
+            "format": MODEL_FORMAT,
+            "hash": "crc32",
+            "n_buckets": float(self.space.n_buckets),
+            "coef": self.coef.tolist(),
+            "scale": self.scale.tolist(),
+            "behaviour": ",".join(BEHAVIOUR_NAMES),
+            "lookup_confidence": float(self.lookup_confidence),
+            "spread": self.spread.tolist(),
+        }
+
+    def to_snapshot(self, service: str, version: int, created_ts: float = 0.0) -> ShardSnapshot:
+        """The snapshot a gateway needs; shard profiles come from ``profiles`` where given."""
+        described = {p.shard_id: p for p in self.profiles}
+        shards = []
+        for shard, centroid in zip(self.ids, self.centroids.tolist(), strict=True):
+            base = described.get(shard, ShardProfile(shard_id=shard))
+            shards.append(base.model_copy(update={"centroid": centroid}))
+        if self.quarantine_shard is not None:
+            shards.append(
+                described.get(
+                    self.quarantine_shard,
+                    ShardProfile(
+                        shard_id=self.quarantine_shard, summary="quarantine", quarantine=True
+                    ),
+                )
+            )
+        return ShardSnapshot(
+            service=service,
+            version=version,
+            created_ts=created_ts,
+            feature_names=self.space.names,
+            shards=shards,
+            default_shard=self.default_shard,
+            quarantine_shard=self.quarantine_shard,
+            model=self.model_dict(),
+        )
+
+    @classmethod
+    def from_snapshot(cls, snapshot: ShardSnapshot) -> ShardPredictor:
+        """Rebuild the predictor from a snapshot's plain numbers."""
+        model = snapshot.model
+        if model.get("format") != MODEL_FORMAT:
+            raise ValueError(f"unsupported snapshot model format {model.get('format')!r}")
+        space = FeatureSpace(n_buckets=int(model["n_buckets"]))
+        coef = np.asarray(model["coef"], dtype=float)
+        if coef.shape != (space.n_features, N_BEHAVIOUR):
+            raise ValueError(
+                f"snapshot coef has shape {coef.shape}, expected {(space.n_features, N_BEHAVIOUR)}"
+            )
+        live = [s for s in snapshot.shards if not s.quarantine]
+        return cls(
+            space,
+            coef,
+            np.array([s.centroid for s in live], dtype=float).reshape(-1, N_BEHAVIOUR),
+            [s.shard_id for s in live],
+            np.asarray(model["scale"], dtype=float),
+            default_shard=snapshot.default_shard,
+            quarantine_shard=snapshot.quarantine_shard,
+            lookup_confidence=float(model["lookup_confidence"]),
+            profiles=snapshot.shards,
+            spread=model.get("spread") if isinstance(model.get("spread"), list) else None,
+        )
