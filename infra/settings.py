@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(
         10.0, ge=1, le=3_600, description="Consumer group session timeout (Tansu joins in ~half)."
     )
+    fetch_max_wait_ms: int = Field(
+        50, ge=1, le=10_000, description="Longest a worker's fetch waits for new events."
+    )
     commit_interval_s: float = Field(2.8, gt=0, le=600, description="Offset commit interval.")
     web_port: int = Field(6066, ge=0, le=65_535)
     web_enabled: bool = True

@@ -20,6 +20,7 @@ from infra.net import ensure_port_free
 from infra.settings import Settings
 from models.profiler import ProfilerConfig
 from streams.contracts import encode, snapshot_key
+from streams.fetch_wait import set_fetch_max_wait
 from streams.follower import TopicFollower
 from streams.profiling import ProfilingWorker, SnapshotMerger, snapshot_listener
 from streams.validation import MessageOrigin, validate_message
@@ -243,6 +244,7 @@ def run_worker(settings: Settings) -> None:
     if settings.web_enabled:
         ensure_port_free(settings.web_port, "WEB_PORT")
     (settings.data_dir / "worker").mkdir(parents=True, exist_ok=True)
+    set_fetch_max_wait(settings.fetch_max_wait_ms)
     app = create_app(settings)
     app.shardshape_settings = settings
     _Worker(

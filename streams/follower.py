@@ -33,6 +33,9 @@ class TopicFollower:
             "group.id": f"shardshape-follower-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
+            # Routing changes should reach gateways in milliseconds; the broker may hold a
+            # fetch until this wait is over when it has nothing new.
+            "fetch.wait.max.ms": 20,
         }
         self.topic = topic
         self.on_message = on_message

@@ -20,6 +20,7 @@ import orjson
 
 from models.features import profile_key
 from models.federation import GlobalModel, adopt_snapshot, worker_summary
+from models.keystats import N
 from models.profiler import Profiler, ProfilerConfig
 from streams.contracts import (
     SNAPSHOT_KEY_PREFIX,
@@ -39,9 +40,10 @@ Recover = Callable[[str], list | None]
 class ProfilingWorker:
     """Per-service profilers of one worker, fed batch by batch by the profile agent."""
 
-    def __init__(self, config: ProfilerConfig, worker_id: str) -> None:
+    def __init__(self, config: ProfilerConfig, worker_id: str, checkpoint_every: int = 16) -> None:
         self.config = config
         self.worker_id = worker_id
+        self.checkpoint_every = checkpoint_every
         self.profilers: dict[str, Profiler] = {}
         self._offered: dict[str, ShardSnapshot] = {}
         self._shared: dict[str, int] = {}  # service -> clusterer samples at the last summary
@@ -58,7 +60,7 @@ class ProfilingWorker:
     ) -> tuple[list[RoutingEntry], dict[str, list]]:
         """Predict and learn a batch.
 
-        Returns the routes that changed and the statistics of the batch's keys (to checkpoint).
+        Returns the routes that changed and the statistics of the keys due a checkpoint.
         ``recover(key)`` gives the stored statistics of a key this worker does not know yet
         (it moved here in a rebalance), or None for a new key.
         """
@@ -67,17 +69,30 @@ class ProfilingWorker:
         for event in events:
             by_service.setdefault(event.service, []).append(event)
         touched: dict[str, list] = {}
+        every = self.checkpoint_every
         for service, batch in by_service.items():
             profiler = self.profiler(service)
-            keys = {profile_key(e.service, e.request_type, e.user_id) for e in batch}
-            for key in keys:
-                if profiler.keys.get(key) is None and (stored := recover(key)) is not None:
-                    profiler.keys.records[key] = list(stored)
+            seen_before: dict[str, int] = {}
+            for event in batch:
+                key = profile_key(event.service, event.request_type, event.user_id)
+                if key in seen_before:
+                    continue
+                record = profiler.keys.get(key)
+                if record is None and (stored := recover(key)) is not None:
+                    record = profiler.keys.records[key] = list(stored)
+                seen_before[key] = record[N] if record is not None else 0
             profiler.process_batch(batch)
-            changes += profiler.routing_changes()
-            for key in keys:
-                if (record := profiler.keys.get(key)) is not None:
+            service_changes = profiler.routing_changes()
+            changes += service_changes
+            # Checkpoint a key when it is new, every ``every`` of its events, and when its
+            # route changes: a restored key is at most ``every - 1`` events stale.
+            for key, before in seen_before.items():
+                record = profiler.keys.get(key)
+                if record is not None and (before == 0 or record[N] // every != before // every):
                     touched[key] = record
+            for entry in service_changes:
+                if (record := profiler.keys.get(entry.key)) is not None:
+                    touched[entry.key] = record
         return changes, touched
 
     def summaries(self) -> list[tuple[bytes, bytes]]:
