@@ -189,6 +189,10 @@ def create_app(settings: Settings) -> faust.App:
     async def follow_routing() -> None:
         follower.start()
 
+    @app.on_before_shutdown.connect
+    async def stop_following(app: faust.App, **kwargs: object) -> None:
+        follower.stop()  # before the broker goes away
+
     return app
 
 
