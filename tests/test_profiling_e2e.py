@@ -24,6 +24,7 @@ from streams.contracts import (
 )
 from streams.follower import TopicFollower
 from streams.replay import replay
+from streams.trace import load_mapping, read_trace
 from tests.conftest import REPO_ROOT, running, settings_env, shardshape_command, wait_for_line
 
 TRACE_DIR = Path(os.environ.get("SHARDSHAPE_TRACE_DIR", REPO_ROOT.parent / "shared" / "data"))
@@ -160,6 +161,12 @@ def test_replaying_the_real_trace_through_the_cli(settings: Settings, tmp_path: 
             assert any("TXT_2_IMG" in s.summary for s in snapshot.shards)
             _wait_for_entries(table, 100)
             assert len(table) >= 100
+            events = list(read_trace([GENAI_TRACE], load_mapping(GENAI_MAPPING)))
+            assignments = [table.predict(event) for event in events[-1_000:]]
+            live = {s.shard_id for s in snapshot.shards}
+            assert {a.shard_id for a in assignments} <= live
+            sources = {a.source for a in assignments}
+            assert "key" in sources and sources <= {"key", "model"}
 
 
 def _write_synthetic_csv(path: Path, n: int) -> None:
