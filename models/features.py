@@ -3,8 +3,8 @@
 Two vectors describe a request:
 
 * the **arrival vector** (what a gateway knows before running it): a bias, the log payload
-  size, the key's history (its routed shard's centroid times the key's confidence in it, or
-  zeros for an unseen key) and the
+  size, the key's history (its routed shard's centroid times the key's weight, a function of
+  its confidence in that shard, see :mod:`models.predictor`; zeros for an unseen key) and the
   request type, numeric and categorical attributes hashed into ``n_buckets`` slots;
 * the **behaviour vector** (what the completed request did): log latency, error flag, log
   payload and log response size. Shards are clusters of behaviour vectors.
@@ -15,12 +15,20 @@ language can compute the same vector from the snapshot's numbers alone. Heavy-ta
 (sizes, latencies, numeric attributes) enter as ``sign(x) * log1p(|x|)``. A missing value is
 a zero slot, never an error.
 
+With ``numeric_bins`` (the default), a numeric attribute also enters as a categorical token
+``"b:<name>=<k>"`` (value 1), ``k = floor(signed_log(x) + 0.5)`` as a decimal integer: one bin
+per factor of about e. The linear model can then fit a step (``pages`` 1-3 vs 40-60 taking
+1 s vs 15 s) instead of a slope that also spreads requests of one behaviour across shards
+(``pages`` 1 and 3 would differ by 0.6 in predicted log latency).
+
 >>> space = FeatureSpace(n_buckets=8)
 >>> space.names[:4]
 ['bias', 'log_payload_bytes', 'key_known', 'key_log_latency_ms']
 >>> idx, val = space.arrival_sparse("GET /a", 1023.0, {"images": 8, "model": "M1", "fast": True})
->>> len(idx) == len(val) == 6, round(val[1], 3)
+>>> len(idx) == len(val) == 8, round(val[1], 3)
 (True, 6.931)
+>>> space.slot("b:images=2") in idx, space.slot("b:fast=1") in idx  # log1p(8) = 2.2, log1p(1) = 0.7
+(True, True)
 >>> behaviour(120.0, "error", 10.0, None)
 [4.795790545596741, 1.0, 2.3978952727983707, 0.0]
 """
@@ -101,10 +109,13 @@ class FeatureSpace:
     ----------
     n_buckets
         Hashed slots for the request type and the attributes.
+    numeric_bins
+        Also hash each numeric attribute's bin token (see the module docstring).
     """
 
-    def __init__(self, n_buckets: int = 128) -> None:
+    def __init__(self, n_buckets: int = 128, numeric_bins: bool = True) -> None:
         self.n_buckets = n_buckets
+        self.numeric_bins = numeric_bins
         self.n_features = N_FIXED + n_buckets
         self.names = [
             "bias",
@@ -114,6 +125,8 @@ class FeatureSpace:
             *(f"hash_{i}" for i in range(n_buckets)),
         ]
         self._slots: dict[str, int] = {}
+        # (name, value) -> (slot, signed log, bin slot or -1): one lookup per numeric attribute.
+        self._numeric: dict[tuple[str, float], tuple[int, float, int]] = {}
 
     def slot(self, token: str) -> int:
         """Vector index of a hashed token (cached: CRC-32 costs more than a dict lookup)."""
@@ -141,9 +154,24 @@ class FeatureSpace:
                 val.append(1.0)
             else:
                 # bool is an int: True -> log1p(1); a categorical reading would double the slots.
-                idx.append(slot("n:" + name))
-                val.append(signed_log(float(value)))
+                numeric = self._numeric.get((name, value)) or self._numeric_slots(name, value)
+                idx.append(numeric[0])
+                val.append(numeric[1])
+                if numeric[2] >= 0:
+                    idx.append(numeric[2])
+                    val.append(1.0)
         return idx, val
+
+    def _numeric_slots(self, name: str, value: float) -> tuple[int, float, int]:
+        x = signed_log(float(value))
+        binned = -1
+        if self.numeric_bins and math.isfinite(x):
+            binned = self.slot(f"b:{name}={math.floor(x + 0.5)}")
+        out = (self.slot("n:" + name), x, binned)
+        if len(self._numeric) >= _TOKEN_CACHE_LIMIT:
+            self._numeric.clear()
+        self._numeric[(name, value)] = out
+        return out
 
     def arrival_matrix(
         self, events: Sequence[ArrivalLike], key_rows: np.ndarray, key_weights: np.ndarray

@@ -33,11 +33,6 @@ def test_recovers_within_10000_events_after_drift(drifted: dict) -> None:
     assert drifted["ari"][(28_000, 30_000)] >= 0.9
 
 
-@pytest.mark.xfail(
-    reason="measured 1.35% flips (target < 1%): mixed-profile keys on the "
-    "model path; see docs/profiling.md",
-    strict=False,
-)
 def test_shard_ids_stable_after_convergence(plain: dict) -> None:
     assert plain["flips"] < 0.01
 

@@ -176,3 +176,14 @@ def test_trace_mapping_maps_and_reports() -> None:
 def test_bad_mapping_names_the_key(patch: dict, named: str) -> None:
     with pytest.raises(MappingError, match=named.replace(".", r"\.")):
         parse_mapping({**MAPPING, **patch})
+
+
+def test_format_1_snapshot_still_predicts_as_trained() -> None:
+    snapshot = _trained(2_000).snapshot()
+    assert snapshot.model["format"] == "linear-nearest-centroid/2"
+    model = {k: v for k, v in snapshot.model.items() if k not in ("numeric_bins", "key_power")}
+    old = snapshot.model_copy(update={"model": {**model, "format": "linear-nearest-centroid/1"}})
+    gateway = ShardPredictor.from_snapshot(old)
+    assert gateway.key_power == 1.0 and not gateway.space.numeric_bins
+    new = ShardPredictor.from_snapshot(snapshot)
+    assert new.key_power == 2.0 and new.space.numeric_bins
