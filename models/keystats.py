@@ -21,7 +21,8 @@ from collections.abc import Iterator
 N, LAST_TS, GAP, LATENCY, ERROR, PAYLOAD, RESPONSE = range(7)
 SHARD, PENDING, STREAK, CONFIDENCE, ANOMALY_STREAK, CALM_STREAK, QUARANTINED = range(7, 14)
 BEHAVIOUR_SLICE = slice(LATENCY, RESPONSE + 1)
-RECORD_LENGTH = 14
+PUBLISHED_CONFIDENCE = 14  # the confidence the key's last RoutingEntry carried
+RECORD_LENGTH = 15
 NO_SHARD = -1
 
 
@@ -50,7 +51,7 @@ class KeyTable:
         if rec is None:
             if len(self.records) >= self.max_keys:
                 self._evict()
-            rec = [0, ts, 0.0, *behaviour, NO_SHARD, NO_SHARD, 0, 0.0, 0, 0, False]
+            rec = [0, ts, 0.0, *behaviour, NO_SHARD, NO_SHARD, 0, 0.0, 0, 0, False, 0.0]
             self.records[key] = rec
         n = rec[N] + 1
         rec[N] = n

@@ -40,6 +40,7 @@ from models.keystats import (
     ERROR,
     LAST_TS,
     NO_SHARD,
+    PUBLISHED_CONFIDENCE,
     QUARANTINED,
     SHARD,
     KeyTable,
@@ -77,6 +78,9 @@ class ProfilerConfig:
     margin: float = 0.25
     patience: int = 3
     lookup_confidence: float = 0.9
+    # A key's entry is published again when its confidence moves this much (gateways weigh
+    # the key by it), or crosses ``lookup_confidence``.
+    republish_confidence: float = 0.1
     confidence_alpha: float = 0.05
     anomaly_every: int = 16
     anomaly_threshold: float = 0.8
@@ -168,7 +172,9 @@ class Profiler:
             rec[CONFIDENCE] += conf_a * ((observed_list[i] == rec[SHARD]) - rec[CONFIDENCE])
             n = rec[N]
             decide_now = n % cfg.decide_every == 1 or cfg.decide_every == 1
-            if decide_now and self.router.decide(rec, shards, self.scale):
+            if decide_now and (
+                self.router.decide(rec, shards, self.scale) or self._confidence_moved(rec)
+            ):
                 self._changed[key] = self._entry(key, rec, e.ts)
             if n % cfg.anomaly_every == 0:
                 score = self.detector.score_and_learn(self.keys.rate_per_s(rec), rec[ERROR])
@@ -265,9 +271,20 @@ class Profiler:
             return Route(self.quarantine_shard, 1.0, True)
         return Route(rec[SHARD], rec[CONFIDENCE], False)
 
+    def _confidence_moved(self, rec: list) -> bool:
+        """Whether gateways should hear of the key's confidence: it crossed the lookup
+        threshold, or moved by ``republish_confidence`` since the key's last entry."""
+        if rec[SHARD] == NO_SHARD:
+            return False
+        now, then = rec[CONFIDENCE], rec[PUBLISHED_CONFIDENCE]
+        threshold = self.config.lookup_confidence
+        crossed = (now >= threshold) != (then >= threshold)
+        return crossed or abs(now - then) >= self.config.republish_confidence
+
     def _entry(self, key: str, rec: list, ts: float) -> RoutingEntry:
         route = self._route(rec)
         assert route is not None
+        rec[PUBLISHED_CONFIDENCE] = rec[CONFIDENCE]
         return RoutingEntry(
             service=self.service,
             key=key[:128],
