@@ -310,13 +310,49 @@ def evaluate_profiles_command(
 
     events, trace_mapping = _read_events(traces, mapping)
     after = _parse_time(evaluate_after, trace_mapping.tz)
-    result = evaluate_profiles(events, after, max_shards=max_shards)
+    _print_result(evaluate_profiles(events, after, max_shards=max_shards), as_json)
+
+
+@evaluate.command("forecast")
+@_TRACES
+@_MAPPING
+@click.option(
+    "--evaluate-after",
+    required=True,
+    help="Score only bins starting at or after this time ('YYYY-MM-DD HH:MM:SS' in the "
+    "trace's time zone, or Unix seconds); earlier bins only train.",
+)
+@click.option(
+    "--bin", "bin_width", default="1h", show_default=True, help="Bin width: 15min, 1h, 1d..."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def evaluate_forecast_command(
+    traces: tuple[Path, ...], mapping: Path, evaluate_after: str, bin_width: str, as_json: bool
+) -> None:
+    """Prequential one-step-ahead forecasts of the request count per bin, scored with MASE
+    against the seasonal-naive (one day) and last-value baselines (below 1 beats them).
+    """
+    from models.forecast_eval import evaluate_forecast, parse_duration
+
+    try:
+        bin_s = parse_duration(bin_width)
+    except ValueError as exc:
+        raise CommandError(f"--bin {bin_width!r}: {exc}") from None
+    events, trace_mapping = _read_events(traces, mapping)
+    after = _parse_time(evaluate_after, trace_mapping.tz)
+    _print_result(evaluate_forecast(events, after, bin_s), as_json)
+
+
+def _print_result(result: dict, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
     table = Table("metric", "value")
     for name, value in result.items():
-        table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
+        shown = (
+            f"{value:.4f}" if isinstance(value, float) else "n/a" if value is None else str(value)
+        )
+        table.add_row(name, shown)
     Console().print(table)
 
 

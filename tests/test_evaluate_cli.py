@@ -1,0 +1,48 @@
+"""`shardshape evaluate` as a user runs it, on the shared request trace."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT, shardshape_command
+
+TRACE_DIR = Path(os.environ.get("SHARDSHAPE_TRACE_DIR", REPO_ROOT.parent / "shared" / "data"))
+TRACE = TRACE_DIR / "genai-requests-2024-11-15_to_26.csv"
+MAPPING = REPO_ROOT / "examples" / "traces" / "genai.toml"
+AFTER = "2024-11-22 23:39:26"
+
+pytestmark = pytest.mark.skipif(
+    not TRACE.exists(),
+    reason=f"request trace not found in {TRACE_DIR} (set SHARDSHAPE_TRACE_DIR to its folder)",
+)
+
+
+def _evaluate(*args: str) -> dict:
+    done = subprocess.run(
+        shardshape_command("evaluate", *args, str(TRACE), "--mapping", str(MAPPING),
+                           "--evaluate-after", AFTER, "--json"),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_evaluate_profiles_beats_grouping_by_request_type() -> None:
+    result = _evaluate("profiles", "--max-shards", "8")
+    assert result["events"] == 9_930
+    assert 1 < result["shards"] <= 9
+    assert result["eta2_predicted_shard"] >= 0.40
+    assert result["eta2_request_type"] < 0.05
+    assert 0 < result["unseen_users_share"] < 1
+
+
+def test_evaluate_forecast_beats_both_naive_baselines() -> None:
+    result = _evaluate("forecast", "--bin", "1h")
+    assert result["bins"] == 96
+    assert result["mase_vs_seasonal_naive"] < 1.0
+    assert result["mase_vs_last_value"] < 1.0
