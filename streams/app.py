@@ -11,6 +11,7 @@ import os
 import socket
 import ssl
 import time
+from datetime import timedelta
 
 import faust
 import orjson
@@ -22,10 +23,14 @@ from models.profiler import ProfilerConfig
 from streams.contracts import encode, snapshot_key
 from streams.fetch_wait import set_fetch_max_wait
 from streams.follower import TopicFollower
+from streams.metrics import WindowRecorder, aggregate
 from streams.profiling import ProfilingWorker, SnapshotMerger, snapshot_listener
 from streams.validation import MessageOrigin, validate_message
 
 log = logging.getLogger("shardshape.worker")
+
+METRIC_WINDOWS = {"10s": 10.0, "1m": 60.0}  # tumbling window sizes of the metrics tables
+WINDOWS_KEPT = 30  # windows of each size a worker keeps
 
 READY_LINE = "shardshape worker ready"
 
@@ -87,7 +92,9 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         datadir=str(settings.data_dir / "worker"),
         store="memory://",
-        key_serializer="raw",
+        # Topics carry raw bytes (contracts decode them); table keys, such as the windowed
+        # tables' (key, window) pairs, are JSON.
+        key_serializer="json",
         value_serializer="raw",
         topic_partitions=settings.requests_partitions,
         topic_replication_factor=settings.replication_factor,
@@ -96,26 +103,40 @@ def create_app(settings: Settings) -> faust.App:
         web_bind="127.0.0.1",
         autodiscover=False,
     )
-    requests = app.topic(
-        settings.topic_requests,
-        key_type=bytes,
-        value_type=bytes,
-        partitions=settings.requests_partitions,
-    )
-    dlq = app.topic(settings.topic_dlq, key_type=bytes, value_type=bytes)
-    routing = app.topic(settings.topic_routing, key_type=bytes, value_type=bytes)
+
+    def raw_topic(name: str, partitions: int | None = None) -> faust.TopicT:
+        return app.topic(
+            name, key_type=bytes, value_type=bytes, key_serializer="raw", partitions=partitions
+        )
+
+    requests = raw_topic(settings.topic_requests, settings.requests_partitions)
+    dlq = raw_topic(settings.topic_dlq)
+    routing = raw_topic(settings.topic_routing)
     # Internal: each worker's model summary; one partition, so exactly one worker merges.
-    summaries = app.topic(
-        f"{settings.app_id}-summaries", key_type=bytes, value_type=bytes, partitions=1
-    )
+    summaries = raw_topic(f"{settings.app_id}-summaries", partitions=1)
     # Per-key statistics survive a worker's loss through this table's changelog (JSON bytes).
     key_stats = app.Table(
         "key-stats",
         default=None,
-        key_type=bytes,
+        key_type=str,
         value_type=bytes,
         partitions=settings.requests_partitions,
     )
+    # Per (service, shard, arm, source partition) request metrics in tumbling windows.
+    metric_tables = {
+        name: app.Table(
+            f"shard-metrics-{name}",
+            default=None,
+            key_type=str,
+            value_type=bytes,
+            partitions=settings.requests_partitions,
+        ).tumbling(size, expires=timedelta(seconds=size * WINDOWS_KEPT))
+        for name, size in METRIC_WINDOWS.items()
+    }
+    recorders = {
+        name: WindowRecorder(_current_getter(table), table.__setitem__)
+        for name, table in metric_tables.items()
+    }
     counters = PipelineCounters()
     # Federated: workers predict with the merged global snapshot, never a local model.
     profiler_config = ProfilerConfig(max_shards=settings.max_shards, federated=True)
@@ -128,7 +149,7 @@ def create_app(settings: Settings) -> faust.App:
     app.shardshape_profiling = profiling
 
     def recover_key(key: str) -> list | None:
-        stored = key_stats.get(key.encode())
+        stored = key_stats.get(key)
         return orjson.loads(stored)["rec"] if stored else None
 
     @app.agent(requests, name="shardshape.profile")
@@ -142,13 +163,14 @@ def create_app(settings: Settings) -> faust.App:
                             origin.offset, letter.reason)  # fmt: skip
                 await dlq.send(key=message.key, value=encode(letter))
             if result.events:
-                changes, touched = profiling.process(result.events, recover=recover_key)
-                for entry in changes:
+                outcome = profiling.process(result.events, recover=recover_key)
+                for entry in outcome.changes:
                     await routing.send(key=entry.key.encode(), value=encode(entry))
-                for key, record in touched.items():
-                    key_stats[key.encode()] = orjson.dumps(
-                        {"rec": record, "offset": message.offset}
-                    )
+                for key, record in outcome.checkpoints.items():
+                    key_stats[key] = orjson.dumps({"rec": record, "offset": message.offset})
+                batch = aggregate(result.events, outcome.shards)
+                for recorder in recorders.values():
+                    recorder.record(batch, message.partition, message.offset)
             counters.record(len(result.events), len(result.dead_letters))
 
     @app.agent(summaries, name="shardshape.merge")
@@ -185,6 +207,11 @@ def create_app(settings: Settings) -> faust.App:
     async def stats(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
         return web.json({**counters.as_dict(), "snapshot_versions": profiling.versions()})
 
+    @app.page("/shardshape/shards")
+    async def shards(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
+        """This worker's windows: stored stats per slot, for `shardshape shards` to merge."""
+        return web.json({name: window_slots(table) for name, table in metric_tables.items()})
+
     @app.task
     async def follow_routing() -> None:
         follower.start()
@@ -194,6 +221,29 @@ def create_app(settings: Settings) -> faust.App:
         follower.stop()  # before the broker goes away
 
     return app
+
+
+def _current_getter(table: faust.types.tables.WindowWrapperT):  # type: ignore[no-untyped-def]
+    """``slot -> bytes | None`` in the window of the event being processed."""
+
+    def get(slot: str) -> bytes | None:
+        try:
+            return table[slot].current()
+        except KeyError:
+            return None
+
+    return get
+
+
+def window_slots(table: faust.types.tables.WindowWrapperT) -> list[dict]:
+    """Stored slots of a windowed table, grouped by window, newest first (JSON-able)."""
+    windows: dict[tuple[float, float], dict[str, str]] = {}
+    for (slot, (start, end)), data in list(table.table.data.items()):
+        windows.setdefault((start, end), {})[slot] = data.decode()
+    return [
+        {"start": start, "end": end, "slots": slots}
+        for (start, end), slots in sorted(windows.items(), reverse=True)
+    ]
 
 
 def faust_credentials(settings: Settings) -> CredentialsT | None:

@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import orjson
 
@@ -37,6 +38,17 @@ log = logging.getLogger("shardshape.profiling")
 Recover = Callable[[str], list | None]
 
 
+@dataclass
+class BatchOutcome:
+    """What one batch changed: routes to publish, key statistics to checkpoint (those new,
+    every ``checkpoint_every`` of a key's events, or re-routed), and each event's shard as
+    predicted at arrival."""
+
+    changes: list[RoutingEntry]
+    checkpoints: dict[str, list]
+    shards: list[int]
+
+
 class ProfilingWorker:
     """Per-service profilers of one worker, fed batch by batch by the profile agent."""
 
@@ -57,18 +69,20 @@ class ProfilingWorker:
 
     def process(
         self, events: Sequence[RequestEvent], recover: Recover = lambda key: None
-    ) -> tuple[list[RoutingEntry], dict[str, list]]:
+    ) -> BatchOutcome:
         """Predict and learn a batch.
 
-        Returns the routes that changed and the statistics of the keys due a checkpoint.
         ``recover(key)`` gives the stored statistics of a key this worker does not know yet
         (it moved here in a rebalance), or None for a new key.
         """
         changes = self.adopt_offered()
         by_service: dict[str, list[RequestEvent]] = {}
-        for event in events:
+        positions: dict[str, list[int]] = {}
+        for position, event in enumerate(events):
             by_service.setdefault(event.service, []).append(event)
+            positions.setdefault(event.service, []).append(position)
         touched: dict[str, list] = {}
+        shards = [0] * len(events)
         every = self.checkpoint_every
         for service, batch in by_service.items():
             profiler = self.profiler(service)
@@ -81,7 +95,9 @@ class ProfilingWorker:
                 if record is None and (stored := recover(key)) is not None:
                     record = profiler.keys.records[key] = list(stored)
                 seen_before[key] = record[N] if record is not None else 0
-            profiler.process_batch(batch)
+            assignments = profiler.process_batch(batch)
+            for position, assignment in zip(positions[service], assignments, strict=True):
+                shards[position] = assignment.predicted
             service_changes = profiler.routing_changes()
             changes += service_changes
             # Checkpoint a key when it is new, every ``every`` of its events, and when its
@@ -93,7 +109,7 @@ class ProfilingWorker:
             for entry in service_changes:
                 if (record := profiler.keys.get(entry.key)) is not None:
                     touched[entry.key] = record
-        return changes, touched
+        return BatchOutcome(changes, touched, shards)
 
     def summaries(self) -> list[tuple[bytes, bytes]]:
         """(key, value) messages for the summaries topic: the services that learned since."""

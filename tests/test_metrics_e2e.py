@@ -1,0 +1,100 @@
+"""Shard metrics on the real broker: a worker's windowed tables count every event once, and
+`shardshape shards` shows them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from infra.net import ensure_port_free
+from infra.settings import Settings
+from infra.topics import create_topics
+from models.synthetic import SyntheticStream
+from streams.contracts import RequestEvent
+from streams.metrics import latest_window, merged_series
+from streams.replay import replay
+from tests.conftest import running, settings_env, shardshape_command, wait_for_line
+
+
+def _windows(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/shardshape/shards", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def _counted(windows: list[dict]) -> int:
+    """Events in all windows of one size (each event is in exactly one tumbling window)."""
+    return sum(
+        stats.count
+        for window in windows
+        for stats in merged_series(
+            (slot, data.encode()) for slot, data in window["slots"].items()
+        ).values()
+    )
+
+
+def test_windowed_shard_metrics_count_every_event_once(settings: Settings, tmp_path: Path) -> None:
+    port = ensure_port_free(0, "WEB_PORT")
+    settings = settings.model_copy(update={"web_enabled": True, "web_port": port})
+    create_topics(settings)
+    events = list(SyntheticStream(seed=8).events(6_000))
+    # Some events say which shard and arm the gateway ran them in; those must be kept.
+    events[:100] = [e.model_copy(update={"shard_id": 42, "arm": "variant"}) for e in events[:100]]
+    errors = sum(e.status != "ok" for e in events)
+    log = tmp_path / "worker.log"
+    env = settings_env(settings)
+    with running(shardshape_command("worker"), env, log) as worker:
+        wait_for_line(log, "shardshape worker ready", worker, 90)
+        replay(events, settings.confluent_config(), settings.topic_requests,
+               settings.requests_partitions)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _counted(_windows(port)["10s"]) < len(events):
+            time.sleep(0.5)
+        windows = _windows(port)
+        assert _counted(windows["10s"]) == len(events)
+        assert _counted(windows["1m"]) == len(events)
+
+        everything = merged_series(
+            (slot, data.encode()) for w in windows["1m"] for slot, data in w["slots"].items()
+        )
+        assert sum(sum(s.errors.values()) for s in everything.values()) == errors
+        assert everything["shop|42|variant"].count == 100
+        latencies = sorted(e.latency_ms for e in events)
+        merged = everything.popitem()[1]
+        assert merged.summary(60)["p50_ms"] is not None
+        assert min(latencies) * 0.98 <= merged.summary(60)["p50_ms"] <= max(latencies) * 1.02
+
+        # The command line reads the same windows.
+        time.sleep(max(0.0, latest_window([windows["10s"]], time.time())[1] - time.time()) + 0.5)
+        done = subprocess.run(
+            shardshape_command("shards", "--worker", f"http://127.0.0.1:{port}", "--json"),
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        rows = json.loads(done.stdout)["shards"]
+        assert rows and {row["service"] for row in rows} == {"shop"}
+        assert all(row["count"] > 0 and row["p99_ms"] >= row["p50_ms"] for row in rows)
+        table = subprocess.run(
+            shardshape_command("shards", "--worker", f"http://127.0.0.1:{port}"),
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert table.returncode == 0 and "p99 ms" in table.stdout
+
+
+def test_shards_command_says_how_to_start_a_worker() -> None:
+    port = ensure_port_free(0, "WEB_PORT")
+    done = subprocess.run(
+        shardshape_command("shards", "--worker", f"http://127.0.0.1:{port}"),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "shardshape run" in done.stderr
+
+
+def test_gateway_shard_wins_over_prediction() -> None:
+    from streams.metrics import aggregate
+
+    event = RequestEvent(request_id="r", ts=0, service="s", request_type="t", shard_id=5)
+    assert set(aggregate([event], [1])) == {"s|5|"}
