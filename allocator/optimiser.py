@@ -1,0 +1,510 @@
+"""The optimiser: integer block counts per (shard, block type) at least cost, as a MILP (HiGHS).
+
+For shards ``s`` and block types ``t``, with forecast ``q_s`` (a quantile), per-block capacity
+``c_st``, target utilisation ``u_s``, minimum ``m_s``, pool ``A_t`` and block cost ``w_t``::
+
+    minimise    sum_st w_t x_st
+    subject to  sum_t u_s c_st x_st >= q_s        (demand)
+                sum_t x_st          >= m_s        (minimum)
+                sum_s x_st          <= A_t        (pool, shared by every service in it)
+                lo_st <= x_st <= hi_st, integer   (smoothing, see :class:`Smoothing`)
+
+When the pool cannot cover everything, the demand and minimum rows get shortfall variables
+and are relaxed lexicographically by priority: minima first (highest priority first), then
+demand level by level (the worst relative shortfall within a level minimised first, so a level
+is cut evenly), then cost with every shortfall held at what was reached. A shortfall is
+reported per shard, never an infeasible-solver error. Blocks not allocated are the surplus,
+returned to the pool.
+
+>>> d = [ShardDemand("shop", 0, demand_rps=160, capacity_rps={"small": 50, "large": 120},
+...                  target_utilisation=1.0, min_blocks=1)]
+>>> a = solve(d, pool={"small": 10, "large": 2}, costs={"small": 1.0, "large": 2.0})
+>>> a.shards["shop", 0].blocks, a.cost, a.surplus
+({'large': 1, 'small': 1}, 3.0, {'large': 1, 'small': 9})
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.sparse import coo_array, csr_array, vstack
+
+ShardKey = tuple[str, int]
+_TOL = 1e-6
+
+
+class OptimiserError(RuntimeError):
+    """The solver failed for a reason other than a too-small pool (which is a shortfall)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShardDemand:
+    """One shard's input to the optimiser.
+
+    ``capacity_rps`` maps each block type the shard may use to the requests/s one block
+    sustains at full utilisation (the calibration's conservative estimate); types absent from
+    it are not used for the shard. ``quantile`` and ``slo_p99_ms`` are carried into the plan;
+    the SLO acts through ``target_utilisation``, the headroom that keeps the p99 within it.
+    """
+
+    service: str
+    shard_id: int
+    demand_rps: float
+    capacity_rps: Mapping[str, float]
+    priority: int = 0
+    min_blocks: int = 0
+    target_utilisation: float = 0.7
+    quantile: float | None = None
+    slo_p99_ms: float | None = None
+
+    @property
+    def key(self) -> ShardKey:
+        return (self.service, self.shard_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Smoothing:
+    """How far one plan may move from the previous one.
+
+    Per (shard, block type) with ``p`` blocks before, a step adds at most
+    ``max(max_step_up, ceil(step_fraction p))`` and removes at most
+    ``max(max_step_down, floor(step_fraction p))``. A shard keeps all its blocks while the
+    forecast would still load its previous allocation to ``release_below_utilisation`` or more
+    (hysteresis: blocks are released only when clearly idle, so a noisy forecast around a
+    boundary does not add and remove the same block every step). Holding is soft: a
+    higher-priority shard's demand and the pool bound come first.
+    """
+
+    max_step_up: int = 8
+    max_step_down: int = 2
+    step_fraction: float = 0.5
+    release_below_utilisation: float = 0.5
+
+    def bounds(self, previous: int) -> tuple[int, int]:
+        """(most blocks removable, most blocks addable) in one step from ``previous``.
+
+        >>> Smoothing().bounds(40)
+        (20, 20)
+        """
+        down = max(self.max_step_down, math.floor(self.step_fraction * previous))
+        up = max(self.max_step_up, math.ceil(self.step_fraction * previous))
+        return min(down, previous), up
+
+
+@dataclass(frozen=True, slots=True)
+class ShardAllocation:
+    """The optimiser's answer for one shard.
+
+    ``capacity_rps`` is what the blocks sustain at full utilisation; ``shortfall_rps`` is the
+    forecast not covered at the target utilisation; ``min_shortfall`` the blocks missing to the
+    minimum; ``limited_by`` says why there is a shortfall: ``"pool"`` (higher priorities took
+    the blocks), ``"ramp"`` (smoothing bounded the step) or ``"no capacity"`` (no usable block
+    type); empty when there is none.
+    """
+
+    demand: ShardDemand
+    blocks: dict[str, int]
+    capacity_rps: float
+    shortfall_rps: float
+    min_shortfall: int
+    limited_by: str
+
+    @property
+    def utilisation(self) -> float | None:
+        """Forecast over capacity (``None`` without capacity)."""
+        return self.demand.demand_rps / self.capacity_rps if self.capacity_rps > 0 else None
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """The optimiser's answer for one pool: per-shard blocks, the pool's use and surplus."""
+
+    shards: dict[ShardKey, ShardAllocation]
+    pool: dict[str, int]
+    used: dict[str, int]
+    surplus: dict[str, int]
+    cost: float
+    solves: int = 1
+    solve_ms: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def has_shortfall(self) -> bool:
+        return any(a.shortfall_rps > _TOL or a.min_shortfall for a in self.shards.values())
+
+    def for_service(self, service: str) -> list[ShardAllocation]:
+        """The service's shards, by shard id."""
+        found = [a for (svc, _), a in self.shards.items() if svc == service]
+        return sorted(found, key=lambda a: a.demand.shard_id)
+
+    def blocks(self) -> dict[ShardKey, dict[str, int]]:
+        """Blocks per shard: what the next solve takes as ``previous``."""
+        return {key: dict(a.blocks) for key, a in self.shards.items()}
+
+
+def solve(
+    demands: Sequence[ShardDemand],
+    pool: Mapping[str, int],
+    costs: Mapping[str, float],
+    *,
+    previous: Mapping[ShardKey, Mapping[str, int]] | None = None,
+    smoothing: Smoothing | None = None,
+    mip_rel_gap: float = 0.01,
+    time_limit_s: float = 1.0,
+) -> Allocation:
+    """Allocate blocks of ``pool`` (type -> blocks available) to the shards of ``demands``.
+
+    ``previous`` (blocks per shard of the last plan) and ``smoothing`` bound the change per
+    step; without ``previous`` there are no step bounds (the first plan). Pass the shards of
+    every service that draws on the pool in one call: the pool row then holds for all of them.
+    ``mip_rel_gap`` is HiGHS's relative optimality gap (the cost found is within it of the
+    optimum; small instances are solved exactly); ``time_limit_s`` bounds each MILP solve, after
+    which the best allocation found so far is used.
+
+    Raises :class:`ValueError` naming the input at fault (a duplicate shard, a block type the
+    pool does not hold, a block type without a cost), :class:`OptimiserError` if HiGHS fails.
+    """
+    started = time.perf_counter()
+    problem = _Problem(demands, pool, costs, previous, smoothing, time_limit_s, mip_rel_gap)
+    x = problem.run()
+    return problem.allocation(x, (time.perf_counter() - started) * 1000)
+
+
+class _Problem:
+    """The MILP's arrays; variables are ``[x (pairs), y (S), z (S), r (holds)]``."""
+
+    def __init__(
+        self,
+        demands: Sequence[ShardDemand],
+        pool: Mapping[str, int],
+        costs: Mapping[str, float],
+        previous: Mapping[ShardKey, Mapping[str, int]] | None,
+        smoothing: Smoothing | None,
+        time_limit_s: float,
+        mip_rel_gap: float,
+    ) -> None:
+        _check_inputs(demands, pool, costs)
+        self.demands = list(demands)
+        self.types = sorted(pool)
+        self.pool = {t: int(pool[t]) for t in self.types}
+        self.costs = {t: float(costs[t]) for t in self.types}
+        self.time_limit_s = time_limit_s
+        self.mip_rel_gap = mip_rel_gap
+        self.solves = 0
+        self.last_x: np.ndarray | None = None
+        t_index = {t: i for i, t in enumerate(self.types)}
+        s_of, t_of, cap = [], [], []
+        for s, d in enumerate(self.demands):
+            for name in sorted(d.capacity_rps):
+                s_of.append(s)
+                t_of.append(t_index[name])
+                cap.append(max(float(d.capacity_rps[name]), 0.0))
+        self.s_of = np.array(s_of, dtype=np.int64)
+        self.t_of = np.array(t_of, dtype=np.int64)
+        self.cap = np.array(cap)
+        n_pairs, n_shards = len(s_of), len(self.demands)
+        self.n_pairs, self.n_shards = n_pairs, n_shards
+        q = np.array([max(d.demand_rps, 0.0) for d in self.demands])
+        u = np.array([d.target_utilisation for d in self.demands])
+        m = np.array([max(d.min_blocks, 0) for d in self.demands], dtype=float)
+        self.q, self.u, self.m = q, u, m
+        pool_arr = np.array([self.pool[t] for t in self.types], dtype=float)
+
+        # Step bounds and soft holds from the previous plan.
+        hi = pool_arr[self.t_of].copy()
+        prev = np.zeros(n_pairs)
+        self.ramped = np.zeros(n_pairs, dtype=bool)
+        hold_lo = np.zeros(n_pairs)
+        if previous is not None:
+            smooth = smoothing or Smoothing()
+            for p in range(n_pairs):
+                d = self.demands[self.s_of[p]]
+                prev[p] = previous.get(d.key, {}).get(self.types[self.t_of[p]], 0)
+            prev_cap = np.bincount(self.s_of, prev * self.cap, minlength=n_shards)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                prev_util = np.where(prev_cap > 0, q / prev_cap, np.inf)
+            for p in range(n_pairs):
+                down, up = smooth.bounds(int(prev[p]))
+                if prev[p] + up < hi[p]:
+                    hi[p] = prev[p] + up
+                    self.ramped[p] = True
+                keep = prev_util[self.s_of[p]] >= smooth.release_below_utilisation
+                hold_lo[p] = prev[p] if keep else prev[p] - down
+        self.hi = hi
+        holds = np.flatnonzero(hold_lo > 0)
+        self.n_holds = len(holds)
+        n_vars = n_pairs + 2 * n_shards + len(holds)
+        self.n_vars = n_vars
+        self.y0, self.z0, self.r0 = n_pairs, n_pairs + n_shards, n_pairs + 2 * n_shards
+
+        # Rows: demand (as fractions of q), minimum, pool, holds.
+        rows, cols, vals, lo, up = [], [], [], [], []
+        row = 0
+        self.demand_rows = np.full(n_shards, -1)
+        coef = u[self.s_of] * self.cap / np.where(q[self.s_of] > 0, q[self.s_of], 1.0)
+        for s in range(n_shards):
+            if q[s] <= 0:
+                continue
+            mine = np.flatnonzero(self.s_of == s)
+            rows += [row] * (len(mine) + 1)
+            cols += [*mine.tolist(), self.y0 + s]
+            vals += [*coef[mine].tolist(), 1.0]
+            lo.append(1.0)
+            up.append(np.inf)
+            self.demand_rows[s] = row
+            row += 1
+        for s in range(n_shards):
+            if m[s] <= 0:
+                continue
+            mine = np.flatnonzero(self.s_of == s)
+            rows += [row] * (len(mine) + 1)
+            cols += [*mine.tolist(), self.z0 + s]
+            vals += [1.0] * (len(mine) + 1)
+            lo.append(m[s])
+            up.append(np.inf)
+            row += 1
+        for t in range(len(self.types)):
+            mine = np.flatnonzero(self.t_of == t)
+            if len(mine) == 0:
+                continue
+            rows += [row] * len(mine)
+            cols += mine.tolist()
+            vals += [1.0] * len(mine)
+            lo.append(-np.inf)
+            up.append(pool_arr[t])
+            row += 1
+        for h, p in enumerate(holds):
+            rows += [row, row]
+            cols += [int(p), self.r0 + h]
+            vals += [1.0, 1.0]
+            lo.append(hold_lo[p])
+            up.append(np.inf)
+            row += 1
+        self.A = csr_array(coo_array((vals, (rows, cols)), shape=(row, n_vars)))
+        self.row_lo, self.row_up = np.array(lo), np.array(up)
+
+        # Variable bounds: y (demand shortfall fraction), z (blocks under the minimum), r (hold
+        # slack). A shard with demand and no usable capacity is short by construction.
+        self.lb = np.zeros(n_vars)
+        self.ub = np.concatenate([hi, np.ones(n_shards), m, hold_lo[holds]])
+        usable = np.bincount(self.s_of, self.cap * (hi > 0), minlength=n_shards) > 0
+        self.no_capacity = (q > 0) & ~usable
+        self.y_fixed = self.no_capacity.astype(float)
+        self.lb[self.y0 : self.y0 + n_shards] = self.y_fixed
+        self.integrality = np.zeros(n_vars)
+        self.integrality[:n_pairs] = 1
+        self.cost_vec = np.zeros(n_vars)
+        self.cost_vec[:n_pairs] = np.array([self.costs[t] for t in self.types])[self.t_of]
+        hold_penalty = 2.0 * max(self.costs.values(), default=1.0) + 1.0
+        self.cost_vec[self.r0 :] = hold_penalty
+
+    # ------------------------------------------------------------------------------- stages
+
+    def run(self) -> np.ndarray:
+        ys, zs = slice(self.y0, self.z0), slice(self.z0, self.r0)
+        ub = self.ub.copy()
+        ub[ys] = self.y_fixed  # stage 0: everything met
+        ub[zs] = 0.0
+        x = self._solve(self.cost_vec, self.lb, ub)
+        if x is not None:
+            return x
+        ub = self.ub.copy()
+        ub[ys] = (self.q > 0).astype(float)  # any demand shortfall in [0, 1]
+        levels = sorted({d.priority for d in self.demands}, reverse=True)
+        shards_at = {p: [s for s, d in enumerate(self.demands) if d.priority == p] for p in levels}
+        # Minima, highest priority first (skipped at once when all minima fit).
+        ub = self._minimise_shortfall(self.z0, ub, levels, shards_at, cut_evenly=False)
+        # Demand: the highest levels that fit whole are found by bisection, then level by level.
+        ub = self._minimise_shortfall(self.y0, ub, levels, shards_at, cut_evenly=True)
+        x = self._solve(self.cost_vec, self.lb, ub)
+        if x is None:  # out of time: the last stage's point is feasible, keep it
+            x = self.last_x
+        if x is None:
+            raise OptimiserError("HiGHS found no allocation in time; raise time_limit_s")
+        return x
+
+    def _minimise_shortfall(
+        self,
+        offset: int,
+        ub: np.ndarray,
+        levels: list[int],
+        shards_at: dict[int, list[int]],
+        *,
+        cut_evenly: bool,
+    ) -> np.ndarray:
+        ub = ub.copy()
+        # The longest prefix of levels met in full: all of them (one solve), else by bisection.
+        lo_k, hi_k = 0, len(levels)
+        mid = hi_k
+        while lo_k < hi_k:
+            trial = ub.copy()
+            for p in levels[:mid]:
+                for s in shards_at[p]:
+                    trial[offset + s] = self._floor(offset, s)
+            if self._solve(np.zeros(self.n_vars), self.lb, trial) is not None:
+                lo_k = mid
+            else:
+                hi_k = mid - 1
+            mid = (lo_k + hi_k + 1) // 2
+        for p in levels[:lo_k]:
+            for s in shards_at[p]:
+                ub[offset + s] = self._floor(offset, s)
+        for p in levels[lo_k:]:
+            members = [offset + s for s in shards_at[p] if ub[offset + s] > self._floor(offset, s)]
+            if not members:
+                continue
+            x = self._level_stage(members, ub, cut_evenly)
+            if x is None:  # out of time: leave this level's shortfall to the final stage
+                continue
+            for v in members:
+                ub[v] = min(ub[v], x[v] + _TOL)
+        return ub
+
+    def _floor(self, offset: int, s: int) -> float:
+        return float(self.y_fixed[s]) if offset == self.y0 else 0.0
+
+    def _level_stage(
+        self, members: list[int], ub: np.ndarray, cut_evenly: bool
+    ) -> np.ndarray | None:
+        """Minimise the shortfall of one priority level (evenly: the worst one first)."""
+        if not cut_evenly:
+            c = np.zeros(self.n_vars)
+            c[members] = 1.0
+            x = self._solve(c, self.lb, ub)
+        else:
+            # One extra variable: the level's worst shortfall fraction, plus a small sum term.
+            c = np.zeros(self.n_vars + 1)
+            c[-1] = 1.0
+            c[members] = 0.1 / len(members)
+            extra = coo_array(
+                (
+                    [1.0] * len(members) + [-1.0] * len(members),
+                    (list(range(len(members))) * 2, members + [self.n_vars] * len(members)),
+                ),
+                shape=(len(members), self.n_vars + 1),
+            )
+            a = vstack([_pad_column(self.A), extra], format="csr")
+            lo = np.concatenate([self.row_lo, np.full(len(members), -np.inf)])
+            up = np.concatenate([self.row_up, np.zeros(len(members))])
+            x = self._solve(
+                c,
+                np.append(self.lb, 0.0),
+                np.append(ub, 1.0),
+                a=a,
+                row_lo=lo,
+                row_up=up,
+                integrality=np.append(self.integrality, 0),
+            )
+            x = None if x is None else x[:-1]
+        return x
+
+    def _solve(
+        self,
+        c: np.ndarray,
+        lb: np.ndarray,
+        ub: np.ndarray,
+        *,
+        a: Any = None,
+        row_lo: np.ndarray | None = None,
+        row_up: np.ndarray | None = None,
+        integrality: np.ndarray | None = None,
+    ) -> np.ndarray | None:
+        self.solves += 1
+        a = self.A if a is None else a
+        constraints = (
+            [
+                LinearConstraint(
+                    a,
+                    self.row_lo if row_lo is None else row_lo,
+                    self.row_up if row_up is None else row_up,
+                )
+            ]
+            if a.shape[0]
+            else []
+        )
+        res = milp(
+            c,
+            integrality=self.integrality if integrality is None else integrality,
+            bounds=Bounds(lb, np.maximum(ub, lb)),
+            constraints=constraints,
+            options={"time_limit": self.time_limit_s, "mip_rel_gap": self.mip_rel_gap},
+        )
+        if res.x is not None and res.status in (0, 1):
+            self.last_x = res.x[: self.n_vars]
+            return res.x
+        if res.status in (1, 2):  # infeasible, or out of time before any allocation was found
+            return None
+        raise OptimiserError(f"HiGHS stopped without an allocation: {res.message}")
+
+    # ------------------------------------------------------------------------------- answer
+
+    def allocation(self, x: np.ndarray, solve_ms: float) -> Allocation:
+        counts = np.rint(x[: self.n_pairs]).astype(np.int64)
+        used = np.bincount(self.t_of, counts, minlength=len(self.types))
+        shards: dict[ShardKey, ShardAllocation] = {}
+        surplus = {t: self.pool[t] - int(used[i]) for i, t in enumerate(self.types)}
+        for s, d in enumerate(self.demands):
+            mine = np.flatnonzero(self.s_of == s)
+            blocks = {self.types[self.t_of[p]]: int(counts[p]) for p in mine if counts[p] > 0}
+            capacity = float(counts[mine] @ self.cap[mine])
+            short = max(0.0, self.q[s] - self.u[s] * capacity)
+            short = 0.0 if short <= _TOL * max(1.0, self.q[s]) else short
+            under = max(0, int(self.m[s]) - int(counts[mine].sum()))
+            reason = ""
+            if short or under:
+                if self.no_capacity[s]:
+                    reason = "no capacity"
+                elif any(
+                    self.ramped[p] and counts[p] >= self.hi[p] and surplus[self.types[self.t_of[p]]]
+                    for p in mine
+                ):
+                    reason = "ramp"
+                else:
+                    reason = "pool"
+            shards[d.key] = ShardAllocation(d, blocks, capacity, short, under, reason)
+        cost = float(sum(self.costs[t] * int(used[i]) for i, t in enumerate(self.types)))
+        return Allocation(
+            shards=shards,
+            pool=dict(self.pool),
+            used={t: int(used[i]) for i, t in enumerate(self.types)},
+            surplus=surplus,
+            cost=cost,
+            solves=self.solves,
+            solve_ms=solve_ms,
+        )
+
+
+def _pad_column(a: csr_array) -> csr_array:
+    return csr_array((a.data, a.indices, a.indptr), shape=(a.shape[0], a.shape[1] + 1))
+
+
+def _check_inputs(
+    demands: Sequence[ShardDemand], pool: Mapping[str, int], costs: Mapping[str, float]
+) -> None:
+    seen: set[ShardKey] = set()
+    for d in demands:
+        if d.key in seen:
+            raise ValueError(f"shard {d.key} appears twice in the demands: give each shard once")
+        seen.add(d.key)
+        unknown = sorted(set(d.capacity_rps) - set(pool))
+        if unknown:
+            raise ValueError(
+                f"shard {d.key} may use block types {unknown} that the pool does not hold "
+                f"(it holds {sorted(pool)}): drop them from its capacity_rps"
+            )
+        if not 0 < d.target_utilisation <= 1:
+            raise ValueError(f"shard {d.key}: target_utilisation must be in (0, 1]")
+        if not math.isfinite(d.demand_rps):
+            raise ValueError(f"shard {d.key}: demand_rps must be finite, got {d.demand_rps}")
+    missing = sorted(set(pool) - set(costs))
+    if missing:
+        raise ValueError(f"no cost for block types {missing}: give every pool block type a cost")
+    negative = sorted(t for t, n in pool.items() if n < 0)
+    if negative:
+        raise ValueError(f"pool counts must be >= 0; negative for {negative}")

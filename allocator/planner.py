@@ -1,0 +1,161 @@
+"""Planning one pool over time: shard demands from forecasts, a minimum interval, smoothing.
+
+The planner timer keeps one :class:`PoolPlanner` per pool and calls :meth:`PoolPlanner.plan`
+on every tick with the demands of every shard of every service in the pool, so the pool bound
+holds for all of them together.
+
+>>> from allocator.pools_config import parse_pools_config
+>>> config = parse_pools_config('''
+... [block_types.small]
+... cpu_millicores = 500
+... memory_mib = 256
+... cost = 1.0
+... [pools.main]
+... blocks = { small = 10 }
+... [services.shop]
+... pool = "main"
+... ''')
+>>> planner = PoolPlanner.from_config(config, "main")
+>>> demand = ShardDemand("shop", 0, demand_rps=70, capacity_rps={"small": 50},
+...                      target_utilisation=0.7)
+>>> step = planner.plan([demand], now=0.0)
+>>> step.replanned, step.allocation.shards["shop", 0].blocks
+(True, {'small': 2})
+>>> planner.plan([demand], now=5.0).reason
+'held: the last plan is 5 s old, the minimum interval is 30 s'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from allocator.calibration import Calibrator, ShardKey
+from allocator.optimiser import Allocation, ShardDemand, Smoothing, solve
+from allocator.pools_config import PoolsConfig
+
+
+@dataclass(frozen=True, slots=True)
+class PlanStep:
+    """What one tick decided: the allocation in force, whether it is new, and why."""
+
+    allocation: Allocation
+    replanned: bool
+    reason: str
+
+
+class PoolPlanner:
+    """Keeps one pool's last allocation and decides when and how far it may change.
+
+    Within ``min_interval_s`` of the last plan the previous allocation stays in force, unless a
+    shard is new or its forecast exceeds the full capacity of what it holds (overload does not
+    wait). Every new plan starts from the previous one under ``smoothing``.
+    """
+
+    def __init__(
+        self,
+        pool_id: str,
+        pool: Mapping[str, int],
+        costs: Mapping[str, float],
+        *,
+        smoothing: Smoothing | None = None,
+        min_interval_s: float = 30.0,
+    ) -> None:
+        self.pool_id = pool_id
+        self.pool = dict(pool)
+        self.costs = dict(costs)
+        self.smoothing = smoothing or Smoothing()
+        self.min_interval_s = min_interval_s
+        self.previous: Allocation | None = None
+        self.last_ts: float | None = None
+
+    @classmethod
+    def from_config(cls, config: PoolsConfig, pool_id: str) -> PoolPlanner:
+        """A planner for ``pool_id`` with the pool, costs and ``[planning]`` of ``config``."""
+        if pool_id not in config.pools:
+            known = ", ".join(sorted(config.pools)) or "(none)"
+            raise KeyError(f"pool {pool_id!r} is not in the pools config; known: {known}")
+        policy = config.planning
+        return cls(
+            pool_id,
+            config.pools[pool_id].blocks,
+            {name: bt.cost for name, bt in config.pool_block_types(pool_id).items()},
+            smoothing=Smoothing(
+                max_step_up=policy.max_step_up,
+                max_step_down=policy.max_step_down,
+                step_fraction=policy.step_fraction,
+                release_below_utilisation=policy.release_below_utilisation,
+            ),
+            min_interval_s=policy.min_interval_s,
+        )
+
+    def plan(self, demands: Sequence[ShardDemand], *, now: float, force: bool = False) -> PlanStep:
+        """Re-plan the pool if it is time (or urgent), else keep the allocation in force."""
+        if self.previous is not None and self.last_ts is not None and not force:
+            age = now - self.last_ts
+            urgent = self._urgent(demands, self.previous)
+            if age < self.min_interval_s and not urgent:
+                return PlanStep(
+                    self.previous,
+                    False,
+                    f"held: the last plan is {age:.0f} s old, "
+                    f"the minimum interval is {self.min_interval_s:.0f} s",
+                )
+        previous = self.previous.blocks() if self.previous is not None else None
+        allocation = solve(
+            demands, self.pool, self.costs, previous=previous, smoothing=self.smoothing
+        )
+        self.previous, self.last_ts = allocation, now
+        return PlanStep(allocation, True, "first plan" if previous is None else "re-planned")
+
+    @staticmethod
+    def _urgent(demands: Sequence[ShardDemand], previous: Allocation) -> str:
+        for d in demands:
+            held = previous.shards.get(d.key)
+            if held is None:
+                return f"shard {d.key} is new"
+            capacity = sum(d.capacity_rps.get(t, 0.0) * n for t, n in held.blocks.items())
+            if d.demand_rps > capacity:
+                return f"shard {d.key} is overloaded"
+        return ""
+
+
+def shard_demands(
+    config: PoolsConfig,
+    calibrator: Calibrator,
+    pool_id: str,
+    forecasts: Mapping[ShardKey, float],
+) -> list[ShardDemand]:
+    """Optimiser inputs for every forecast shard of the services in ``pool_id``.
+
+    ``forecasts`` maps (service, shard id) to the forecast at ``[planning].forecast_quantile``;
+    shards of services in other pools are ignored. Capacities are the calibrator's
+    conservative estimates for the block types the shard may use.
+    """
+    services = set(config.services_of(pool_id))
+    demands = []
+    for (service, shard_id), rps in sorted(forecasts.items()):
+        if service not in services:
+            continue
+        settings = config.shard_settings(service, shard_id)
+        demands.append(
+            ShardDemand(
+                service=service,
+                shard_id=shard_id,
+                demand_rps=rps,
+                capacity_rps=calibrator.capacities(service, shard_id, settings.block_types),
+                priority=settings.priority,
+                min_blocks=settings.min_blocks,
+                target_utilisation=settings.target_utilisation,
+                quantile=config.planning.forecast_quantile,
+                slo_p99_ms=settings.slo_p99_ms,
+            )
+        )
+    return demands
+
+
+def calibrator_for(config: PoolsConfig, **options: float) -> Calibrator:
+    """A :class:`Calibrator` over every block type of ``config``, with each service's
+    ``prior_rps_per_core`` as its prior; ``options`` go to :class:`Calibrator`."""
+    priors = {name: svc.prior_rps_per_core for name, svc in config.services.items()}
+    return Calibrator(config.block_types, service_priors=priors, **options)
