@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# The example pools let the worker plan from the start; set SHARDSHAPE_POOLS_CONFIG to your own.
 run: $(STAMP)
-	$(BIN)/shardshape run
+	SHARDSHAPE_POOLS_CONFIG=$${SHARDSHAPE_POOLS_CONFIG:-examples/pools.toml} $(BIN)/shardshape run
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

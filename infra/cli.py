@@ -85,6 +85,7 @@ def run(ctx: click.Context) -> None:
     Uses the embedded broker unless SHARDSHAPE_KAFKA_BOOTSTRAP names a cluster. Everything
     started here is stopped on Ctrl-C or SIGTERM; the broker log is kept in the data directory.
     """
+    from allocator.pools_config import PoolsConfigError
     from streams.app import run_worker
 
     settings = _settings(ctx)
@@ -96,6 +97,8 @@ def run(ctx: click.Context) -> None:
             run_worker(settings)
     except (BrokerError, PortInUseError) as exc:
         raise CommandError(str(exc)) from None
+    except PoolsConfigError as exc:
+        raise CommandError(f"SHARDSHAPE_POOLS_CONFIG: {exc}") from None
     except KeyboardInterrupt:
         pass
     finally:
@@ -135,9 +138,13 @@ def worker(ctx: click.Context) -> None:
     It consumes the requests topic, validates every message and sends what is invalid to the
     DLQ topic with the reason. Start several for more throughput; they share the partitions.
     """
+    from allocator.pools_config import PoolsConfigError
     from streams.app import run_worker
 
-    run_worker(_bootstrapped(_settings(ctx), "worker"))
+    try:
+        run_worker(_bootstrapped(_settings(ctx), "worker"))
+    except PoolsConfigError as exc:
+        raise CommandError(f"SHARDSHAPE_POOLS_CONFIG: {exc}") from None
 
 
 @cli.command()
@@ -212,6 +219,59 @@ def _shards_table(rows: list[dict], title: str) -> Table:
             ms(row["p99_ms"]),
         )
     return table
+
+
+@cli.group()
+def plan() -> None:
+    """Inspect the allocation plans on the plans topic."""
+
+
+@plan.command("show")
+@click.option("--service", help="Only this service's plan.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plans as JSON.")
+@click.pass_context
+def plan_show(ctx: click.Context, service: str | None, as_json: bool) -> None:
+    """Print the plan in force for each service: blocks, resources and the rationale."""
+    from streams.contracts import AllocationPlan, ContractError, decode
+    from streams.follower import TopicFollower
+
+    settings = _bootstrapped(_settings(ctx), "plan show")
+    latest: dict[str, AllocationPlan] = {}
+
+    def keep(key: bytes | None, value: bytes | None) -> None:
+        try:
+            found = decode(AllocationPlan, value)
+        except ContractError:
+            return
+        held = latest.get(found.service)
+        if held is None or found.version > held.version:
+            latest[found.service] = found
+
+    follower = TopicFollower(settings.confluent_config(), settings.topic_plans, keep).start()
+    caught_up = follower.caught_up.wait(15)
+    follower.stop()
+    if not caught_up:
+        raise CommandError(f"could not read {settings.topic_plans} within 15 s")
+    plans = [p for name, p in sorted(latest.items()) if service in (None, name)]
+    if as_json:
+        click.echo(json.dumps([p.model_dump(mode="json") for p in plans], indent=2))
+        return
+    if not plans:
+        click.echo("no plan yet" + (f" for {service}" if service else ""), err=True)
+        return
+    for found in plans:
+        title = f"{found.service} plan v{found.version} (pool {found.pool_id})"
+        table = Table("shard", "blocks", "cpu m", "memory MiB", "concurrency", "forecast rps",
+                      title=title)  # fmt: skip
+        for spec in found.shards:
+            blocks = ", ".join(f"{n} x {t}" for t, n in spec.blocks.items()) or "-"
+            table.add_row(
+                str(spec.shard_id), blocks, str(spec.resources.cpu_millicores),
+                str(spec.resources.memory_mib), str(spec.resources.concurrency),
+                "-" if spec.forecast_rps is None else f"{spec.forecast_rps:,.1f}",
+            )  # fmt: skip
+        Console().print(table)
+        click.echo(found.rationale)
 
 
 @cli.group()

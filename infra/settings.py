@@ -83,6 +83,17 @@ class Settings(BaseSettings):
         5.0, gt=0, le=3_600, description="How often workers share summaries and snapshots merge."
     )
 
+    # Planning
+    pools_config: Path | None = Field(
+        None,
+        description="TOML of block types, pools and services (examples/pools.toml); "
+        "without it no plans are made.",
+    )
+    plan_window: Literal["10s", "1m"] = Field(
+        "1m", description="Metrics window that is one forecast step of the planner."
+    )
+    plan_horizon_s: float = Field(120.0, gt=0, le=86_400, description="How far plans look ahead.")
+
     # Trace data used by tests, benchmarks and examples
     trace_dir: Path = Path("../shared/data")
 
@@ -92,6 +103,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "broker_mode is 'external' but no bootstrap servers are set: "
                 f"set {ENV_PREFIX}KAFKA_BOOTSTRAP=host:port"
+            )
+        if self.pools_config is not None and not Path(self.pools_config).is_file():
+            raise ValueError(
+                f"{ENV_PREFIX}POOLS_CONFIG={self.pools_config} is not a file: point it at a "
+                "pools TOML (see examples/pools.toml) or unset it to run without planning"
             )
         if self.security_protocol.startswith("SASL") and not self.sasl_mechanism:
             raise ValueError(

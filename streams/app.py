@@ -17,6 +17,7 @@ import faust
 import orjson
 from faust.types.auth import CredentialsT
 
+from allocator.pools_config import load_pools_config
 from infra.net import ensure_port_free
 from infra.settings import Settings
 from models.profiler import ProfilerConfig
@@ -24,6 +25,7 @@ from streams.contracts import encode, snapshot_key
 from streams.fetch_wait import set_fetch_max_wait
 from streams.follower import TopicFollower
 from streams.metrics import WindowRecorder, aggregate
+from streams.planning import PlanningLoop, WindowReporter, plan_listener
 from streams.profiling import ProfilingWorker, SnapshotMerger, snapshot_listener
 from streams.validation import MessageOrigin, validate_message
 
@@ -133,6 +135,15 @@ def create_app(settings: Settings) -> faust.App:
         ).tumbling(size, expires=timedelta(seconds=size * WINDOWS_KEPT))
         for name, size in METRIC_WINDOWS.items()
     }
+    planning = (
+        PlanningLoop(
+            load_pools_config(settings.pools_config),
+            METRIC_WINDOWS[settings.plan_window],
+            horizon_s=settings.plan_horizon_s,
+        )
+        if settings.pools_config
+        else None
+    )
     recorders = {
         name: WindowRecorder(_current_getter(table), table.__setitem__)
         for name, table in metric_tables.items()
@@ -207,6 +218,9 @@ def create_app(settings: Settings) -> faust.App:
     async def stats(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
         return web.json({**counters.as_dict(), "snapshot_versions": profiling.versions()})
 
+    if planning is not None:
+        _add_planning(app, settings, planning, metric_tables[settings.plan_window], worker_id)
+
     @app.page("/shardshape/shards")
     async def shards(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
         """This worker's windows: stored stats per slot, for `shardshape shards` to merge."""
@@ -221,6 +235,51 @@ def create_app(settings: Settings) -> faust.App:
         follower.stop()  # before the broker goes away
 
     return app
+
+
+def _add_planning(
+    app: faust.App,
+    settings: Settings,
+    planning: PlanningLoop,
+    table: faust.types.tables.WindowWrapperT,
+    worker_id: str,
+) -> None:
+    """Every worker reports its closed metric windows; the owner of the one-partition reports
+    topic learns from all of them and publishes plans."""
+    reports = app.topic(
+        f"{settings.app_id}-windows", key_type=bytes, value_type=bytes, key_serializer="raw",
+        partitions=1,
+    )  # fmt: skip
+    plans = app.topic(settings.topic_plans, key_type=bytes, value_type=bytes, key_serializer="raw")
+    reporter = WindowReporter(worker_id, grace_s=2.0)
+    follower = TopicFollower(
+        settings.confluent_config(), settings.topic_plans, plan_listener(planning)
+    )
+
+    @app.timer(1.0)
+    async def report_windows() -> None:
+        for value in reporter.closed(window_slots(table), time.time()):
+            await reports.send(key=b"windows", value=value)
+
+    @app.agent(reports, name="shardshape.plan")
+    async def collect_reports(stream: faust.StreamT) -> None:
+        async for value in stream:
+            planning.add_report(value)
+
+    @app.timer(1.0)
+    async def publish_plans() -> None:
+        for plan in planning.tick(time.time()):
+            await plans.send(key=plan.service.encode(), value=encode(plan))
+            log.info("published plan %s v%d: %s", plan.service, plan.version,
+                     plan.rationale.splitlines()[0] if plan.rationale else "")  # fmt: skip
+
+    @app.task
+    async def follow_plans() -> None:
+        follower.start()
+
+    @app.on_before_shutdown.connect
+    async def stop_following_plans(app: faust.App, **kwargs: object) -> None:
+        follower.stop()
 
 
 def _current_getter(table: faust.types.tables.WindowWrapperT):  # type: ignore[no-untyped-def]

@@ -1,0 +1,217 @@
+"""Planning in the workers: closed metric windows out of every worker, plans out of one.
+
+- :class:`WindowReporter` (every worker) turns each closed window of its metrics table into one
+  report: the worker's merged :class:`~streams.metrics.ShardStats` per (service, shard, arm).
+- :class:`PlanningLoop` runs on whichever worker owns the one-partition reports topic: it adds
+  up the reports of all workers per window, and for every complete window feeds each shard's
+  demand forecaster (requests/s per window) and the throughput calibration, then asks each
+  pool's :class:`~allocator.planner.PoolPlanner` for an allocation and turns it into one
+  versioned :class:`~streams.contracts.AllocationPlan` per service.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+
+import orjson
+
+from allocator.calibration import ShardKey, ShardWindow
+from allocator.plan import build_plan
+from allocator.planner import PoolPlanner, calibrator_for, shard_demands
+from allocator.pools_config import PoolsConfig
+from models.forecast import DemandForecaster
+from streams.contracts import AllocationPlan, ContractError, decode
+from streams.metrics import ShardStats, merged_series, split_metric_key
+
+log = logging.getLogger("shardshape.planning")
+
+
+class WindowReporter:
+    """Reports each closed window of a worker's metrics table once.
+
+    Parameters
+    ----------
+    worker_id
+        Written into every report, so the planner adds each worker's share once.
+    grace_s
+        How long after its end a window is considered closed (late events still land).
+    """
+
+    def __init__(self, worker_id: str, grace_s: float) -> None:
+        self.worker_id = worker_id
+        self.grace_s = grace_s
+        self._sent: set[tuple[float, float]] = set()
+
+    def closed(self, windows: list[dict], now: float) -> list[bytes]:
+        """Reports of the windows (from ``window_slots``) that closed since the last call."""
+        reports = []
+        for window in windows:
+            span = (window["start"], window["end"])
+            if span in self._sent or window["end"] + self.grace_s > now:
+                continue
+            self._sent.add(span)
+            series = merged_series((slot, data.encode()) for slot, data in window["slots"].items())
+            reports.append(
+                orjson.dumps(
+                    {
+                        "worker": self.worker_id,
+                        "start": span[0],
+                        "end": span[1],
+                        "series": {key: stats.to_bytes().decode() for key, stats in series.items()},
+                    }
+                )
+            )
+        oldest = min((w["start"] for w in windows), default=None)
+        if oldest is not None:
+            self._sent = {span for span in self._sent if span[0] >= oldest}
+        return reports
+
+
+class PlanningLoop:
+    """Forecasts, calibration and plans for every pool of ``config``.
+
+    Parameters
+    ----------
+    config
+        Block types, pools, services and the planning policy.
+    window_s
+        Length of the reported windows; one forecast step.
+    horizon_s
+        How far ahead a plan provisions: the highest forecast quantile over the horizon.
+    complete_after_s
+        How long after a window's end its reports are taken as complete.
+    """
+
+    def __init__(
+        self,
+        config: PoolsConfig,
+        window_s: float,
+        horizon_s: float = 60.0,
+        complete_after_s: float = 10.0,
+    ) -> None:
+        self.config = config
+        self.window_s = window_s
+        self.horizon_bins = max(1, round(horizon_s / window_s))
+        self.complete_after_s = complete_after_s
+        self.calibrator = calibrator_for(config)
+        self.planners = {pool: PoolPlanner.from_config(config, pool) for pool in config.pools}
+        self.forecasters: dict[ShardKey, DemandForecaster] = {}
+        self.versions: dict[str, int] = {}
+        self._reports: dict[tuple[float, float], dict[str, dict[str, ShardStats]]] = {}
+        self._blocks: dict[ShardKey, dict[str, int]] = {}
+        self._lock = threading.Lock()  # note_published runs on a follower thread
+
+    def add_report(self, value: bytes) -> None:
+        """Take one reports-topic message; malformed ones are logged and skipped."""
+        try:
+            report = orjson.loads(value)
+            span = (float(report["start"]), float(report["end"]))
+            series = {
+                str(key): ShardStats.from_bytes(data.encode())
+                for key, data in report["series"].items()
+            }
+            worker = str(report["worker"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
+            log.warning("ignored malformed window report: %r", error)
+            return
+        self._reports.setdefault(span, {})[worker] = series
+
+    def note_published(self, plan: AllocationPlan) -> None:
+        """A plan seen on the plans topic: a new planner continues after its version."""
+        with self._lock:
+            self.versions[plan.service] = max(self.versions.get(plan.service, 0), plan.version)
+
+    def tick(self, now: float) -> list[AllocationPlan]:
+        """Learn from the windows complete by ``now``; return the plans that changed."""
+        complete = sorted(s for s in self._reports if s[1] + self.complete_after_s <= now)
+        for span in complete:
+            self._learn_window(span, self._reports.pop(span))
+        if not complete or not self.forecasters:
+            return []
+        return self._plan(now)
+
+    def _learn_window(self, span: tuple[float, float], by_worker: dict) -> None:
+        totals: dict[ShardKey, ShardStats] = {}
+        for series in by_worker.values():
+            for key, stats in series.items():
+                service, shard, _arm = split_metric_key(key)
+                shard_key = (service, shard)
+                totals[shard_key] = totals[shard_key].merge(stats) if shard_key in totals else stats
+        seconds = span[1] - span[0]
+        for shard_key in totals.keys() - self.forecasters.keys():
+            self.forecasters[shard_key] = DemandForecaster(season_bins=_season_bins(seconds))
+        for shard_key, forecaster in self.forecasters.items():
+            stats = totals.get(shard_key)
+            forecaster.learn_one(stats.count / seconds if stats else 0.0)
+            if stats is not None and stats.count:
+                self.calibrator.observe(
+                    ShardWindow(
+                        service=shard_key[0],
+                        shard_id=shard_key[1],
+                        window_s=seconds,
+                        completions=stats.count,
+                        busy_ms=stats.busy_ms if stats.busy_reported else None,
+                        latency_ms_sum=stats.latency_sum,
+                        blocks=self._blocks.get(shard_key, {}),
+                    )
+                )
+
+    def _plan(self, now: float) -> list[AllocationPlan]:
+        quantile = self.config.planning.forecast_quantile
+        forecasts = {
+            key: max(f.forecast_quantile(self.horizon_bins, quantile))
+            for key, f in self.forecasters.items()
+        }
+        plans = []
+        for pool_id, planner in self.planners.items():
+            demands = shard_demands(self.config, self.calibrator, pool_id, forecasts)
+            if not demands:
+                continue
+            step = planner.plan(demands, now=now)
+            if not step.replanned:
+                continue
+            self._blocks.update(step.allocation.blocks())
+            plans += self._service_plans(
+                pool_id, step.allocation, {d.service for d in demands}, now
+            )
+        return plans
+
+    def _service_plans(
+        self, pool_id: str, allocation, services: Iterable[str], now: float
+    ) -> list[AllocationPlan]:  # type: ignore[no-untyped-def]
+        plans = []
+        with self._lock:
+            for service in sorted(services):
+                version = self.versions[service] = self.versions.get(service, 0) + 1
+                plans.append(
+                    build_plan(
+                        allocation,
+                        service,
+                        pool_id=pool_id,
+                        block_types=self.config.pool_block_types(pool_id),
+                        replicas=[],
+                        version=version,
+                        created_ts=now,
+                        calibrator=self.calibrator,
+                    )
+                )
+        return plans
+
+
+def _season_bins(window_s: float) -> int:
+    """A day of windows, capped: short windows model the recent past, not the daily cycle."""
+    return max(2, min(round(86_400 / window_s), 1_440))
+
+
+def plan_listener(planning: PlanningLoop):  # type: ignore[no-untyped-def]
+    """Plans-topic callback for a :class:`TopicFollower`: versions continue after a failover."""
+
+    def on_message(key: bytes | None, value: bytes | None) -> None:
+        try:
+            planning.note_published(decode(AllocationPlan, value))
+        except ContractError as error:
+            log.warning("ignored plan %r: %s", (key or b"")[:80], error.reason)
+
+    return on_message

@@ -1,0 +1,70 @@
+"""Plans on the real broker: workers report metric windows, one of them plans the pool."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from allocator.pools_config import load_pools_config
+from infra.settings import Settings
+from infra.topics import create_topics
+from models.synthetic import SyntheticStream
+from streams.replay import replay
+from tests.conftest import REPO_ROOT, running, settings_env, shardshape_command, wait_for_line
+
+POOLS = REPO_ROOT / "examples" / "pools.toml"
+
+
+def _plans(env: dict[str, str]) -> list[dict]:
+    done = subprocess.run(
+        shardshape_command("plan", "show", "--service", "shop", "--json"),
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_a_worker_publishes_plans_within_the_pool(settings: Settings, tmp_path: Path) -> None:
+    settings = settings.model_copy(
+        update={"pools_config": POOLS, "plan_window": "10s", "plan_horizon_s": 30}
+    )
+    create_topics(settings)
+    env = settings_env(settings)
+    log = tmp_path / "worker.log"
+    events = list(SyntheticStream(seed=6, rate_per_s=400).events(12_000))
+    with running(shardshape_command("worker"), env, log) as worker:
+        wait_for_line(log, "shardshape worker ready", worker, 90)
+        sender = threading.Thread(
+            target=replay,
+            args=(events, settings.confluent_config(), settings.topic_requests,
+                  settings.requests_partitions),
+            kwargs={"max_rate": 400},
+        )  # fmt: skip
+        sender.start()
+        deadline = time.monotonic() + 90
+        plans: list[dict] = []
+        while not plans and time.monotonic() < deadline:
+            time.sleep(2)
+            plans = _plans(env)
+        sender.join(60)
+        assert plans, log.read_text()[-3000:]
+
+    plan = plans[0]
+    assert plan["service"] == "shop" and plan["version"] >= 1 and plan["pool_id"] == "main"
+    assert plan["shards"], "every shard seen gets a spec"
+    pool = load_pools_config(POOLS).pools["main"].blocks
+    used: dict[str, int] = {}
+    for spec in plan["shards"]:
+        for block_type, n in spec["blocks"].items():
+            used[block_type] = used.get(block_type, 0) + n
+        assert spec["forecast_rps"] is not None and spec["forecast_rps"] >= 0
+    assert all(used[t] <= pool[t] for t in used), (used, pool)
+    assert sum(used.values()) >= 1
+    assert "forecast" in plan["rationale"]
+    text = subprocess.run(
+        shardshape_command("plan", "show"), env=env, capture_output=True, text=True, timeout=60
+    )
+    assert text.returncode == 0 and "shop plan v" in text.stdout
