@@ -340,6 +340,9 @@ class _Worker(faust.Worker):
         if level >= logging.INFO:
             for name in ("faust", "aiokafka", "mode"):
                 logging.getLogger(name).setLevel(max(level, logging.WARNING))
+            # "producer buffer full" is Faust's own back-pressure at work (table changelogs
+            # outpacing the producer), logged at WARNING per batch: nothing for a user to do.
+            logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
 
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()

@@ -101,6 +101,7 @@ class PlanningLoop:
         self.versions: dict[str, int] = {}
         self._reports: dict[tuple[float, float], dict[str, dict[str, ShardStats]]] = {}
         self._blocks: dict[ShardKey, dict[str, int]] = {}
+        self._unplanned: set[str] = set()  # services seen that no pool serves (warned once)
         self._lock = threading.Lock()  # note_published runs on a follower thread
 
     def add_report(self, value: bytes) -> None:
@@ -164,6 +165,11 @@ class PlanningLoop:
             key: max(f.forecast_quantile(self.horizon_bins, quantile))
             for key, f in self.forecasters.items()
         }
+        for service in {service for service, _ in forecasts} - self.config.services.keys():
+            if service not in self._unplanned:
+                self._unplanned.add(service)
+                log.warning("service %r is in no pool: add [services.%s] to the pools config "
+                            "to plan its shards", service, service)  # fmt: skip
         plans = []
         for pool_id, planner in self.planners.items():
             demands = shard_demands(self.config, self.calibrator, pool_id, forecasts)

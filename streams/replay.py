@@ -97,7 +97,8 @@ def replay(
     for event in events:
         pause = pacer.wait(event, report.events)
         if pause > 0:
-            _flush_stale(buffers, opened, flush, linger_s=0.0)
+            # Paced: batches still fill for up to ``linger_s`` before they leave.
+            _flush_stale(buffers, opened, flush, linger_s)
             time.sleep(pause)
         partition = partition_for(
             profile_key(event.service, event.request_type, event.user_id), partitions

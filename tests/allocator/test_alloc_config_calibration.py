@@ -17,7 +17,7 @@ LARGE = BlockType(name="large", cpu_millicores=1000, memory_mib=1024, concurrenc
 
 def test_example_config_loads() -> None:
     config = load_pools_config(EXAMPLE)
-    assert config.services_of("main") == ["exports", "shop"]
+    assert config.services_of("main") == ["exports", "genai", "shop"]
     assert config.shard_settings("shop", 0).priority == 500
     assert config.shard_settings("shop", 3).block_types == ("small", "large")
     assert config.shard_settings("exports", 1).target_utilisation == 0.85
