@@ -52,6 +52,8 @@ N_BEHAVIOUR = len(BEHAVIOUR_NAMES)
 # Slots before the hashed block: bias, log payload, key-known flag, key centroid.
 N_FIXED = 3 + N_BEHAVIOUR
 _TOKEN_CACHE_LIMIT = 200_000
+# Distinct (request type, attributes) rows kept by ``FeatureSpace.hashed_rows``.
+_ROW_CACHE_LIMIT = 4_096
 
 
 class ArrivalLike(Protocol):
@@ -127,6 +129,10 @@ class FeatureSpace:
         self._slots: dict[str, int] = {}
         # (name, value) -> (slot, signed log, bin slot or -1): one lookup per numeric attribute.
         self._numeric: dict[tuple[str, float], tuple[int, float, int]] = {}
+        # (request type, attribute items) -> row of ``_rows``: the arrival vector without the
+        # payload and key parts, built once per distinct request shape.
+        self._row_of: dict[tuple, int] = {}
+        self._rows = np.zeros((64, self.n_features))
 
     def slot(self, token: str) -> int:
         """Vector index of a hashed token (cached: CRC-32 costs more than a dict lookup)."""
@@ -172,6 +178,50 @@ class FeatureSpace:
             self._numeric.clear()
         self._numeric[(name, value)] = out
         return out
+
+    def hashed_rows(
+        self,
+        request_types: Sequence[str],
+        attributes: Sequence[Mapping[str, float | bool | str]],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of :attr:`row_matrix` with each request's bias and hashed slots, and the rows'
+        distinct values (the request shapes present).
+
+        ``row_matrix[rows]`` plus the log payload in column 1 and the key block is exactly
+        what :meth:`arrival_matrix` builds, at one dict lookup per request.
+        """
+        row_of = self._row_of
+        shapes = [(t, tuple(a.items())) for t, a in zip(request_types, attributes, strict=True)]
+        rows = [row_of.get(shape, -1) for shape in shapes]
+        if -1 in rows:
+            missing = {shape for shape, row in zip(shapes, rows, strict=True) if row < 0}
+            if len(row_of) + len(missing) > _ROW_CACHE_LIMIT:
+                row_of.clear()
+                missing = set(shapes)
+            self._add_rows(missing)
+            rows = [row_of[shape] for shape in shapes]
+        rows_arr = np.array(rows, dtype=np.intp)
+        return rows_arr, np.unique(rows_arr)
+
+    @property
+    def row_matrix(self) -> np.ndarray:
+        """See :meth:`hashed_rows`."""
+        return self._rows
+
+    def _add_rows(self, shapes: set[tuple]) -> None:
+        row_of = self._row_of
+        start = len(row_of)
+        end = start + len(shapes)
+        if end > len(self._rows):
+            grown = np.zeros((max(2 * len(self._rows), end), self.n_features))
+            grown[:start] = self._rows[:start]
+            self._rows = grown
+        for row, shape in enumerate(shapes, start):
+            idx, val = self.arrival_sparse(shape[0], 0.0, dict(shape[1]))
+            self._rows[row] = 0.0
+            np.add.at(self._rows[row], np.asarray(idx, dtype=np.intp), val)
+            self._rows[row, 1] = 0.0  # the log payload is set per request
+            row_of[shape] = row
 
     def arrival_matrix(
         self, events: Sequence[ArrivalLike], key_rows: np.ndarray, key_weights: np.ndarray

@@ -133,6 +133,10 @@ class ShardPredictor:
         self._coef_rows = self.coef.tolist()
         self._centroid_rows = self.centroids.tolist()
         self._scale_list = self.scale.tolist()
+        # Shard id -> centroid row (-1: none), for the vectorised key block.
+        self._row_lut = np.full(max(self.ids, default=-1) + 2, -1, dtype=np.intp)
+        self._row_lut[self.ids] = np.arange(len(self.ids))
+        self._ids_arr = np.asarray(self.ids, dtype=np.int64)
 
     # -- one request ----------------------------------------------------------------------
     def predict_one(
@@ -218,6 +222,47 @@ class ShardPredictor:
                 out[i] = self.quarantine_shard
             elif route.confidence >= self.lookup_confidence:
                 out[i] = route.shard_id
+        return out
+
+    # -- many requests, routes as arrays (the profiler's batch path) ----------------------
+    def key_block(
+        self, shard: np.ndarray, confidence: np.ndarray, known: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Vectorised :meth:`key_rows` for routes given as arrays (``known``: has a route).
+
+        Returns the mask of requests whose route's shard has a centroid, their centroid rows
+        and their key weights.
+        """
+        lut = self._row_lut
+        inside = known & (shard >= 0) & (shard < len(lut) - 1)
+        rows = np.full(len(shard), -1, dtype=np.intp)
+        rows[inside] = lut[shard[inside]]
+        has = rows >= 0
+        weights = np.clip(confidence[has], 0.0, 1.0) ** self.key_power
+        return has, self.centroids[rows[has]], weights
+
+    def predict_arrays(
+        self,
+        x: np.ndarray,
+        shard: np.ndarray,
+        confidence: np.ndarray,
+        anomalous: np.ndarray,
+        known: np.ndarray,
+    ) -> np.ndarray:
+        """:meth:`predict_matrix` with routes as arrays (``known``: the request has a route)."""
+        if self.ids:
+            pred = x @ self.coef
+            d2 = (((pred[:, None, :] - self.centroids[None, :, :]) ** 2) * self.scale).sum(axis=2)
+            out = self._ids_arr[d2.argmin(axis=1)]
+        else:
+            out = np.full(len(x), self.default_shard, dtype=np.int64)
+        quarantined = known & anomalous
+        if self.quarantine_shard is not None:
+            out[quarantined] = self.quarantine_shard
+        else:
+            quarantined = np.zeros_like(known)
+        lookup = known & ~quarantined & (confidence >= self.lookup_confidence)
+        out[lookup] = shard[lookup]
         return out
 
     # -- snapshot -------------------------------------------------------------------------

@@ -25,26 +25,35 @@ returns the current model as a :class:`~streams.contracts.ShardSnapshot`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from math import log1p
+from operator import attrgetter
 from typing import NamedTuple
 
 import numpy as np
 
 from models.anomaly import KeyAnomalyDetector
+from models.blas import blas_threads
 from models.clustering import BehaviourClusterer
 from models.describe import ShardDescriber
-from models.features import N_BEHAVIOUR, FeatureSpace, behaviour_matrix
+from models.features import N_BEHAVIOUR, N_FIXED, FeatureSpace
 from models.keystats import (
+    ANOMALY_STREAK,
+    BEHAVIOUR_SLICE,
+    CALM_STREAK,
     CONFIDENCE,
-    ERROR,
+    GAP,
     LAST_TS,
     NO_SHARD,
+    PENDING,
     PUBLISHED_CONFIDENCE,
     QUARANTINED,
     SHARD,
+    STREAK,
     KeyTable,
     N,
+    new_record,
 )
 from models.predictor import Route, ShardPredictor
 from models.regression import BehaviourRegressor
@@ -89,6 +98,23 @@ class ProfilerConfig:
     seed: int = 0
     # One of several workers: predict and route only with the adopted global snapshot.
     federated: bool = False
+    # OpenBLAS threads of the thread running ``process_batch`` (None: leave as configured).
+    # One: the matrices are small, and spinning BLAS threads next to other busy processes
+    # turn a 0.15 ms ridge solve into 100+ ms (see models.blas).
+    blas_threads: int | None = 1
+
+
+_FIELDS = attrgetter(
+    "service",
+    "request_type",
+    "user_id",
+    "ts",
+    "payload_bytes",
+    "latency_ms",
+    "status",
+    "response_bytes",
+    "attributes",
+)
 
 
 class Assignment(NamedTuple):
@@ -144,65 +170,301 @@ class Profiler:
         """Predict every event's shard at arrival, then learn from the completed ones."""
         if not events:
             return []
-        cfg = self.config
-        keys = [f"{e.service}|{e.request_type}|{e.user_id}" for e in events]
-        routes = [self._route(self.keys.get(k)) for k in keys]
-        x = self.space.arrival_matrix(events, *self.predictor.key_rows(routes))
-        predicted = self.predictor.predict_matrix(x, routes).tolist()
+        with blas_threads(self.config.blas_threads):
+            return self._process(events)
 
-        done = [i for i, e in enumerate(events) if e.latency_ms is not None]
-        b = behaviour_matrix([events[i] for i in done])
-        observed = np.full(len(events), NO_SHARD)
-        anomalous = np.zeros(len(events), dtype=bool)
+    def _process(self, events: Sequence[RequestEvent]) -> list[Assignment]:
+        """The batch path, vectorised over the batch (see the module docstring).
+
+        Each event is read once. Key statistics are folded in per occurrence rank (all keys'
+        first events of the batch, then all second ones, ...) with the same floating-point
+        steps as :meth:`KeyTable.update`; the routing state machine (confidence, shard
+        decisions, quarantine) then runs over the events in order with plain floats, its
+        nearest-shard distances computed for all due decisions at once.
+        """
+        n = len(events)
+        (services, types, users, ts, payloads, latencies, statuses, responses, attrs) = zip(
+            *map(_FIELDS, events), strict=True
+        )
+        keys = [f"{s}|{t}|{u}" for s, t, u in zip(services, types, users, strict=True)]
+        table = self.keys
+        slot_get = table.slots.get
+        slot = np.array([slot_get(k, -1) for k in keys], dtype=np.intp)
+
+        # 1. Predict at arrival with each key's route as it stood before the batch.
+        known = slot >= 0
+        before = table.data[slot[known]]
+        route_shard = np.full(n, NO_SHARD, dtype=np.int64)
+        route_conf = np.zeros(n)
+        route_quar = np.zeros(n, dtype=bool)
+        route_shard[known] = before[:, SHARD]
+        route_conf[known] = before[:, CONFIDENCE]
+        route_quar[known] = before[:, QUARANTINED] > 0
+        has_route = known & ((route_shard != NO_SHARD) | route_quar)
+        route_shard[route_quar] = self.quarantine_shard
+        route_conf[route_quar] = 1.0
+        space = self.space
+        sig_rows, sigs = space.hashed_rows(types, attrs)
+        x = space.row_matrix[sig_rows]
+        x[:, 1] = [log1p(p) for p in payloads]
+        keyed, key_rows, key_weights = self.predictor.key_block(route_shard, route_conf, has_route)
+        x[keyed, 2] = key_weights
+        x[keyed, 3:N_FIXED] = key_rows * key_weights[:, None]
+        predicted = self.predictor.predict_arrays(
+            x, route_shard, route_conf, route_quar, has_route
+        ).tolist()
+
+        # 2. The completed events' behaviour and observed shard.
+        latency = np.array(latencies, dtype=float)
+        done_mask = ~np.isnan(latency)
+        done = np.flatnonzero(done_mask)
+        nd = len(done)
+        observed = np.full(n, NO_SHARD, dtype=np.int64)
+        anomalous = np.zeros(n, dtype=bool)
+        if nd == 0:
+            self._n_events += n
+            return [Assignment(k, p, NO_SHARD, False) for k, p in zip(keys, predicted, strict=True)]
+        done_list = done.tolist()
+        b = np.empty((nd, N_BEHAVIOUR))
+        if nd == n:
+            b[:, 0] = [log1p(v) for v in latencies]
+            b[:, 1] = [s != "ok" for s in statuses]
+            b[:, 2] = [log1p(p) for p in payloads]
+            b[:, 3] = [log1p(r or 0.0) for r in responses]
+        else:
+            b[:, 0] = [log1p(latencies[i] or 0.0) for i in done_list]
+            b[:, 1] = [statuses[i] != "ok" for i in done_list]
+            b[:, 2] = [log1p(payloads[i]) for i in done_list]
+            b[:, 3] = [log1p(responses[i] or 0.0) for i in done_list]
         shards = self.shards
-        if done and shards.ids:
-            shard, dist = shards.nearest(b, self.scale)
-            observed[done] = shard
-            spread = dict(zip(shards.ids, shards.spread, strict=True))
-            limit = np.array([4.0 * spread[s] + 0.5 for s in shard.tolist()])
-            anomalous[done] = dist > limit
+        if shards.ids:
+            diff = b[:, None, :] - shards.centroids[None, :, :]
+            d2 = (diff**2 * self.scale).sum(axis=2)
+            best = d2.argmin(axis=1)
+            observed[done] = np.asarray(shards.ids)[best]
+            dist = np.sqrt(d2[np.arange(nd), best])
+            anomalous[done] = dist > 4.0 * np.asarray(shards.spread)[best] + 0.5
         observed_list = observed.tolist()
-        b_rows = b.tolist()
 
-        conf_a = cfg.confidence_alpha
-        for row, i in enumerate(done):
-            e = events[i]
-            key = keys[i]
-            rec = self.keys.update(key, e.ts, b_rows[row])
-            rec[CONFIDENCE] += conf_a * ((observed_list[i] == rec[SHARD]) - rec[CONFIDENCE])
-            n = rec[N]
-            decide_now = n % cfg.decide_every == 1 or cfg.decide_every == 1
-            if decide_now and (
-                self.router.decide(rec, shards, self.scale) or self._confidence_moved(rec)
-            ):
-                self._changed[key] = self._entry(key, rec, e.ts)
-            if n % cfg.anomaly_every == 0:
-                score = self.detector.score_and_learn(self.keys.rate_per_s(rec), rec[ERROR])
-                if self.router.check_anomaly(rec, score >= cfg.anomaly_threshold):
-                    self._changed[key] = self._entry(key, rec, e.ts)
-            if e.ts > self._last_ts:
-                self._last_ts = e.ts
+        # 3. Key statistics and routing.
+        ts_done = np.array(ts)[done]
+        self._learn_keys(keys, slot, done, done_list, ts, ts_done, b, observed)
+        last = float(ts_done.max())
+        if last > self._last_ts:
+            self._last_ts = last
 
-        if done:
-            self._learn_models(events, done, x, b, observed)
-        self._n_events += len(events)
-        return [
-            Assignment(keys[i], predicted[i], observed_list[i], bool(anomalous[i]))
-            for i in range(len(events))
-        ]
+        # 4. Models.
+        used = np.flatnonzero(space.row_matrix[sigs].any(axis=0))
+        cols = np.union1d(np.arange(N_FIXED), used)
+        self._learn_models(types, attrs, done_list, x[done], b, cols)
+        self._n_events += n
+        return list(map(Assignment, keys, predicted, observed_list, anomalous.tolist()))
 
-    def _learn_models(
+    def _learn_keys(
         self,
-        events: Sequence[RequestEvent],
-        done: list[int],
-        x: np.ndarray,
+        keys: list[str],
+        slot: np.ndarray,
+        done: np.ndarray,
+        done_list: list[int],
+        ts: tuple[float, ...],
+        ts_arr: np.ndarray,
         b: np.ndarray,
         observed: np.ndarray,
     ) -> None:
-        refresh = self.regressor.learn_many(x[done], b)
+        cfg = self.config
+        table = self.keys
+        nd = len(done)
+        # New keys get rows, in the order of their first completed event.
+        dslot = slot[done]
+        if (dslot < 0).any():
+            fresh: dict[str, int] = {}
+            for j in np.flatnonzero(dslot < 0).tolist():
+                fresh.setdefault(keys[done_list[j]], j)
+            rows = table.allocate(list(fresh), keep=[keys[i] for i in done_list])
+            table.data[rows] = [new_record(ts[done_list[j]], b[j].tolist()) for j in fresh.values()]
+            # An eviction may have moved rows: look every key up again.
+            slot_get = table.slots.get
+            dslot = np.array([slot_get(keys[i]) for i in done_list], dtype=np.intp)
+
+        # Group the completed events by key: group g, occurrence rank q within the batch.
+        order = np.argsort(dslot, kind="stable")
+        sorted_slots = dslot[order]
+        first = np.flatnonzero(np.r_[True, sorted_slots[1:] != sorted_slots[:-1]])
+        counts = np.diff(np.r_[first, nd])
+        n_groups = len(first)
+        group_sorted = np.repeat(np.arange(n_groups), counts)
+        rank_sorted = np.arange(nd) - first[group_sorted]
+        group = np.empty(nd, dtype=np.intp)
+        group[order] = group_sorted
+        rank = np.empty(nd, dtype=np.intp)
+        rank[order] = rank_sorted
+        gslots = sorted_slots[first]
+        state = table.data[gslots]  # (groups, RECORD_LENGTH), written back at the end
+
+        # Statistics, one occurrence rank at a time (the same float steps as KeyTable.update);
+        # groups sorted by count so the groups with a q-th event are a prefix.
+        by_count = np.argsort(-counts, kind="stable")
+        inv = np.empty(n_groups, dtype=np.intp)
+        inv[by_count] = np.arange(n_groups)
+        srt = state[by_count]
+        cell = np.full((n_groups, int(counts.max())), -1, dtype=np.intp)
+        cell[inv[group], rank] = np.arange(nd)
+        n_after = np.empty(nd)
+        mean_after = np.empty((nd, N_BEHAVIOUR))
+        gap_after = np.empty(nd)
+        active = np.searchsorted(-counts[by_count], -np.arange(1, cell.shape[1] + 1), "right")
+        min_alpha = table.min_alpha
+        for q, m in enumerate(active.tolist()):
+            j = cell[:m, q]
+            st = srt[:m]
+            nn = st[:, N] + 1.0
+            st[:, N] = nn
+            a = np.maximum(1.0 / nn, min_alpha)
+            upd = nn > 1
+            if not upd.all():
+                j_u, st_u, a_u, nn_u = j[upd], st[upd], a[upd], nn[upd]
+            else:
+                j_u, st_u, a_u, nn_u = j, st, a, nn
+            t = ts_arr[j_u]
+            gap = np.maximum(t - st_u[:, LAST_TS], 0.0)
+            g = np.maximum(1.0 / (nn_u - 1.0), min_alpha)
+            st_u[:, GAP] += g * (gap - st_u[:, GAP])
+            st_u[:, LAST_TS] = np.maximum(t, st_u[:, LAST_TS])
+            st_u[:, BEHAVIOUR_SLICE] += a_u[:, None] * (b[j_u] - st_u[:, BEHAVIOUR_SLICE])
+            if st_u is not st:
+                st[upd] = st_u
+            n_after[j] = nn
+            mean_after[j] = st[:, BEHAVIOUR_SLICE]
+            gap_after[j] = st[:, GAP]
+        state = srt[inv]
+        n_int = n_after.astype(np.int64)
+
+        # Anomaly checks in event order (river learns sequentially): scores need only the
+        # statistics, not the routing state.
+        due_anomaly = n_int % cfg.anomaly_every == 0
+        flags: dict[int, bool] = {}
+        for j in np.flatnonzero(due_anomaly).tolist():
+            gap, count = gap_after[j], n_after[j]
+            rate = 1.0 / gap if gap > 0 else (0.0 if count < 2 else 1e6)
+            score = self.detector.score_and_learn(rate, float(mean_after[j, 1]))
+            flags[j] = score >= cfg.anomaly_threshold
+
+        # Shard decisions: distances of every due key mean to every shard, at once.
+        due_decide = (n_int % cfg.decide_every == 1) | (cfg.decide_every == 1)
+        shards = self.shards
+        decisions: dict[int, tuple[int, float, list[float]]] = {}
+        if shards.ids and due_decide.any():
+            jd = np.flatnonzero(due_decide)
+            diff = shards.centroids[None, :, :] - mean_after[jd][:, None, :]
+            dd = np.sqrt((diff**2 * self.scale).sum(axis=2))
+            best = dd.argmin(axis=1)
+            best_id = np.asarray(shards.ids)[best].tolist()
+            best_d = dd[np.arange(len(jd)), best].tolist()
+            choices = zip(best_id, best_d, dd.tolist(), strict=True)
+            decisions = dict(zip(jd.tolist(), choices, strict=True))
+        elif due_decide.any():
+            decisions = dict.fromkeys(np.flatnonzero(due_decide).tolist())
+
+        # The routing state machine, event by event, on plain Python lists.
+        g_shard = state[:, SHARD].astype(np.int64).tolist()
+        g_pending = state[:, PENDING].astype(np.int64).tolist()
+        g_streak = state[:, STREAK].astype(np.int64).tolist()
+        g_conf = state[:, CONFIDENCE].tolist()
+        g_astreak = state[:, ANOMALY_STREAK].astype(np.int64).tolist()
+        g_cstreak = state[:, CALM_STREAK].astype(np.int64).tolist()
+        g_quar = (state[:, QUARANTINED] > 0).tolist()
+        g_pub = state[:, PUBLISHED_CONFIDENCE].tolist()
+        row_of = {shard: row for row, shard in enumerate(shards.ids)}
+        margin, patience = self.router.margin, self.router.patience
+        quarantine_after, release_after = self.router.quarantine_after, self.router.release_after
+        conf_a = cfg.confidence_alpha
+        threshold, republish = cfg.lookup_confidence, cfg.republish_confidence
+        entries: list[tuple[int, int, int, float, bool]] = []  # (event, group, shard, conf, q)
+        obs = observed[done].tolist()
+        group_list = group.tolist()
+        for j in range(nd):
+            gi = group_list[j]
+            cur = g_shard[gi]
+            conf = g_conf[gi]
+            conf += conf_a * ((obs[j] == cur) - conf)
+            g_conf[gi] = conf
+            if j in decisions:
+                changed = False
+                decision = decisions[j]
+                if decision is not None:
+                    best_id, best_d, dists = decision
+                    if cur == best_id:
+                        g_pending[gi], g_streak[gi] = best_id, 0
+                    elif cur not in row_of:
+                        changed = True
+                    elif best_d + margin >= dists[row_of[cur]]:
+                        g_pending[gi], g_streak[gi] = cur, 0
+                    else:
+                        streak = g_streak[gi] + 1 if g_pending[gi] == best_id else 1
+                        g_pending[gi], g_streak[gi] = best_id, streak
+                        changed = streak >= patience
+                    if changed:
+                        cur = g_shard[gi] = g_pending[gi] = best_id
+                        g_streak[gi] = 0
+                        conf = g_conf[gi] = 0.5
+                if not changed and cur != NO_SHARD:
+                    then = g_pub[gi]
+                    crossed = (conf >= threshold) != (then >= threshold)
+                    changed = crossed or abs(conf - then) >= republish
+                if changed:
+                    entries.append((j, gi, cur, conf, g_quar[gi]))
+                    g_pub[gi] = conf
+            if j in flags:
+                if flags[j]:
+                    g_astreak[gi] += 1
+                    g_cstreak[gi] = 0
+                else:
+                    g_cstreak[gi] += 1
+                    g_astreak[gi] = 0
+                quarantined = g_quar[gi]
+                flipped = (not quarantined and g_astreak[gi] >= quarantine_after) or (
+                    quarantined and g_cstreak[gi] >= release_after
+                )
+                if flipped:
+                    g_quar[gi] = not quarantined
+                    if cur != NO_SHARD or not quarantined:  # a released key needs a shard
+                        entries.append((j, gi, cur, conf, not quarantined))
+                        g_pub[gi] = conf
+        state[:, SHARD] = g_shard
+        state[:, PENDING] = g_pending
+        state[:, STREAK] = g_streak
+        state[:, CONFIDENCE] = g_conf
+        state[:, ANOMALY_STREAK] = g_astreak
+        state[:, CALM_STREAK] = g_cstreak
+        state[:, QUARANTINED] = g_quar
+        state[:, PUBLISHED_CONFIDENCE] = g_pub
+        table.data[gslots] = state
+
+        # Routing entries: the latest per key, in the order keys first changed.
+        if entries:
+            latest: dict[str, tuple[int, int, int, float, bool]] = {}
+            for entry in entries:
+                key = keys[done_list[entry[0]]]
+                if key not in latest:
+                    self._changed.setdefault(key, None)  # type: ignore[arg-type]
+                latest[key] = entry
+            for key, (j, _, shard, conf, quarantined) in latest.items():
+                self._changed[key] = self._entry_of(key, shard, conf, quarantined, ts[done_list[j]])
+
+    def _learn_models(
+        self,
+        types: Sequence[str],
+        attrs: Sequence[Mapping],
+        done: list[int],
+        x: np.ndarray,
+        b: np.ndarray,
+        cols: np.ndarray | None = None,
+    ) -> None:
+        refresh = self.regressor.learn_many(x, b, cols)
         # Sample by global position so the cadence does not depend on batch sizes.
         start = self._n_events
-        picked = [row for row, i in enumerate(done) if (start + i) % self.config.sample_every == 0]
+        every = self.config.sample_every
+        picked = [row for row, i in enumerate(done) if (start + i) % every == 0]
         budget = self.config.max_samples_per_batch
         if len(picked) > budget:
             # Big batches (high load): a fixed number of river updates per batch.
@@ -212,8 +474,8 @@ class Profiler:
             # Described by this profiler's own shards; a federation maps them to global ids.
             local, _ = self.clusterer.predict_many(b[picked])
             for row, shard in zip(picked, local.tolist(), strict=True):
-                e = events[done[row]]
-                self.describer.learn_one(shard, e.request_type, e.attributes)
+                i = done[row]
+                self.describer.learn_one(shard, types[i], attrs[i])
         if refresh and not self.config.federated:
             self.version += 1
             self.predictor = self._build_predictor()
@@ -258,10 +520,18 @@ class Profiler:
         live = set(shards.ids)
         if not live:
             return
-        for key, rec in self.keys:
-            orphan = rec[SHARD] not in live and not rec[QUARANTINED]
-            if orphan and self.router.decide(rec, shards, self.scale):
+        table = self.keys
+        count = len(table)
+        shard = table.data[:count, SHARD]
+        orphan = ~np.isin(shard, list(live)) & (table.data[:count, QUARANTINED] == 0)
+        keys = list(table.slots)
+        for slot in np.flatnonzero(orphan).tolist():
+            key = keys[slot]
+            rec = table.get(key)
+            assert rec is not None
+            if self.router.decide(rec, shards, self.scale):
                 self._changed[key] = self._entry(key, rec, rec[LAST_TS])
+            table.put(key, rec)
 
     # -- internals ------------------------------------------------------------------------
     def _route(self, rec: list | None) -> Route | None:
@@ -271,27 +541,25 @@ class Profiler:
             return Route(self.quarantine_shard, 1.0, True)
         return Route(rec[SHARD], rec[CONFIDENCE], False)
 
-    def _confidence_moved(self, rec: list) -> bool:
-        """Whether gateways should hear of the key's confidence: it crossed the lookup
-        threshold, or moved by ``republish_confidence`` since the key's last entry."""
-        if rec[SHARD] == NO_SHARD:
-            return False
-        now, then = rec[CONFIDENCE], rec[PUBLISHED_CONFIDENCE]
-        threshold = self.config.lookup_confidence
-        crossed = (now >= threshold) != (then >= threshold)
-        return crossed or abs(now - then) >= self.config.republish_confidence
-
     def _entry(self, key: str, rec: list, ts: float) -> RoutingEntry:
-        route = self._route(rec)
-        assert route is not None
         rec[PUBLISHED_CONFIDENCE] = rec[CONFIDENCE]
-        return RoutingEntry(
+        return self._entry_of(key, rec[SHARD], rec[CONFIDENCE], rec[QUARANTINED], ts)
+
+    def _entry_of(
+        self, key: str, shard: int, confidence: float, quarantined: bool, ts: float
+    ) -> RoutingEntry:
+        if quarantined:
+            shard, confidence = self.quarantine_shard, 1.0
+        assert shard != NO_SHARD
+        # Every field is built valid here (ids from validated events, clipped confidence):
+        # constructing without validation saves ~3 us per entry on the batch path.
+        return RoutingEntry.model_construct(
             service=self.service,
             key=key[:128],
-            shard_id=route.shard_id,
+            shard_id=shard,
             snapshot_version=self.version,
-            confidence=min(max(route.confidence, 0.0), 1.0),
-            anomalous=route.anomalous,
+            confidence=min(max(confidence, 0.0), 1.0),
+            anomalous=quarantined,
             updated_ts=ts,
         )
 

@@ -53,8 +53,12 @@ class BehaviourRegressor:
         self.n_seen = 0
         self._since_solve = 0
 
-    def learn_many(self, x: np.ndarray, y: np.ndarray) -> bool:
-        """Add rows of ``x`` (n, n_features) and ``y`` (n, n_targets); True when it re-solved."""
+    def learn_many(self, x: np.ndarray, y: np.ndarray, cols: np.ndarray | None = None) -> bool:
+        """Add rows of ``x`` (n, n_features) and ``y`` (n, n_targets); True when it re-solved.
+
+        ``cols``: the columns of ``x`` that may be non-zero (the others are all zero), when
+        known; the products then cost O(len(cols) ** 2) per row instead of O(n_features ** 2).
+        """
         n = len(x)
         if n == 0:
             return False
@@ -62,8 +66,13 @@ class BehaviourRegressor:
         factor = self.decay**n
         self.xtx *= factor
         self.xty *= factor
-        self.xtx += x.T @ x
-        self.xty += x.T @ y
+        if cols is None:
+            self.xtx += x.T @ x
+            self.xty += x.T @ y
+        else:
+            part = x[:, cols]
+            self.xtx[np.ix_(cols, cols)] += part.T @ part
+            self.xty[cols] += part.T @ y
         self.n_seen += n
         self._since_solve += n
         # Solve often while young (every 50 events up to 2,000), then on the cadence.

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-from pathlib import Path
 
-import pytest
+from tests.conftest import shardshape_command
+from tests.trace_data import GENAI_MAPPING, GENAI_TRACE, needs_genai_trace
 
-from tests.conftest import REPO_ROOT, shardshape_command
-
-TRACE_DIR = Path(os.environ.get("SHARDSHAPE_TRACE_DIR", REPO_ROOT.parent / "shared" / "data"))
-TRACE = TRACE_DIR / "genai-requests-2024-11-15_to_26.csv"
-MAPPING = REPO_ROOT / "examples" / "traces" / "genai.toml"
+TRACE, MAPPING = GENAI_TRACE, GENAI_MAPPING
 AFTER = "2024-11-22 23:39:26"
 
-pytestmark = pytest.mark.skipif(
-    not TRACE.exists(),
-    reason=f"request trace not found in {TRACE_DIR} (set SHARDSHAPE_TRACE_DIR to its folder)",
-)
+pytestmark = needs_genai_trace
 
 
 def _evaluate(*args: str) -> dict:

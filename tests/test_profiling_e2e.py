@@ -4,13 +4,10 @@ read back by a gateway's RoutingTable in this (another) process."""
 from __future__ import annotations
 
 import csv
-import os
 import re
 import subprocess
 import time
 from pathlib import Path
-
-import pytest
 
 from gateway.routing_table import RoutingTable
 from infra.settings import Settings
@@ -25,11 +22,8 @@ from streams.contracts import (
 from streams.follower import TopicFollower
 from streams.replay import replay
 from streams.trace import load_mapping, read_trace
-from tests.conftest import REPO_ROOT, running, settings_env, shardshape_command, wait_for_line
-
-TRACE_DIR = Path(os.environ.get("SHARDSHAPE_TRACE_DIR", REPO_ROOT.parent / "shared" / "data"))
-GENAI_TRACE = TRACE_DIR / "genai-requests-2024-11-15_to_26.csv"
-GENAI_MAPPING = REPO_ROOT / "examples" / "traces" / "genai.toml"
+from tests.conftest import running, settings_env, shardshape_command, wait_for_line
+from tests.trace_data import GENAI_MAPPING, GENAI_TRACE, needs_genai_trace
 
 
 def _worker_env(settings: Settings, worker_id: str) -> dict[str, str]:
@@ -138,11 +132,7 @@ def test_two_workers_share_one_snapshot_version(settings: Settings, tmp_path: Pa
         assert {e.snapshot_version for e in entries} <= set(versions) | {0}
 
 
-@pytest.mark.skipif(
-    not GENAI_TRACE.exists(),
-    reason=f"request trace not found in {TRACE_DIR} "
-    "(set SHARDSHAPE_TRACE_DIR to the folder holding it)",
-)
+@needs_genai_trace
 def test_replaying_the_real_trace_through_the_cli(settings: Settings, tmp_path: Path) -> None:
     create_topics(settings)
     log = tmp_path / "worker.log"

@@ -8,9 +8,7 @@ UTC; MASE = model MAE / baseline MAE over those bins (see docs/forecasting.md).
 from __future__ import annotations
 
 import math
-import os
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,11 +17,9 @@ from models.forecast import DemandForecaster, EWMean, SeasonalProfile
 from models.forecast_eval import bin_counts, evaluate_forecast, parse_duration
 from streams.contracts import RequestEvent
 from streams.trace import TraceReport, load_mapping, read_trace
+from tests.trace_data import GENAI_MAPPING, GENAI_TRACE, needs_genai_trace
 
-REPO = Path(__file__).resolve().parents[2]
-TRACE_DIR = Path(os.environ.get("SHARDSHAPE_TRACE_DIR", REPO.parent / "shared" / "data"))
-TRACE = TRACE_DIR / "genai-requests-2024-11-15_to_26.csv"
-MAPPING = REPO / "examples" / "traces" / "genai.toml"
+TRACE, MAPPING = GENAI_TRACE, GENAI_MAPPING
 SEASON = 24
 
 
@@ -143,7 +139,7 @@ def test_parse_duration() -> None:
             parse_duration(bad)
 
 
-@pytest.mark.skipif(not TRACE.exists(), reason=f"trace not found at {TRACE} (SHARDSHAPE_TRACE_DIR)")
+@needs_genai_trace
 def test_genai_trace_beats_both_naive_baselines() -> None:
     report = TraceReport()
     events = list(read_trace(TRACE, load_mapping(MAPPING), report))

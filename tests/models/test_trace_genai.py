@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
-from pathlib import Path
-
-import pytest
 
 from models.evaluate import evaluate_profiles
 from streams.trace import TraceReport, load_mapping, read_trace
-
-REPO = Path(__file__).resolve().parents[2]
-TRACE_DIR = Path(os.environ.get("SHARDSHAPE_TRACE_DIR", REPO.parent / "shared" / "data"))
-TRACE = TRACE_DIR / "genai-requests-2024-11-15_to_26.csv"
-MAPPING = REPO / "examples" / "traces" / "genai.toml"
+from tests.trace_data import GENAI_MAPPING, GENAI_TRACE, needs_genai_trace
 
 
-@pytest.mark.skipif(not TRACE.exists(), reason=f"trace not found at {TRACE} (SHARDSHAPE_TRACE_DIR)")
+@needs_genai_trace
 def test_predicted_shards_explain_latency() -> None:
     report = TraceReport()
-    events = list(read_trace(TRACE, load_mapping(MAPPING), report))
+    events = list(read_trace(GENAI_TRACE, load_mapping(GENAI_MAPPING), report))
     assert report.events == report.rows == 9_930
     after = datetime(2024, 11, 22, 23, 39, 26, tzinfo=UTC).timestamp()
     result = evaluate_profiles(events, after, max_shards=8)
