@@ -106,16 +106,11 @@ def create_app(settings: Settings) -> faust.App:
         autodiscover=False,
     )
 
-    def raw_topic(name: str, partitions: int | None = None) -> faust.TopicT:
-        return app.topic(
-            name, key_type=bytes, value_type=bytes, key_serializer="raw", partitions=partitions
-        )
-
-    requests = raw_topic(settings.topic_requests, settings.requests_partitions)
-    dlq = raw_topic(settings.topic_dlq)
-    routing = raw_topic(settings.topic_routing)
+    requests = _raw_topic(app, settings.topic_requests, settings.requests_partitions)
+    dlq = _raw_topic(app, settings.topic_dlq)
+    routing = _raw_topic(app, settings.topic_routing)
     # Internal: each worker's model summary; one partition, so exactly one worker merges.
-    summaries = raw_topic(f"{settings.app_id}-summaries", partitions=1)
+    summaries = _raw_topic(app, f"{settings.app_id}-summaries", partitions=1)
     # Per-key statistics survive a worker's loss through this table's changelog (JSON bytes).
     key_stats = app.Table(
         "key-stats",
@@ -237,6 +232,13 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
+def _raw_topic(app: faust.App, name: str, partitions: int | None = None) -> faust.TopicT:
+    """A topic of raw bytes: the contracts module decodes them, nothing is unpickled."""
+    return app.topic(
+        name, key_type=bytes, value_type=bytes, key_serializer="raw", partitions=partitions
+    )
+
+
 def _add_planning(
     app: faust.App,
     settings: Settings,
@@ -246,11 +248,8 @@ def _add_planning(
 ) -> None:
     """Every worker reports its closed metric windows; the owner of the one-partition reports
     topic learns from all of them and publishes plans."""
-    reports = app.topic(
-        f"{settings.app_id}-windows", key_type=bytes, value_type=bytes, key_serializer="raw",
-        partitions=1,
-    )  # fmt: skip
-    plans = app.topic(settings.topic_plans, key_type=bytes, value_type=bytes, key_serializer="raw")
+    reports = _raw_topic(app, f"{settings.app_id}-windows", partitions=1)
+    plans = _raw_topic(app, settings.topic_plans)
     reporter = WindowReporter(worker_id, grace_s=2.0)
     follower = TopicFollower(
         settings.confluent_config(), settings.topic_plans, plan_listener(planning)
