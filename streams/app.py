@@ -25,7 +25,7 @@ from streams.contracts import encode, snapshot_key
 from streams.fetch_wait import set_fetch_max_wait
 from streams.follower import TopicFollower
 from streams.metrics import WindowRecorder, aggregate
-from streams.planning import PlanningLoop, WindowReporter, plan_listener
+from streams.planning import PlanningLoop, ReplicaTracker, WindowReporter, plan_listener
 from streams.profiling import ProfilingWorker, SnapshotMerger, snapshot_listener
 from streams.validation import MessageOrigin, validate_message
 
@@ -144,6 +144,7 @@ def create_app(settings: Settings) -> faust.App:
         for name, table in metric_tables.items()
     }
     counters = PipelineCounters()
+    replicas = ReplicaTracker(ttl_s=60.0)  # the gateways whose batches this worker sees
     # Federated: workers predict with the merged global snapshot, never a local model.
     profiler_config = ProfilerConfig(max_shards=settings.max_shards, federated=True)
     profiling = ProfilingWorker(profiler_config, worker_id)
@@ -164,6 +165,8 @@ def create_app(settings: Settings) -> faust.App:
             message = event.message
             origin = MessageOrigin(message.topic, message.partition, message.offset, message.key)
             result = validate_message(event.value, origin, worker_id)
+            if result.events:
+                replicas.saw(result.gateway_id, {e.service for e in result.events}, time.time())
             for letter in result.dead_letters:
                 log.warning("dead letter %s[%d]@%d: %s", origin.topic, origin.partition,
                             origin.offset, letter.reason)  # fmt: skip
@@ -214,7 +217,9 @@ def create_app(settings: Settings) -> faust.App:
         return web.json({**counters.as_dict(), "snapshot_versions": profiling.versions()})
 
     if planning is not None:
-        _add_planning(app, settings, planning, metric_tables[settings.plan_window], worker_id)
+        _add_planning(
+            app, settings, planning, metric_tables[settings.plan_window], worker_id, replicas
+        )
 
     @app.page("/shardshape/shards")
     async def shards(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
@@ -245,6 +250,7 @@ def _add_planning(
     planning: PlanningLoop,
     table: faust.types.tables.WindowWrapperT,
     worker_id: str,
+    replicas: ReplicaTracker,
 ) -> None:
     """Every worker reports its closed metric windows; the owner of the one-partition reports
     topic learns from all of them and publishes plans."""
@@ -257,7 +263,8 @@ def _add_planning(
 
     @app.timer(1.0)
     async def report_windows() -> None:
-        for value in reporter.closed(window_slots(table), time.time()):
+        now = time.time()
+        for value in reporter.closed(window_slots(table), now, replicas.live(now)):
             await reports.send(key=b"windows", value=value)
 
     @app.agent(reports, name="shardshape.plan")

@@ -259,17 +259,23 @@ def decode_requests(data: Any) -> list[RequestEvent]:
     The whole message must be valid; use :func:`salvage_requests` to keep the good events of a
     partly bad batch.
     """
+    return decode_request_message(data)[1]
+
+
+def decode_request_message(data: Any) -> tuple[str, list[RequestEvent]]:
+    """Like :func:`decode_requests`, with the sending gateway's id ("" for a single event)."""
     _check_size(data)
     # Both shapes are JSON objects; a batch is the one whose top level has "events". The quick
     # byte test can also hit an event that merely contains the string "events" (a service,
     # user or attribute named so): such a message has no top-level "events" and is an event.
     if (b'"events"' if not isinstance(data, str) else '"events"') in data:
         try:
-            return RequestBatch.model_validate_json(data, strict=True).events
+            batch = RequestBatch.model_validate_json(data, strict=True)
+            return batch.gateway_id, batch.events
         except ValidationError as exc:
             if not any(e["type"] == "missing" and e["loc"] == ("events",) for e in exc.errors()):
                 raise _contract_error(RequestBatch, exc) from None
-    return [decode(RequestEvent, data)]
+    return "", [decode(RequestEvent, data)]
 
 
 def salvage_requests(data: bytes) -> tuple[list[RequestEvent], list[tuple[bytes, ContractError]]]:

@@ -28,6 +28,34 @@ from streams.metrics import ShardStats, merged_series, split_metric_key
 log = logging.getLogger("shardshape.planning")
 
 
+class ReplicaTracker:
+    """The gateways (replicas of a service) seen lately, per service.
+
+    >>> replicas = ReplicaTracker(ttl_s=60)
+    >>> replicas.saw("gw-1", ["shop"], now=0); replicas.saw("gw-2", ["shop"], now=50)
+    >>> replicas.live(now=70)
+    {'shop': ['gw-2']}
+    """
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._seen: dict[str, dict[str, float]] = {}
+
+    def saw(self, gateway_id: str, services: Iterable[str], now: float) -> None:
+        if gateway_id:
+            for service in services:
+                self._seen.setdefault(service, {})[gateway_id] = now
+
+    def live(self, now: float) -> dict[str, list[str]]:
+        """Gateway ids per service seen within ``ttl_s`` of ``now`` (others are forgotten)."""
+        for service, gateways in list(self._seen.items()):
+            for gateway in [g for g, ts in gateways.items() if now - ts > self.ttl_s]:
+                del gateways[gateway]
+            if not gateways:
+                del self._seen[service]
+        return {service: sorted(gateways) for service, gateways in self._seen.items()}
+
+
 class WindowReporter:
     """Reports each closed window of a worker's metrics table once.
 
@@ -44,8 +72,11 @@ class WindowReporter:
         self.grace_s = grace_s
         self._sent: set[tuple[float, float]] = set()
 
-    def closed(self, windows: list[dict], now: float) -> list[bytes]:
-        """Reports of the windows (from ``window_slots``) that closed since the last call."""
+    def closed(
+        self, windows: list[dict], now: float, replicas: dict[str, list[str]] | None = None
+    ) -> list[bytes]:
+        """Reports of the windows (from ``window_slots``) that closed since the last call,
+        with the gateways this worker has seen lately (``replicas``, per service)."""
         reports = []
         for window in windows:
             span = (window["start"], window["end"])
@@ -60,6 +91,7 @@ class WindowReporter:
                         "start": span[0],
                         "end": span[1],
                         "series": {key: stats.to_bytes().decode() for key, stats in series.items()},
+                        "replicas": replicas or {},
                     }
                 )
             )
@@ -102,6 +134,7 @@ class PlanningLoop:
         self._reports: dict[tuple[float, float], dict[str, dict[str, ShardStats]]] = {}
         self._blocks: dict[ShardKey, dict[str, int]] = {}
         self._unplanned: set[str] = set()  # services seen that no pool serves (warned once)
+        self.replicas = ReplicaTracker(ttl_s=max(60.0, 3 * window_s))
         self._lock = threading.Lock()  # note_published runs on a follower thread
 
     def add_report(self, value: bytes) -> None:
@@ -114,10 +147,14 @@ class PlanningLoop:
                 for key, data in report["series"].items()
             }
             worker = str(report["worker"])
+            replicas = {str(svc): [str(g) for g in gws] for svc, gws in report["replicas"].items()}
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
             log.warning("ignored malformed window report: %r", error)
             return
         self._reports.setdefault(span, {})[worker] = series
+        for service, gateways in replicas.items():
+            for gateway in gateways:
+                self.replicas.saw(gateway, [service], now=span[1])
 
     def note_published(self, plan: AllocationPlan) -> None:
         """A plan seen on the plans topic: a new planner continues after its version."""
@@ -188,6 +225,7 @@ class PlanningLoop:
         self, pool_id: str, allocation, services: Iterable[str], now: float
     ) -> list[AllocationPlan]:  # type: ignore[no-untyped-def]
         plans = []
+        live = self.replicas.live(now)
         with self._lock:
             for service in sorted(services):
                 version = self.versions[service] = self.versions.get(service, 0) + 1
@@ -197,7 +235,7 @@ class PlanningLoop:
                         service,
                         pool_id=pool_id,
                         block_types=self.config.pool_block_types(pool_id),
-                        replicas=[],
+                        replicas=live.get(service, []),
                         version=version,
                         created_ts=now,
                         calibrator=self.calibrator,

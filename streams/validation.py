@@ -13,7 +13,7 @@ from streams.contracts import (
     DeadLetter,
     RequestEvent,
     dead_letter,
-    decode_requests,
+    decode_request_message,
     salvage_requests,
 )
 
@@ -32,6 +32,7 @@ class MessageOrigin:
 class ValidatedMessage:
     events: list[RequestEvent]
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    gateway_id: str = ""  # the sending gateway (a replica of the service); "" when unknown
 
 
 def validate_message(value: bytes, origin: MessageOrigin, worker: str = "") -> ValidatedMessage:
@@ -41,7 +42,8 @@ def validate_message(value: bytes, origin: MessageOrigin, worker: str = "") -> V
     with its own reason. A message that cannot be read at all goes to the DLQ whole.
     """
     try:
-        return ValidatedMessage(decode_requests(value))
+        gateway_id, events = decode_request_message(value)
+        return ValidatedMessage(events, gateway_id=gateway_id)
     except ContractError as whole_error:
         try:
             events, rejects = salvage_requests(value)

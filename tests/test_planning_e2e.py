@@ -37,19 +37,25 @@ def test_a_worker_publishes_plans_within_the_pool(settings: Settings, tmp_path: 
     events = list(SyntheticStream(seed=6, rate_per_s=400).events(12_000))
     with running(shardshape_command("worker"), env, log) as worker:
         wait_for_line(log, "shardshape worker ready", worker, 90)
-        sender = threading.Thread(
-            target=replay,
-            args=(events, settings.confluent_config(), settings.topic_requests,
-                  settings.requests_partitions),
-            kwargs={"max_rate": 400},
-        )  # fmt: skip
-        sender.start()
+        # Two replicas of the service, each with its own gateway, send half the requests.
+        senders = [
+            threading.Thread(
+                target=replay,
+                args=(events[i::2], settings.confluent_config(), settings.topic_requests,
+                      settings.requests_partitions),
+                kwargs={"max_rate": 200, "gateway_id": gateway},
+            )
+            for i, gateway in enumerate(("gw-a", "gw-b"))
+        ]  # fmt: skip
+        for sender in senders:
+            sender.start()
         deadline = time.monotonic() + 90
         plans: list[dict] = []
         while not plans and time.monotonic() < deadline:
             time.sleep(2)
             plans = _plans(env)
-        sender.join(60)
+        for sender in senders:
+            sender.join(60)
         assert plans, log.read_text()[-3000:]
 
     plan = plans[0]
@@ -64,6 +70,14 @@ def test_a_worker_publishes_plans_within_the_pool(settings: Settings, tmp_path: 
     assert all(used[t] <= pool[t] for t in used), (used, pool)
     assert sum(used.values()) >= 1
     assert "forecast" in plan["rationale"]
+    # Each live replica gets its share, and together they never claim more than the plan.
+    assert plan["replicas"] == ["gw-a", "gw-b"]
+    for spec in plan["shards"]:
+        total, share = spec["resources"], spec["per_replica"]
+        assert (
+            2 * share["cpu_millicores"] <= total["cpu_millicores"] < 2 * share["cpu_millicores"] + 2
+        )
+        assert 2 * share["memory_mib"] <= total["memory_mib"]
     text = subprocess.run(
         shardshape_command("plan", "show"), env=env, capture_output=True, text=True, timeout=60
     )
