@@ -164,15 +164,35 @@ def solve(
     step; without ``previous`` there are no step bounds (the first plan). Pass the shards of
     every service that draws on the pool in one call: the pool row then holds for all of them.
     ``mip_rel_gap`` is HiGHS's relative optimality gap (the cost found is within it of the
-    optimum; small instances are solved exactly); ``time_limit_s`` bounds each MILP solve, after
-    which the best allocation found so far is used.
+    optimum; small instances are solved exactly). ``time_limit_s`` is the budget of the whole
+    plan across its MILP stages; a stage out of time keeps its best allocation so far, or the
+    previous stage's (its shortfalls are then held where that one left them, so the priority
+    order still holds), and the stages after the budget is spent reuse it (noted in
+    ``Allocation.notes``). When the pool does not bind, no MILP is solved at all.
 
     Raises :class:`ValueError` naming the input at fault (a duplicate shard, a block type the
     pool does not hold, a block type without a cost), :class:`OptimiserError` if HiGHS fails.
     """
+    return _solve(demands, pool, costs, previous, smoothing, mip_rel_gap, time_limit_s)
+
+
+def _solve(
+    demands: Sequence[ShardDemand],
+    pool: Mapping[str, int],
+    costs: Mapping[str, float],
+    previous: Mapping[ShardKey, Mapping[str, int]] | None = None,
+    smoothing: Smoothing | None = None,
+    mip_rel_gap: float = 0.01,
+    time_limit_s: float = 1.0,
+    *,
+    per_shard: bool = True,
+) -> Allocation:
+    """:func:`solve`; ``per_shard=False`` always takes the MILP path (for the tests)."""
     started = time.perf_counter()
     problem = _Problem(demands, pool, costs, previous, smoothing, time_limit_s, mip_rel_gap)
-    x = problem.run()
+    x = problem.per_shard() if per_shard else None
+    if x is None:
+        x = problem.run()
     return problem.allocation(x, (time.perf_counter() - started) * 1000)
 
 
@@ -198,6 +218,8 @@ class _Problem:
         self.mip_rel_gap = mip_rel_gap
         self.solves = 0
         self.last_x: np.ndarray | None = None
+        self.deadline = time.perf_counter() + time_limit_s
+        self.notes: list[str] = []
         t_index = {t: i for i, t in enumerate(self.types)}
         s_of, t_of, cap = [], [], []
         for s, d in enumerate(self.demands):
@@ -248,6 +270,7 @@ class _Problem:
         row = 0
         self.demand_rows = np.full(n_shards, -1)
         coef = u[self.s_of] * self.cap / np.where(q[self.s_of] > 0, q[self.s_of], 1.0)
+        self.coef, self.hold_lo = coef, hold_lo
         for s in range(n_shards):
             if q[s] <= 0:
                 continue
@@ -304,6 +327,42 @@ class _Problem:
         hold_penalty = 2.0 * max(self.costs.values(), default=1.0) + 1.0
         self.cost_vec[self.r0 :] = hold_penalty
 
+    # --------------------------------------------------------------------- per-shard path
+
+    def per_shard(self) -> np.ndarray | None:
+        """The exact optimum when the pool does not bind, else ``None`` (take the MILP path).
+
+        Without the pool row the problem separates by shard, and so does every lexicographic
+        stage: each shard's least shortfall of its minimum, then of its demand, is reached by
+        taking every block its bounds allow, and its cheapest allocation at those shortfalls is
+        a covering problem in at most a few integer variables, solved exactly by enumeration
+        (:func:`_cheapest_cover`). If the shards' optima fit the pool together they are the
+        MILP's optimum; if not, or if a shard's enumeration would be too large, ``None``.
+        """
+        x = np.zeros(self.n_pairs)
+        for s in range(self.n_shards):
+            mine = np.flatnonzero(self.s_of == s)
+            hi = self.hi[mine]
+            # Below its hold a block costs w - penalty < 0: every optimum keeps the holds.
+            low = np.minimum(self.hold_lo[mine], hi)
+            need_blocks = max(0.0, self.m[s] - max(0.0, self.m[s] - hi.sum()) - low.sum())
+            need = 0.0
+            if self.q[s] > 0 and not self.no_capacity[s]:
+                a = self.coef[mine]
+                need = min(1.0, float(a @ hi)) - float(a @ low)
+            else:
+                a = np.zeros(len(mine))
+            extra = _cheapest_cover(
+                self.cost_vec[mine], a, hi - low, max(need, 0.0), round(need_blocks)
+            )
+            if extra is None:
+                return None
+            x[mine] = low + extra
+        used = np.bincount(self.t_of, x, minlength=len(self.types))
+        if np.any(used > np.array([self.pool[t] for t in self.types]) + _TOL):
+            return None
+        return x
+
     # ------------------------------------------------------------------------------- stages
 
     def run(self) -> np.ndarray:
@@ -325,6 +384,7 @@ class _Problem:
         x = self._solve(self.cost_vec, self.lb, ub)
         if x is None:  # out of time: the last stage's point is feasible, keep it
             x = self.last_x
+            self.notes.append("time budget: cost not minimised, the last feasible point kept")
         if x is None:
             raise OptimiserError("HiGHS found no allocation in time; raise time_limit_s")
         return x
@@ -360,7 +420,13 @@ class _Problem:
             if not members:
                 continue
             x = self._level_stage(members, ub, cut_evenly)
-            if x is None:  # out of time: leave this level's shortfall to the final stage
+            if x is None:  # out of time: hold the level where the last feasible point left it
+                x = self.last_x
+                self.notes.append(
+                    f"time budget: priority {p} {'demand' if cut_evenly else 'minimum'} "
+                    "shortfall not minimised, held at a feasible point"
+                )
+            if x is None:
                 continue
             for v in members:
                 ub[v] = min(ub[v], x[v] + _TOL)
@@ -415,6 +481,11 @@ class _Problem:
         row_up: np.ndarray | None = None,
         integrality: np.ndarray | None = None,
     ) -> np.ndarray | None:
+        remaining = self.deadline - time.perf_counter()
+        if self.last_x is None:  # nothing to fall back on yet: always give HiGHS a chance
+            remaining = max(remaining, 0.1 * self.time_limit_s)
+        elif remaining <= 0:
+            return None
         self.solves += 1
         a = self.A if a is None else a
         constraints = (
@@ -433,7 +504,7 @@ class _Problem:
             integrality=self.integrality if integrality is None else integrality,
             bounds=Bounds(lb, np.maximum(ub, lb)),
             constraints=constraints,
-            options={"time_limit": self.time_limit_s, "mip_rel_gap": self.mip_rel_gap},
+            options={"time_limit": remaining, "mip_rel_gap": self.mip_rel_gap},
         )
         if res.x is not None and res.status in (0, 1):
             self.last_x = res.x[: self.n_vars]
@@ -477,7 +548,95 @@ class _Problem:
             cost=cost,
             solves=self.solves,
             solve_ms=solve_ms,
+            notes=list(self.notes),
         )
+
+
+_MAX_ENUMERATION = 200_000
+
+
+def _cheapest_cover(
+    w: np.ndarray, a: np.ndarray, top: np.ndarray, need: float, blocks: int
+) -> np.ndarray | None:
+    """Least-cost integers ``0 <= e <= top`` with ``a @ e >= need`` and ``sum(e) >= blocks``.
+
+    Exact by enumeration in a box that provably holds an optimum: a type beyond
+    ``max(ceil(need / a_t), blocks)`` blocks can drop one and still cover both rows alone, and,
+    with ``(lam, mu)`` the best dual point of the LP relaxation and ``d = w - lam a - mu >= 0``
+    its reduced costs, any allocation no dearer than a known one ``ub`` has
+    ``d @ e <= ub - lam need - mu blocks``. The type with the widest box is not enumerated: its
+    least count is closed-form. ``None`` when the box exceeds ``_MAX_ENUMERATION`` points.
+    ``top`` must be feasible (the caller lowered ``need`` and ``blocks`` to what it reaches).
+
+    >>> _cheapest_cover(np.array([1.0, 2.0]), np.array([0.3, 0.8]), np.array([9, 9]), 1.0, 0)
+    array([1., 1.])
+    """
+    n = len(w)
+    if n == 0 or (need <= _EPS and blocks <= 0):
+        return np.zeros(n)
+    top = top.astype(float)
+
+    def least(t: int, rest_cover: float, rest_blocks: float) -> float:
+        """Fewest blocks of type ``t`` to finish both rows."""
+        by_demand = 0.0
+        if need - rest_cover > _EPS:
+            by_demand = math.ceil((need - rest_cover - _EPS) / a[t]) if a[t] > 0 else math.inf
+        return max(0.0, by_demand, blocks - rest_blocks)
+
+    # A known allocation: all of ``top``, or one type alone.
+    best = float(w @ top)
+    for t in range(n):
+        k = least(t, 0.0, 0.0)
+        if k <= top[t]:
+            best = min(best, w[t] * k)
+    # The LP relaxation's best dual point (vertices of {lam, mu >= 0, lam a + mu <= w}).
+    cands = [(0.0, 0.0), (0.0, float(w.min()))]
+    cands += [(w[t] / a[t], 0.0) for t in range(n) if a[t] > 0]
+    for i in range(n):
+        for j in range(i + 1, n):
+            if abs(a[i] - a[j]) > 1e-15:
+                lam = (w[i] - w[j]) / (a[i] - a[j])
+                cands.append((lam, w[i] - lam * a[i]))
+    bound, lam, mu = 0.0, 0.0, 0.0
+    for cl, cm in cands:
+        if cl >= 0 and cm >= 0 and np.all(w - cl * a - cm >= -1e-12):
+            value = cl * need + cm * blocks
+            if value > bound:
+                bound, lam, mu = value, cl, cm
+    gap = max(0.0, best - bound) * (1 + 1e-9) + 1e-9
+    reduced = np.maximum(w - lam * a - mu, 0.0)
+    box = top.copy()
+    for t in range(n):
+        alone = least(t, 0.0, 0.0)
+        if alone < box[t]:
+            box[t] = alone
+        if reduced[t] > 0:
+            box[t] = min(box[t], math.floor(gap / reduced[t]))
+    free = int(np.argmax(box))
+    others = [t for t in range(n) if t != free]
+    sizes = [int(box[t]) + 1 for t in others]
+    if math.prod(sizes) > _MAX_ENUMERATION:
+        return None
+    grid = np.indices(sizes).reshape(len(others), -1).astype(float) if others else np.zeros((0, 1))
+    cover = a[others] @ grid
+    count = grid.sum(axis=0)
+    short = need - cover
+    if a[free] > 0:
+        by_demand = np.where(short > _EPS, np.ceil((short - _EPS) / a[free]), 0.0)
+    else:
+        by_demand = np.where(short > _EPS, np.inf, 0.0)
+    k = np.maximum(np.maximum(by_demand, blocks - count), 0.0)
+    total = w[others] @ grid + w[free] * np.where(k <= top[free], k, np.inf)
+    pick = int(np.lexsort((count + k, total))[0])
+    if not np.isfinite(total[pick]):  # cannot happen for a feasible ``top``
+        return None
+    e = np.zeros(n)
+    e[others] = grid[:, pick]
+    e[free] = k[pick]
+    return e
+
+
+_EPS = 1e-9
 
 
 def _pad_column(a: csr_array) -> csr_array:

@@ -1,8 +1,9 @@
 """Solve time of the block optimiser: 50 shards x 4 block types (target: under 100 ms).
 
 Run: ``python benchmarks/bench_optimiser.py [repeats]``. Prints median and p99 per scenario;
-asserts nothing. Scenarios: a pool that covers every shard (one MILP), the same with smoothing
-from a previous plan, and an overloaded pool (shortfall stages by priority, 5 levels).
+asserts nothing. Scenarios: a pool that covers every shard (solved per shard, no MILP unless a
+block type binds), the same with smoothing from a previous plan, and an overloaded pool
+(shortfall MILP stages by priority, 5 levels, within one ``time_limit_s`` budget per plan).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from allocator.optimiser import ShardDemand, Smoothing, solve
+from allocator.optimiser import ShardDemand, Smoothing, _solve, solve
 
 
 def _brute_force_cost(demands: list[ShardDemand], pool: dict[str, int], costs) -> float | None:
@@ -222,3 +222,51 @@ def test_bad_inputs_name_what_is_wrong() -> None:
         solve([ShardDemand("svc", 0, 10, {"z": 1.0})], {"a": 1}, {"a": 1.0})
     with pytest.raises(ValueError, match="no cost"):
         solve([d], {"a": 1}, {})
+
+
+def _slack_instance(rng: random.Random, n_shards: int, types: list[str]):
+    costs = {t: round(rng.uniform(0.5, 4), 2) for t in types}
+    demands = [
+        ShardDemand(
+            f"svc{s % 2}",
+            s,
+            demand_rps=rng.choice([0.0, round(rng.uniform(1, 2000), 1)]),
+            capacity_rps={t: round(rng.uniform(10, 300), 1) for t in types if rng.random() < 0.85},
+            priority=rng.choice([0, 5, 9]),
+            min_blocks=rng.randint(0, 3),
+            target_utilisation=rng.choice([0.6, 0.7, 0.8, 1.0]),
+        )
+        for s in range(n_shards)
+    ]
+    return demands, costs
+
+
+@pytest.mark.parametrize("with_previous", [False, True])
+def test_per_shard_path_matches_the_milp_when_the_pool_does_not_bind(with_previous: bool) -> None:
+    rng = random.Random(42 + with_previous)
+    fast_taken = 0
+    for _ in range(30):
+        types = ["a", "b", "c", "d"][: rng.randint(1, 4)]
+        demands, costs = _slack_instance(rng, rng.randint(1, 8), types)
+        pool = {t: rng.randint(60, 400) for t in types}
+        previous, smoothing = None, None
+        if with_previous:  # ramp limits and holds (some shards short by the ramp, not the pool)
+            previous = {d.key: {t: rng.randint(0, 12) for t in types} for d in demands}
+            smoothing = Smoothing(max_step_up=rng.randint(1, 8), max_step_down=rng.randint(0, 3))
+        fast = _solve(demands, pool, costs, previous, smoothing, mip_rel_gap=0.0)
+        milp = _solve(demands, pool, costs, previous, smoothing, mip_rel_gap=0.0, per_shard=False)
+        fast_taken += fast.solves == 0
+        assert fast.cost == pytest.approx(milp.cost, abs=1e-6)
+        for key, got in fast.shards.items():
+            want = milp.shards[key]
+            assert got.min_shortfall == want.min_shortfall
+            assert got.shortfall_rps == pytest.approx(want.shortfall_rps, rel=1e-6, abs=1e-3)
+            assert got.limited_by == want.limited_by
+        assert all(fast.used[t] <= pool[t] for t in pool)
+    assert fast_taken >= 25  # the pools were slack: the MILP was rarely needed
+
+
+def test_a_binding_pool_falls_back_to_the_milp() -> None:
+    demands = [ShardDemand("svc", s, 300, {"a": 100}, target_utilisation=1) for s in range(3)]
+    result = solve(demands, {"a": 8}, {"a": 1.0})
+    assert result.solves >= 1 and result.used == {"a": 8} and result.has_shortfall
