@@ -173,24 +173,9 @@ def solve(
     Raises :class:`ValueError` naming the input at fault (a duplicate shard, a block type the
     pool does not hold, a block type without a cost), :class:`OptimiserError` if HiGHS fails.
     """
-    return _solve(demands, pool, costs, previous, smoothing, mip_rel_gap, time_limit_s)
-
-
-def _solve(
-    demands: Sequence[ShardDemand],
-    pool: Mapping[str, int],
-    costs: Mapping[str, float],
-    previous: Mapping[ShardKey, Mapping[str, int]] | None = None,
-    smoothing: Smoothing | None = None,
-    mip_rel_gap: float = 0.01,
-    time_limit_s: float = 1.0,
-    *,
-    per_shard: bool = True,
-) -> Allocation:
-    """:func:`solve`; ``per_shard=False`` always takes the MILP path (for the tests)."""
     started = time.perf_counter()
     problem = _Problem(demands, pool, costs, previous, smoothing, time_limit_s, mip_rel_gap)
-    x = problem.per_shard() if per_shard else None
+    x = problem.per_shard()
     if x is None:
         x = problem.run()
     return problem.allocation(x, (time.perf_counter() - started) * 1000)

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from allocator.optimiser import ShardDemand, Smoothing, _solve, solve
+from allocator.optimiser import ShardDemand, Smoothing, _Problem, solve
 
 
 def _brute_force_cost(demands: list[ShardDemand], pool: dict[str, int], costs) -> float | None:
@@ -253,8 +253,9 @@ def test_per_shard_path_matches_the_milp_when_the_pool_does_not_bind(with_previo
         if with_previous:  # ramp limits and holds (some shards short by the ramp, not the pool)
             previous = {d.key: {t: rng.randint(0, 12) for t in types} for d in demands}
             smoothing = Smoothing(max_step_up=rng.randint(1, 8), max_step_down=rng.randint(0, 3))
-        fast = _solve(demands, pool, costs, previous, smoothing, mip_rel_gap=0.0)
-        milp = _solve(demands, pool, costs, previous, smoothing, mip_rel_gap=0.0, per_shard=False)
+        fast = solve(demands, pool, costs, previous=previous, smoothing=smoothing, mip_rel_gap=0.0)
+        problem = _Problem(demands, pool, costs, previous, smoothing, 1.0, 0.0)
+        milp = problem.allocation(problem.run(), 0.0)  # the MILP path alone
         fast_taken += fast.solves == 0
         assert fast.cost == pytest.approx(milp.cost, abs=1e-6)
         for key, got in fast.shards.items():
