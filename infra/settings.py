@@ -17,6 +17,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.contracts import MAX_BATCH_EVENTS
+
 ENV_PREFIX = "SHARDSHAPE_"
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -82,6 +84,18 @@ class Settings(BaseSettings):
     snapshot_interval_s: float = Field(
         5.0, gt=0, le=3_600, description="How often workers share summaries and snapshots merge."
     )
+    checkpoint_interval_s: float = Field(
+        5.0,
+        ge=0,
+        le=3_600,
+        description="Longest a changed key's statistics wait to be written to the key-stats table.",
+    )
+    metrics_write_interval_s: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="Longest shard metrics wait in memory before they are written to their table.",
+    )
 
     # Planning
     pools_config: Path | None = Field(
@@ -93,6 +107,85 @@ class Settings(BaseSettings):
         "1m", description="Metrics window that is one forecast step of the planner."
     )
     plan_horizon_s: float = Field(120.0, gt=0, le=86_400, description="How far plans look ahead.")
+
+    # Gateway reporter (completed requests -> requests topic), see docs/reporter.md
+    reporter_batch_events: int = Field(
+        500, ge=1, le=MAX_BATCH_EVENTS, description="Most events in one RequestBatch message."
+    )
+    reporter_linger_ms: float = Field(
+        200.0, ge=0, le=60_000, description="Longest an event waits for its batch to fill."
+    )
+    reporter_max_buffered: int = Field(
+        100_000,
+        ge=1,
+        le=10_000_000,
+        description="Most events held unacknowledged (memory and producer queue); "
+        "beyond it report() drops.",
+    )
+    reporter_stall_ms: int = Field(
+        2_000,
+        ge=10,
+        le=600_000,
+        description="A batch unacknowledged this long marks Kafka unreachable: "
+        "batches are dropped or spooled, one probe batch at a time, until one is acknowledged.",
+    )
+    reporter_delivery_timeout_ms: int = Field(
+        10_000,
+        ge=100,
+        le=3_600_000,
+        description="librdkafka message.timeout.ms: a batch not acknowledged by then fails.",
+    )
+    reporter_spool_path: Path | None = Field(
+        None, description="JSON-lines file for batches Kafka cannot take; unset = drop them."
+    )
+    reporter_spool_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=64 * 1024, le=1 << 40, description="Bound of the spool file."
+    )
+
+    # Gateway in-process shard pools and middleware, see docs/gateway.md
+    gateway_shaping: bool = Field(
+        True, description="Per-shard pools; false runs every request in one shared pool."
+    )
+    gateway_default_concurrency: int = Field(
+        16,
+        ge=1,
+        le=100_000,
+        description="Slots of the default pool: requests before any plan and of unplanned shards.",
+    )
+    gateway_queue_size: int = Field(
+        64, ge=0, le=1_000_000, description="Queue of a pool whose plan gives none (0: no queue)."
+    )
+    gateway_queue_timeout_ms: float = Field(
+        2_000, gt=0, le=600_000, description="Longest wait in a queue whose plan gives none."
+    )
+    gateway_total_slots: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="Slots shared by all pools (0: none); when plans over-commit it, "
+        "waiting shards are served in proportion to their io_weight.",
+    )
+    gateway_user_header: str = Field(
+        "x-user-id", min_length=1, max_length=128, description="Header naming the request's user."
+    )
+
+    # Gateway process-mode shard pools (OS limits), see docs/isolation.md
+    isolation_mode: Literal["auto", "cgroup2", "cgroup1", "rlimit", "none"] = Field(
+        "auto",
+        description="OS limits of shard worker processes: auto takes the best the host allows "
+        "(`shardshape doctor` shows it); a named mode fails at start if the host lacks it.",
+    )
+    isolation_cgroup_parent: str = Field(
+        "shardshape",
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$",
+        description="cgroup made under the base to hold a group per service and shard.",
+    )
+    isolation_cgroup_base: str = Field(
+        "",
+        pattern=r"^(/[A-Za-z0-9_@:=+-][A-Za-z0-9_.@:=+-]*)*$",
+        description="cgroup (path inside each hierarchy, e.g. /app.slice) under which the "
+        "parent goes; empty = the gateway's own cgroup.",
+    )
 
     # Trace data used by tests, benchmarks and examples
     trace_dir: Path = Path("../shared/data")
@@ -108,6 +201,18 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{ENV_PREFIX}POOLS_CONFIG={self.pools_config} is not a file: point it at a "
                 "pools TOML (see examples/pools.toml) or unset it to run without planning"
+            )
+        if self.reporter_max_buffered < self.reporter_batch_events:
+            raise ValueError(
+                f"{ENV_PREFIX}REPORTER_MAX_BUFFERED={self.reporter_max_buffered} is smaller than "
+                f"{ENV_PREFIX}REPORTER_BATCH_EVENTS={self.reporter_batch_events}: a batch could "
+                "never fill; raise the first or lower the second"
+            )
+        if self.reporter_stall_ms >= self.reporter_delivery_timeout_ms:
+            raise ValueError(
+                f"{ENV_PREFIX}REPORTER_STALL_MS={self.reporter_stall_ms} must be below "
+                f"{ENV_PREFIX}REPORTER_DELIVERY_TIMEOUT_MS={self.reporter_delivery_timeout_ms}: "
+                "a stall is noticed before a batch times out"
             )
         if self.security_protocol.startswith("SASL") and not self.sasl_mechanism:
             raise ValueError(
@@ -135,6 +240,20 @@ class Settings(BaseSettings):
     def with_bootstrap(self, bootstrap: str) -> Settings:
         """The same settings pointed at ``bootstrap`` (e.g. an embedded broker just started)."""
         return self.model_copy(update={"kafka_bootstrap": bootstrap})
+
+    def revalidated(self) -> Settings:
+        """These settings validated again; a bad value raises :class:`SettingsError` naming it.
+
+        ``model_copy(update=...)`` skips validation, so a component that takes ``Settings``
+        calls this once at start and fails there, not deep inside.
+
+        >>> Settings().model_copy(update={"requests_partitions": 0}).revalidated()
+        Traceback (most recent call last):
+        ...
+        infra.settings.SettingsError: invalid shardshape settings:
+          SHARDSHAPE_REQUESTS_PARTITIONS=0: Input should be greater than or equal to 1
+        """
+        return load_settings(**self.model_dump())
 
     def require_bootstrap(self) -> str:
         if not self.kafka_bootstrap:

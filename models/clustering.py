@@ -92,13 +92,16 @@ class BehaviourClusterer(base.Clusterer):
         self.scale_vector = np.array([weights.get(name, 0.0) for name in BEHAVIOUR_NAMES])
         self._root = np.sqrt(self.scale_vector)
         self._kmeans = cluster.KMeans(n_clusters=n_micro, halflife=halflife, seed=seed)
-        for center in self._kmeans.centers.values():
-            center.update(dict.fromkeys(range(len(BEHAVIOUR_NAMES)), _FAR))
+        # River's KMeans holds the centres; this array mirrors them so that the nearest centre
+        # is one numpy expression (river's dict distances cost ~100 us a sample).
+        self._centers = np.full((n_micro, len(BEHAVIOUR_NAMES)), _FAR)
+        for i in range(n_micro):
+            self._set_center(i, self._centers[i])
         self._seeded = 0
         self._weight_decay = 0.5 ** (1.0 / weight_halflife)
         self._weights = np.zeros(n_micro)
         self._msd = np.zeros(n_micro)  # decayed mean squared distance of a centre's samples
-        self._worst: tuple[float, dict[int, float]] = (-1.0, {})
+        self._worst: tuple[float, np.ndarray] = (-1.0, self._centers[0])
         self.n_samples = 0
         self.shards = Shards([], np.zeros((0, len(BEHAVIOUR_NAMES))), np.zeros(0), np.zeros(0))
         self.version = 0
@@ -117,9 +120,8 @@ class BehaviourClusterer(base.Clusterer):
     def learn_many(self, rows: np.ndarray) -> bool:
         """Learn behaviour rows ``(n, N_BEHAVIOUR)`` (already sampled); True when shards changed."""
         changed = False
-        scaled = rows * self._root
-        for row in scaled.tolist():
-            self._learn_scaled(dict(enumerate(row)))
+        for row in rows * self._root:
+            self._learn_scaled(row)
             self.n_samples += 1
             if self._recluster_due():
                 self.recluster()
@@ -157,27 +159,28 @@ class BehaviourClusterer(base.Clusterer):
         self.version += 1
 
     # -- internals ------------------------------------------------------------------------
-    def _learn_scaled(self, x: dict[int, float]) -> None:
-        centers = self._kmeans.centers
-        if self._seeded < self.n_micro and self._far_from_seeded(x):
+    def _learn_scaled(self, x: np.ndarray) -> None:
+        d2_all = ((self._centers - x) ** 2).sum(axis=1)
+        # A new seed only where no seeded centre already sits (tolerance in scaled units).
+        if self._seeded < self.n_micro and (d2_all[: self._seeded] > 0.01).all():
             closest = self._seeded
-            centers[closest].update(x)
+            self._set_center(closest, x)
             self._seeded += 1
         else:
-            closest = self._kmeans.learn_predict_one(x)
-        d2 = sum((v - centers[closest][i]) ** 2 for i, v in x.items())
+            # River's KMeans step: the nearest centre moves ``halflife`` of the way to x.
+            closest = int(d2_all.argmin())
+            center = self._centers[closest]
+            self._set_center(closest, center + self.halflife * (x - center))
+        d2 = float(((x - self._centers[closest]) ** 2).sum())
         self._weights *= self._weight_decay
         self._weights[closest] += 1.0
         self._msd[closest] += 0.05 * (d2 - self._msd[closest])
         if d2 > self._worst[0]:
             self._worst = (d2, x)
 
-    def _far_from_seeded(self, x: dict[int, float]) -> bool:
-        # A new seed only where no seeded centre already sits (tolerance in scaled units).
-        centers = self._kmeans.centers
-        return all(
-            sum((v - centers[c][i]) ** 2 for i, v in x.items()) > 0.01 for c in range(self._seeded)
-        )
+    def _set_center(self, i: int, values: np.ndarray) -> None:
+        self._centers[i] = values
+        self._kmeans.centers[i].update(enumerate(values.tolist()))
 
     def _reseed_dead(self) -> None:
         if self._seeded < self.n_micro or self._worst[0] <= 0:
@@ -185,10 +188,10 @@ class BehaviourClusterer(base.Clusterer):
         total = self._weights.sum()
         dead = np.flatnonzero(self._weights < 1e-3 * total)
         if len(dead):
-            self._kmeans.centers[int(dead[0])].update(self._worst[1])
+            self._set_center(int(dead[0]), self._worst[1])
             self._weights[dead[0]] = 1.0
             self._msd[dead[0]] = 0.0
-        self._worst = (-1.0, {})
+        self._worst = (-1.0, self._centers[0])
 
     def _center(self, i: int) -> list[float]:
         center = self._kmeans.centers[i]

@@ -23,6 +23,7 @@ mean for a young key, a fading one afterwards, so a key's old behaviour fades.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, MutableMapping
+from itertools import repeat
 
 import numpy as np
 
@@ -116,6 +117,10 @@ class KeyTable:
         return 1.0 / rec[GAP] if rec[GAP] > 0 else (0.0 if rec[N] < 2 else 1e6)
 
     # -- many keys ------------------------------------------------------------------------
+    def rows_of(self, keys: list[str]) -> np.ndarray:
+        """Row of each key in :attr:`data`, -1 for an unknown key."""
+        return np.fromiter(map(self.slots.get, keys, repeat(-1)), dtype=np.intp, count=len(keys))
+
     def allocate(self, keys: list[str], keep: Iterable[str] = ()) -> list[int]:
         """Rows for new ``keys`` (zeroed), evicting old keys first if the table is full.
 

@@ -25,10 +25,8 @@ returns the current model as a :class:`~streams.contracts.ShardSnapshot`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from math import log1p
-from operator import attrgetter
 from typing import NamedTuple
 
 import numpy as np
@@ -59,6 +57,7 @@ from models.predictor import Route, ShardPredictor
 from models.regression import BehaviourRegressor
 from models.routing import KeyRouter
 from models.shards import Shards
+from streams.columns import EventColumns, columns_of
 from streams.contracts import RequestEvent, RoutingEntry, ShardProfile, ShardSnapshot
 
 
@@ -104,19 +103,6 @@ class ProfilerConfig:
     blas_threads: int | None = 1
 
 
-_FIELDS = attrgetter(
-    "service",
-    "request_type",
-    "user_id",
-    "ts",
-    "payload_bytes",
-    "latency_ms",
-    "status",
-    "response_bytes",
-    "attributes",
-)
-
-
 class Assignment(NamedTuple):
     """One event's outcome: its key, shard predicted at arrival, shard of its behaviour."""
 
@@ -124,6 +110,18 @@ class Assignment(NamedTuple):
     predicted: int
     observed: int
     anomalous: bool
+
+
+class BatchResult(NamedTuple):
+    """A batch's outcomes as columns, event ``i`` at index ``i`` (see :class:`Assignment`)."""
+
+    keys: list[str]
+    predicted: list[int]
+    observed: list[int]
+    anomalous: list[bool]
+
+
+Recover = Callable[[str], list | None]
 
 
 class Profiler:
@@ -168,12 +166,22 @@ class Profiler:
     # -- the batch path -------------------------------------------------------------------
     def process_batch(self, events: Sequence[RequestEvent]) -> list[Assignment]:
         """Predict every event's shard at arrival, then learn from the completed ones."""
-        if not events:
-            return []
-        with blas_threads(self.config.blas_threads):
-            return self._process(events)
+        return list(map(Assignment, *self.process_many(events)))
 
-    def _process(self, events: Sequence[RequestEvent]) -> list[Assignment]:
+    def process_many(
+        self, events: Sequence[RequestEvent] | EventColumns, recover: Recover | None = None
+    ) -> BatchResult:
+        """:meth:`process_batch` with the events and outcomes as columns (the agent's path).
+
+        ``recover(key)`` gives the stored record of a key this profiler does not know (it
+        moved here from another worker), or None for a new key.
+        """
+        if not len(events):
+            return BatchResult([], [], [], [])
+        with blas_threads(self.config.blas_threads):
+            return self._process(columns_of(events), recover)
+
+    def _process(self, batch: EventColumns, recover: Recover | None) -> BatchResult:
         """The batch path, vectorised over the batch (see the module docstring).
 
         Each event is read once. Key statistics are folded in per occurrence rank (all keys'
@@ -182,14 +190,15 @@ class Profiler:
         decisions, quarantine) then runs over the events in order with plain floats, its
         nearest-shard distances computed for all due decisions at once.
         """
-        n = len(events)
-        (services, types, users, ts, payloads, latencies, statuses, responses, attrs) = zip(
-            *map(_FIELDS, events), strict=True
-        )
+        n = len(batch)
+        services, types, users, ts = batch.service, batch.request_type, batch.user_id, batch.ts
+        payloads, latencies, responses = batch.payload_bytes, batch.latency_ms, batch.response_bytes
+        statuses, attrs = batch.status, batch.attributes
         keys = [f"{s}|{t}|{u}" for s, t, u in zip(services, types, users, strict=True)]
         table = self.keys
-        slot_get = table.slots.get
-        slot = np.array([slot_get(k, -1) for k in keys], dtype=np.intp)
+        slot = table.rows_of(keys)
+        if recover is not None and (slot < 0).any() and self._recover(keys, slot, recover):
+            slot = table.rows_of(keys)
 
         # 1. Predict at arrival with each key's route as it stood before the batch.
         known = slot >= 0
@@ -206,7 +215,8 @@ class Profiler:
         space = self.space
         sig_rows, sigs = space.hashed_rows(types, attrs)
         x = space.row_matrix[sig_rows]
-        x[:, 1] = [log1p(p) for p in payloads]
+        payload = np.asarray(payloads, dtype=float)
+        x[:, 1] = np.log1p(payload)
         keyed, key_rows, key_weights = self.predictor.key_block(route_shard, route_conf, has_route)
         x[keyed, 2] = key_weights
         x[keyed, 3:N_FIXED] = key_rows * key_weights[:, None]
@@ -215,7 +225,7 @@ class Profiler:
         ).tolist()
 
         # 2. The completed events' behaviour and observed shard.
-        latency = np.array(latencies, dtype=float)
+        latency = np.array(latencies, dtype=float)  # None -> NaN
         done_mask = ~np.isnan(latency)
         done = np.flatnonzero(done_mask)
         nd = len(done)
@@ -223,19 +233,13 @@ class Profiler:
         anomalous = np.zeros(n, dtype=bool)
         if nd == 0:
             self._n_events += n
-            return [Assignment(k, p, NO_SHARD, False) for k, p in zip(keys, predicted, strict=True)]
+            return BatchResult(keys, predicted, [NO_SHARD] * n, [False] * n)
         done_list = done.tolist()
         b = np.empty((nd, N_BEHAVIOUR))
-        if nd == n:
-            b[:, 0] = [log1p(v) for v in latencies]
-            b[:, 1] = [s != "ok" for s in statuses]
-            b[:, 2] = [log1p(p) for p in payloads]
-            b[:, 3] = [log1p(r or 0.0) for r in responses]
-        else:
-            b[:, 0] = [log1p(latencies[i] or 0.0) for i in done_list]
-            b[:, 1] = [statuses[i] != "ok" for i in done_list]
-            b[:, 2] = [log1p(payloads[i]) for i in done_list]
-            b[:, 3] = [log1p(responses[i] or 0.0) for i in done_list]
+        b[:, 0] = np.log1p(latency[done])
+        b[:, 1] = np.fromiter(map("ok".__ne__, statuses), dtype=bool, count=n)[done]
+        b[:, 2] = np.log1p(payload[done])
+        b[:, 3] = np.log1p(np.nan_to_num(np.array(responses, dtype=float))[done])
         shards = self.shards
         if shards.ids:
             diff = b[:, None, :] - shards.centroids[None, :, :]
@@ -247,7 +251,7 @@ class Profiler:
         observed_list = observed.tolist()
 
         # 3. Key statistics and routing.
-        ts_done = np.array(ts)[done]
+        ts_done = np.array(ts, dtype=float)[done]
         self._learn_keys(keys, slot, done, done_list, ts, ts_done, b, observed)
         last = float(ts_done.max())
         if last > self._last_ts:
@@ -258,7 +262,17 @@ class Profiler:
         cols = np.union1d(np.arange(N_FIXED), used)
         self._learn_models(types, attrs, done_list, x[done], b, cols)
         self._n_events += n
-        return list(map(Assignment, keys, predicted, observed_list, anomalous.tolist()))
+        return BatchResult(keys, predicted, observed_list, anomalous.tolist())
+
+    def _recover(self, keys: list[str], slot: np.ndarray, recover: Recover) -> bool:
+        """Store the records ``recover`` has for the batch's unknown keys; True if any."""
+        found = False
+        for key in dict.fromkeys(keys[i] for i in np.flatnonzero(slot < 0).tolist()):
+            stored = recover(key)
+            if stored is not None:
+                self.keys.records[key] = list(stored)
+                found = True
+        return found
 
     def _learn_keys(
         self,
@@ -266,7 +280,7 @@ class Profiler:
         slot: np.ndarray,
         done: np.ndarray,
         done_list: list[int],
-        ts: tuple[float, ...],
+        ts: Sequence[float],
         ts_arr: np.ndarray,
         b: np.ndarray,
         observed: np.ndarray,
@@ -283,8 +297,7 @@ class Profiler:
             rows = table.allocate(list(fresh), keep=[keys[i] for i in done_list])
             table.data[rows] = [new_record(ts[done_list[j]], b[j].tolist()) for j in fresh.values()]
             # An eviction may have moved rows: look every key up again.
-            slot_get = table.slots.get
-            dslot = np.array([slot_get(keys[i]) for i in done_list], dtype=np.intp)
+            dslot = table.rows_of([keys[i] for i in done_list])
 
         # Group the completed events by key: group g, occurrence rank q within the batch.
         order = np.argsort(dslot, kind="stable")
@@ -341,13 +354,15 @@ class Profiler:
 
         # Anomaly checks in event order (river learns sequentially): scores need only the
         # statistics, not the routing state.
-        due_anomaly = n_int % cfg.anomaly_every == 0
+        due_anomaly = np.flatnonzero(n_int % cfg.anomaly_every == 0)
         flags: dict[int, bool] = {}
-        for j in np.flatnonzero(due_anomaly).tolist():
-            gap, count = gap_after[j], n_after[j]
-            rate = 1.0 / gap if gap > 0 else (0.0 if count < 2 else 1e6)
-            score = self.detector.score_and_learn(rate, float(mean_after[j, 1]))
-            flags[j] = score >= cfg.anomaly_threshold
+        if len(due_anomaly):
+            gap, count = gap_after[due_anomaly], n_after[due_anomaly]
+            with np.errstate(divide="ignore"):
+                rate = np.where(gap > 0, 1.0 / gap, np.where(count < 2, 0.0, 1e6))
+            scores = self.detector.score_and_learn_many(rate, mean_after[due_anomaly, 1])
+            flagged = (scores >= cfg.anomaly_threshold).tolist()
+            flags = dict(zip(due_anomaly.tolist(), flagged, strict=True))
 
         # Shard decisions: distances of every due key mean to every shard, at once.
         due_decide = (n_int % cfg.decide_every == 1) | (cfg.decide_every == 1)
@@ -551,9 +566,7 @@ class Profiler:
         if quarantined:
             shard, confidence = self.quarantine_shard, 1.0
         assert shard != NO_SHARD
-        # Every field is built valid here (ids from validated events, clipped confidence):
-        # constructing without validation saves ~3 us per entry on the batch path.
-        return RoutingEntry.model_construct(
+        return RoutingEntry(
             service=self.service,
             key=key[:128],
             shard_id=shard,

@@ -18,17 +18,16 @@ partitions and workers (latency sketches are mergeable) and summarise them.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import orjson
-from ddsketch import DDSketch
-from ddsketch.pb.ddsketch_pb2 import DDSketch as DDSketchMessage
-from ddsketch.pb.proto import DDSketchProto
 
+from streams.cadence import PartitionClock
+from streams.columns import EventColumns, columns_of
 from streams.contracts import RequestEvent
+from streams.sketch import LatencySketch
 
-RELATIVE_ACCURACY = 0.01  # latency quantiles within 1%
 BUSY_ATTRIBUTE = "busy_ms"  # services that measure busy time report it as this attribute
 
 
@@ -52,22 +51,11 @@ class ShardStats:
         self.response_bytes = 0.0
         self.busy_ms = 0.0
         self.busy_reported = 0
-        self.latency = DDSketch(relative_accuracy=RELATIVE_ACCURACY)
-        self.latency_sum = 0.0  # the sketch's wire form keeps no sum: kept here for the mean
+        self.latency = LatencySketch()  # quantiles within 1%
+        self.latency_sum = 0.0
 
     def add(self, event: RequestEvent) -> None:
-        self.count += 1
-        if event.status != "ok":
-            self.errors[event.status] = self.errors.get(event.status, 0) + 1
-        self.payload_bytes += event.payload_bytes
-        self.response_bytes += event.response_bytes or 0.0
-        if event.latency_ms is not None:
-            self.latency.add(max(event.latency_ms, 1e-3))  # the sketch needs positive values
-            self.latency_sum += event.latency_ms
-        busy = event.attributes.get(BUSY_ATTRIBUTE)
-        if isinstance(busy, int | float) and not isinstance(busy, bool) and busy >= 0:
-            self.busy_ms += busy
-            self.busy_reported += 1
+        self.merge(_group_stats(columns_of([event]), np.zeros(1, dtype=np.intp), 1)[0])
 
     def merge(self, other: ShardStats) -> ShardStats:
         """Add ``other`` into this one (windows of other partitions or workers)."""
@@ -78,18 +66,14 @@ class ShardStats:
         self.response_bytes += other.response_bytes
         self.busy_ms += other.busy_ms
         self.busy_reported += other.busy_reported
-        if other.latency.count:
-            self.latency.merge(other.latency)
+        self.latency.merge(other.latency)
         self.latency_sum += other.latency_sum
         return self
 
     def summary(self, window_s: float) -> dict[str, float | int | dict[str, int] | None]:
         """What people and the planner read: rates, error share, latency quantiles."""
-        sketch = self.latency
-
-        def quantile(q: float) -> float | None:
-            return sketch.get_quantile_value(q) if sketch.count else None
-
+        quantile = self.latency.quantile
+        observed = self.latency.count
         return {
             "count": self.count,
             "rps": self.count / window_s,
@@ -98,15 +82,14 @@ class ShardStats:
             "p50_ms": quantile(0.5),
             "p95_ms": quantile(0.95),
             "p99_ms": quantile(0.99),
-            "mean_ms": self.latency_sum / sketch.count if sketch.count else None,
+            "mean_ms": self.latency_sum / observed if observed else None,
             "payload_bytes": self.payload_bytes,
             "response_bytes": self.response_bytes,
             "busy_ms": self.busy_ms if self.busy_reported else None,
         }
 
     def to_bytes(self, offset: int = -1) -> bytes:
-        """JSON with the sketch as base64 protobuf; ``offset`` is the last source offset in it."""
-        sketch = DDSketchProto.to_proto(self.latency).SerializeToString()
+        """JSON; ``offset`` is the last source offset folded in."""
         return orjson.dumps(
             {
                 "count": self.count,
@@ -115,7 +98,7 @@ class ShardStats:
                 "response_bytes": self.response_bytes,
                 "busy_ms": self.busy_ms,
                 "busy_reported": self.busy_reported,
-                "latency": base64.b64encode(sketch).decode(),
+                "latency": self.latency.to_json(),
                 "latency_sum": self.latency_sum,
                 "offset": offset,
             }
@@ -131,9 +114,7 @@ class ShardStats:
         stats.response_bytes = float(raw["response_bytes"])
         stats.busy_ms = float(raw["busy_ms"])
         stats.busy_reported = int(raw["busy_reported"])
-        message = DDSketchMessage()
-        message.ParseFromString(base64.b64decode(raw["latency"]))
-        stats.latency = DDSketchProto.from_proto(message)
+        stats.latency = LatencySketch.from_json(raw["latency"])
         stats.latency_sum = float(raw["latency_sum"])
         return stats
 
@@ -153,56 +134,149 @@ def merged_series(slots: Iterable[tuple[str, bytes]]) -> dict[str, ShardStats]:
     return out
 
 
-def aggregate(events: Sequence[RequestEvent], shards: Iterable[int]) -> dict[str, ShardStats]:
+def aggregate(
+    events: Sequence[RequestEvent] | EventColumns, shards: Sequence[int]
+) -> dict[str, ShardStats]:
     """One :class:`ShardStats` per (service, shard, arm) of a batch; ``shards[i]`` is event i's.
 
     An event's own ``shard_id`` (the shard the gateway ran it in) wins over ``shards[i]``.
     """
-    out: dict[str, ShardStats] = {}
-    for event, shard in zip(events, shards, strict=True):
-        key = metric_key(
-            event.service, event.shard_id if event.shard_id is not None else shard, event.arm
+    batch = columns_of(events)
+    services, own, arms = batch.service, batch.shard_id, batch.arm
+    if len(set(services)) == 1 and set(own) == {None} and set(arms) == {None}:
+        # The usual batch: one service, no experiment, shards as predicted here.
+        ids, group = np.unique(np.asarray(shards), return_inverse=True)
+        keys = [metric_key(services[0], shard, None) for shard in ids.tolist()]
+    else:
+        index: dict[str, int] = {}
+        group = np.array(
+            [
+                index.setdefault(
+                    metric_key(service, mine if mine is not None else shard, arm), len(index)
+                )
+                for service, shard, mine, arm in zip(services, shards, own, arms, strict=True)
+            ],
+            dtype=np.intp,
         )
-        stats = out.get(key)
-        if stats is None:
-            stats = out[key] = ShardStats()
-        stats.add(event)
+        keys = list(index)
+    return dict(zip(keys, _group_stats(batch, group, len(keys)), strict=True))
+
+
+def _group_stats(batch: EventColumns, group: np.ndarray, n_groups: int) -> list[ShardStats]:
+    """The stats of each group of a batch's events (``group[i]``: event i's), vectorised."""
+    out = [ShardStats() for _ in range(n_groups)]
+
+    def per_group(weights: np.ndarray | None = None, rows: np.ndarray = group) -> list[float]:
+        return np.bincount(rows, weights=weights, minlength=n_groups).tolist()
+
+    latency = np.array(batch.latency_ms, dtype=float)  # None -> NaN
+    observed = ~np.isnan(latency)
+    sketches = LatencySketch.grouped(latency[observed], group[observed], n_groups)
+    payload = per_group(np.asarray(batch.payload_bytes, dtype=float))
+    response = per_group(np.nan_to_num(np.array(batch.response_bytes, dtype=float)))
+    latency_sum = per_group(latency[observed], group[observed])
+    for stats, count, p, r, lsum, sketch in zip(
+        out, per_group(), payload, response, latency_sum, sketches, strict=True
+    ):
+        stats.count = int(count)
+        stats.payload_bytes, stats.response_bytes, stats.latency_sum = p, r, lsum
+        stats.latency = sketch
+    for i, status in enumerate(batch.status):
+        if status != "ok":
+            errors = out[group[i]].errors
+            errors[status] = errors.get(status, 0) + 1
+    for i, attrs in enumerate(batch.attributes):
+        busy = attrs.get(BUSY_ATTRIBUTE) if attrs else None
+        if isinstance(busy, int | float) and not isinstance(busy, bool) and busy >= 0:
+            out[group[i]].busy_ms += busy
+            out[group[i]].busy_reported += 1
     return out
 
 
 class WindowRecorder:
     """Folds batch aggregates into one windowed table, idempotently and without re-parsing.
 
-    ``get(slot)`` returns the stored bytes of a slot in the current window (None when empty);
-    ``put(slot, data)`` stores them. A slot is a series of one source partition, so each
-    partition's changelog holds only its own sums, and a replayed message (offset at or below
-    the slot's stored offset, after a worker restart) is skipped instead of counted twice.
+    ``get(slot, window_start)`` returns the stored bytes of a slot in the window that starts
+    there (None when empty); ``put(slot, window_start, data)`` stores them. A slot is a series
+    of one source partition, so each partition's changelog holds only its own sums, and a
+    replayed message (offset at or below the slot's stored offset, after a worker restart) is
+    skipped instead of counted twice.
+
+    Totals are kept in memory and written per partition at most every ``write_every_s``, and
+    when the partition's window rolls over (see :mod:`streams.cadence`); :meth:`unwritten`
+    shows what is not written yet, so views are never behind.
+
+    >>> table = {}
+    >>> recorder = WindowRecorder(lambda s, w: table.get((s, w)),
+    ...                           lambda s, w, d: table.__setitem__((s, w), d), size_s=10.0)
+    >>> batch = {"api|1|": ShardStats()}
+    >>> recorder.record(batch, partition=0, offset=7, timestamp=103.0, now=0.0)
+    >>> sorted(table), recorder.unwritten()
+    ([('api|1|#0', 100.0)], {})
+    >>> recorder.record(batch, partition=0, offset=8, timestamp=104.0, now=0.5)
+    >>> [(slot, start, stored_offset(data)) for (slot, start), data in recorder.unwritten().items()]
+    [('api|1|#0', 100.0, 8)]
     """
 
-    def __init__(self, get, put) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, get, put, size_s: float, write_every_s: float = 1.0) -> None:  # type: ignore[no-untyped-def]
         self._get, self._put = get, put
-        self._parsed: dict[str, tuple[bytes, ShardStats]] = {}
+        self.size_s = size_s
+        self._clock = PartitionClock(write_every_s)
+        self._open: dict[int, _OpenWindow] = {}  # source partition -> its current window
 
-    def record(self, batch: dict[str, ShardStats], partition: int, offset: int) -> int:
-        """Fold ``batch`` (from :func:`aggregate`) in; returns how many slots were updated."""
-        updated = 0
+    def record(
+        self,
+        batch: dict[str, ShardStats],
+        partition: int,
+        offset: int,
+        timestamp: float,
+        now: float,
+    ) -> None:
+        """Fold ``batch`` (from :func:`aggregate`) of message ``offset`` (at ``timestamp``) in."""
+        start = timestamp - timestamp % self.size_s
+        window = self._open.get(partition)
+        if window is not None and window.start != start:
+            self._write(window)  # the window rolled over: its totals go out first
+            window = None
+        if window is None:
+            window = self._open[partition] = _OpenWindow(start)
         for key, stats in batch.items():
             slot = f"{key}#{partition}"
-            stored = self._get(slot)
-            if stored is not None and stored_offset(stored) >= offset:
-                continue  # already counted: a replay after a restart
-            cached = self._parsed.get(slot)
-            if stored is None:
-                current = ShardStats()
-            elif cached is not None and cached[0] is stored:
-                current = cached[1]
-            else:
-                current = ShardStats.from_bytes(stored)
-            data = current.merge(stats).to_bytes(offset)
-            self._put(slot, data)
-            self._parsed[slot] = (data, current)
-            updated += 1
-        return updated
+            current = window.slots.get(slot)
+            if current is None:
+                stored = self._get(slot, start)
+                if stored is not None and stored_offset(stored) >= offset:
+                    continue  # already counted: a replay after a restart
+                current = ShardStats.from_bytes(stored) if stored else ShardStats()
+                window.slots[slot] = current
+            current.merge(stats)
+            window.changed.add(slot)
+        window.offset = offset
+        if self._clock.due(partition, now):
+            self._write(window)
+
+    def unwritten(self) -> dict[tuple[str, float], bytes]:
+        """``(slot, window start) -> data`` of the totals not yet written to the table."""
+        return {
+            (slot, window.start): window.slots[slot].to_bytes(window.offset)
+            for window in self._open.values()
+            for slot in window.changed
+        }
+
+    def _write(self, window: _OpenWindow) -> None:
+        for slot in window.changed:
+            self._put(slot, window.start, window.slots[slot].to_bytes(window.offset))
+        window.changed.clear()
+
+
+class _OpenWindow:
+    """The window a source partition is being recorded into."""
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.slots: dict[str, ShardStats] = {}  # slot -> its totals so far in this window
+        self.changed: set[str] = set()  # slots changed since they were last written
+        self.offset = -1  # the last source offset folded in
 
 
 def series_of(slot: str) -> str:

@@ -14,15 +14,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import orjson
 
-from models.features import profile_key
 from models.federation import GlobalModel, adopt_snapshot, worker_summary
-from models.keystats import N
-from models.profiler import Profiler, ProfilerConfig
+from models.profiler import Profiler, ProfilerConfig, Recover
+from streams.cadence import PartitionClock
+from streams.columns import EventColumns, columns_of
 from streams.contracts import (
     SNAPSHOT_KEY_PREFIX,
     ContractError,
@@ -35,27 +35,51 @@ from streams.follower import OnMessage
 
 log = logging.getLogger("shardshape.profiling")
 
-Recover = Callable[[str], list | None]
-
 
 @dataclass
 class BatchOutcome:
-    """What one batch changed: routes to publish, key statistics to checkpoint (those new,
-    every ``checkpoint_every`` of a key's events, or re-routed), and each event's shard as
+    """What one batch changed: routes to publish, and each event's profile key and shard as
     predicted at arrival."""
 
     changes: list[RoutingEntry]
-    checkpoints: dict[str, list]
+    keys: list[str]
     shards: list[int]
+
+
+class KeyCheckpoints:
+    """Keys whose statistics changed since their partition's last checkpoint.
+
+    The agent marks every batch's keys and writes the records of a partition's changed keys
+    when :meth:`due` says so (at most once per ``every_s``): a key restored after a rebalance
+    is at most that stale.
+
+    >>> checkpoints = KeyCheckpoints(every_s=5.0)
+    >>> checkpoints.mark(0, ["a|t|u1", "a|t|u2", "a|t|u1"])
+    >>> sorted(checkpoints.due(0, now=100.0)), checkpoints.due(0, now=101.0)
+    (['a|t|u1', 'a|t|u2'], set())
+    """
+
+    def __init__(self, every_s: float) -> None:
+        self._clock = PartitionClock(every_s)
+        self._dirty: dict[int, set[str]] = {}
+
+    def mark(self, partition: int, keys: Iterable[str]) -> None:
+        self._dirty.setdefault(partition, set()).update(keys)
+
+    def due(self, partition: int, now: float) -> set[str]:
+        """The changed keys of ``partition`` if its checkpoint is due (forgotten here), else
+        an empty set."""
+        if partition not in self._dirty or not self._clock.due(partition, now):
+            return set()
+        return self._dirty.pop(partition)
 
 
 class ProfilingWorker:
     """Per-service profilers of one worker, fed batch by batch by the profile agent."""
 
-    def __init__(self, config: ProfilerConfig, worker_id: str, checkpoint_every: int = 16) -> None:
+    def __init__(self, config: ProfilerConfig, worker_id: str) -> None:
         self.config = config
         self.worker_id = worker_id
-        self.checkpoint_every = checkpoint_every
         self.profilers: dict[str, Profiler] = {}
         self._offered: dict[str, ShardSnapshot] = {}
         self._shared: dict[str, int] = {}  # service -> clusterer samples at the last summary
@@ -68,7 +92,7 @@ class ProfilingWorker:
         return profiler
 
     def process(
-        self, events: Sequence[RequestEvent], recover: Recover = lambda key: None
+        self, events: Sequence[RequestEvent] | EventColumns, recover: Recover | None = None
     ) -> BatchOutcome:
         """Predict and learn a batch.
 
@@ -76,40 +100,35 @@ class ProfilingWorker:
         (it moved here in a rebalance), or None for a new key.
         """
         changes = self.adopt_offered()
-        by_service: dict[str, list[RequestEvent]] = {}
+        batch = columns_of(events)
+        services = set(batch.service)
+        if len(services) == 1:  # the usual case: a gateway's batch is one service's
+            profiler = self.profiler(services.pop())
+            keys, shards, _, _ = profiler.process_many(batch, recover)
+            return BatchOutcome(changes + profiler.routing_changes(), keys, shards)
         positions: dict[str, list[int]] = {}
-        for position, event in enumerate(events):
-            by_service.setdefault(event.service, []).append(event)
-            positions.setdefault(event.service, []).append(position)
-        touched: dict[str, list] = {}
-        shards = [0] * len(events)
-        every = self.checkpoint_every
-        for service, batch in by_service.items():
+        for position, service in enumerate(batch.service):
+            positions.setdefault(service, []).append(position)
+        keys = [""] * len(batch)
+        shards = [0] * len(batch)
+        for service, where in positions.items():
             profiler = self.profiler(service)
-            seen_before: dict[str, int] = {}
-            for event in batch:
-                key = profile_key(event.service, event.request_type, event.user_id)
-                if key in seen_before:
-                    continue
+            result = profiler.process_many(batch.take(where), recover)
+            for i, key, shard in zip(where, result.keys, result.predicted, strict=True):
+                keys[i], shards[i] = key, shard
+            changes += profiler.routing_changes()
+        return BatchOutcome(changes, keys, shards)
+
+    def records(self, keys: Iterable[str]) -> dict[str, list]:
+        """The current statistics of ``keys`` (profile keys), for checkpoints."""
+        out = {}
+        for key in keys:
+            for profiler in self.profilers.values():  # services may contain "|": ask each
                 record = profiler.keys.get(key)
-                if record is None and (stored := recover(key)) is not None:
-                    record = profiler.keys.records[key] = list(stored)
-                seen_before[key] = record[N] if record is not None else 0
-            assignments = profiler.process_batch(batch)
-            for position, assignment in zip(positions[service], assignments, strict=True):
-                shards[position] = assignment.predicted
-            service_changes = profiler.routing_changes()
-            changes += service_changes
-            # Checkpoint a key when it is new, every ``every`` of its events, and when its
-            # route changes: a restored key is at most ``every - 1`` events stale.
-            for key, before in seen_before.items():
-                record = profiler.keys.get(key)
-                if record is not None and (before == 0 or record[N] // every != before // every):
-                    touched[key] = record
-            for entry in service_changes:
-                if (record := profiler.keys.get(entry.key)) is not None:
-                    touched[entry.key] = record
-        return BatchOutcome(changes, touched, shards)
+                if record is not None:
+                    out[key] = record
+                    break
+        return out
 
     def summaries(self) -> list[tuple[bytes, bytes]]:
         """(key, value) messages for the summaries topic: the services that learned since."""

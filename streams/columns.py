@@ -1,0 +1,124 @@
+"""A batch of request events as columns, and the profile agent's fast decoder for them.
+
+The agent never needs 500 ``RequestEvent`` objects: the models read a batch field by field.
+:func:`decode_columns` decodes a ``RequestBatch`` message with msgspec into light structs that
+state the :class:`~streams.contracts.RequestEvent` schema's rules again (about 0.8 us an event,
+where pydantic takes 2.2 us), then turns them into columns. It is a fast path only: whatever it
+refuses, the caller decodes with pydantic, which accepts it or rejects it with the reason. So
+the fast path may refuse what the schema accepts, never the reverse: tests/test_columns.py holds
+it to that on generated good and bad messages.
+
+>>> from streams.contracts import RequestBatch, RequestEvent, encode
+>>> event = RequestEvent(request_id="r1", ts=5.0, service="api", request_type="GET /a",
+...                      latency_ms=12.5, attributes={"region": "eu"})
+>>> gateway, batch = decode_columns(encode(RequestBatch(gateway_id="g1", events=[event])))
+>>> gateway, len(batch), batch.service, batch.latency_ms, batch.user_id
+('g1', 1, ('api',), (12.5,), ('',))
+>>> decode_columns(b'{"gateway_id": "g1", "events": [{"request_id": "r1"}]}') is None
+True
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Annotated, Literal
+
+import msgspec
+
+from streams.contracts import (
+    CONTRACT_VERSION,
+    MAX_ATTRIBUTES,
+    MAX_BATCH_EVENTS,
+    MAX_ID_CHARS,
+    MAX_LABEL_CHARS,
+    MAX_MESSAGE_BYTES,
+    RequestEvent,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EventColumns:
+    """Events ``0 .. n-1`` of a batch, one sequence per :class:`RequestEvent` field."""
+
+    request_id: Sequence[str]
+    ts: Sequence[float]
+    service: Sequence[str]
+    request_type: Sequence[str]
+    user_id: Sequence[str]
+    payload_bytes: Sequence[float]
+    response_bytes: Sequence[float | None]
+    latency_ms: Sequence[float | None]
+    status: Sequence[str]
+    shard_id: Sequence[int | None]
+    arm: Sequence[str | None]
+    attributes: Sequence[dict[str, float | bool | str]]
+
+    def __len__(self) -> int:
+        return len(self.request_id)
+
+    def take(self, rows: Sequence[int]) -> EventColumns:
+        """The events at ``rows``, in that order."""
+        return EventColumns(*([column[i] for i in rows] for column in _fields(self)))
+
+
+_FIELDS = tuple(EventColumns.__dataclass_fields__)
+_fields = attrgetter(*_FIELDS)  # of an event, or the columns of an EventColumns
+
+
+def columns_of(events: Sequence[RequestEvent] | EventColumns) -> EventColumns:
+    """Events as columns (columns are returned as they are)."""
+    if isinstance(events, EventColumns):
+        return events
+    if not events:
+        return EventColumns(*(() for _ in _FIELDS))
+    return EventColumns(*zip(*map(_fields, events), strict=True))
+
+
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)]
+_OptionalId = Annotated[str, msgspec.Meta(max_length=MAX_ID_CHARS)]
+_Label = Annotated[str, msgspec.Meta(max_length=MAX_LABEL_CHARS)]
+_NonNegative = Annotated[float, msgspec.Meta(ge=0, le=sys.float_info.max)]  # finite
+_Finite = Annotated[float, msgspec.Meta(ge=-1e300, le=1e300)]
+_AttrName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class _Event(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    request_id: _Id
+    ts: _NonNegative
+    service: _Id
+    request_type: _Id
+    v: Literal[1] = CONTRACT_VERSION
+    user_id: _OptionalId = ""
+    payload_bytes: _NonNegative = 0.0
+    response_bytes: _NonNegative | None = None
+    latency_ms: _NonNegative | None = None
+    status: Literal["ok", "error", "timeout", "rejected"] = "ok"
+    shard_id: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    arm: _OptionalId | None = None
+    attributes: Annotated[
+        dict[_AttrName, _Finite | bool | _Label], msgspec.Meta(max_length=MAX_ATTRIBUTES)
+    ] = msgspec.field(default_factory=dict)
+
+
+class _Batch(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    gateway_id: _Id
+    events: Annotated[list[_Event], msgspec.Meta(min_length=1, max_length=MAX_BATCH_EVENTS)]
+    v: Literal[1] = CONTRACT_VERSION
+    sent_ts: _NonNegative = 0.0
+
+
+_decoder = msgspec.json.Decoder(_Batch)
+
+
+def decode_columns(data: bytes) -> tuple[str, EventColumns] | None:
+    """A valid ``RequestBatch`` message as (gateway id, columns), or None to use the schema."""
+    if not isinstance(data, bytes) or len(data) > MAX_MESSAGE_BYTES:
+        return None
+    try:
+        batch = _decoder.decode(data)
+    except msgspec.DecodeError:  # also msgspec.ValidationError
+        return None
+    return batch.gateway_id, EventColumns(*zip(*map(_fields, batch.events), strict=True))
