@@ -85,7 +85,7 @@ class Settings(BaseSettings):
         5.0, gt=0, le=3_600, description="How often workers share summaries and snapshots merge."
     )
     checkpoint_interval_s: float = Field(
-        5.0,
+        30.0,
         ge=0,
         le=3_600,
         description="Longest a changed key's statistics wait to be written to the key-stats table.",

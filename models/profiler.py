@@ -57,7 +57,7 @@ from models.predictor import Route, ShardPredictor
 from models.regression import BehaviourRegressor
 from models.routing import KeyRouter
 from models.shards import Shards
-from streams.columns import EventColumns, columns_of
+from streams.columns import EventColumns, columns_of, zeros_for_none
 from streams.contracts import RequestEvent, RoutingEntry, ShardProfile, ShardSnapshot
 
 
@@ -239,7 +239,7 @@ class Profiler:
         b[:, 0] = np.log1p(latency[done])
         b[:, 1] = np.fromiter(map("ok".__ne__, statuses), dtype=bool, count=n)[done]
         b[:, 2] = np.log1p(payload[done])
-        b[:, 3] = np.log1p(np.nan_to_num(np.array(responses, dtype=float))[done])
+        b[:, 3] = np.log1p(zeros_for_none(responses)[done])
         shards = self.shards
         if shards.ids:
             diff = b[:, None, :] - shards.centroids[None, :, :]
@@ -475,7 +475,8 @@ class Profiler:
         b: np.ndarray,
         cols: np.ndarray | None = None,
     ) -> None:
-        refresh = self.regressor.learn_many(x, b, cols)
+        # A federated worker predicts with the merged model: its own coefficients go unused.
+        refresh = self.regressor.learn_many(x, b, cols, solve=not self.config.federated)
         # Sample by global position so the cadence does not depend on batch sizes.
         start = self._n_events
         every = self.config.sample_every

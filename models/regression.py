@@ -53,11 +53,14 @@ class BehaviourRegressor:
         self.n_seen = 0
         self._since_solve = 0
 
-    def learn_many(self, x: np.ndarray, y: np.ndarray, cols: np.ndarray | None = None) -> bool:
+    def learn_many(
+        self, x: np.ndarray, y: np.ndarray, cols: np.ndarray | None = None, solve: bool = True
+    ) -> bool:
         """Add rows of ``x`` (n, n_features) and ``y`` (n, n_targets); True when it re-solved.
 
         ``cols``: the columns of ``x`` that may be non-zero (the others are all zero), when
         known; the products then cost O(len(cols) ** 2) per row instead of O(n_features ** 2).
+        ``solve=False`` only gathers the statistics (a federated worker: the merge solves).
         """
         n = len(x)
         if n == 0:
@@ -77,7 +80,7 @@ class BehaviourRegressor:
         self._since_solve += n
         # Solve often while young (every 50 events up to 2,000), then on the cadence.
         due = self.solve_every if self.n_seen > 2_000 else min(50, self.solve_every)
-        if self._since_solve >= due:
+        if solve and self._since_solve >= due:
             self.solve()
             return True
         return False

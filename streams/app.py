@@ -21,6 +21,7 @@ from faust.types.auth import CredentialsT
 from allocator.pools_config import load_pools_config
 from infra.net import ensure_port_free
 from infra.settings import Settings
+from models.blas import limit_blas_threads
 from models.profiler import ProfilerConfig
 from streams.contracts import encode, snapshot_key
 from streams.fetch_wait import set_fetch_max_wait
@@ -28,6 +29,7 @@ from streams.follower import TopicFollower
 from streams.metrics import WindowRecorder, aggregate
 from streams.planning import PlanningLoop, ReplicaTracker, WindowReporter, plan_listener
 from streams.profiling import KeyCheckpoints, ProfilingWorker, SnapshotMerger, snapshot_listener
+from streams.publisher import RoutingPublisher, flush_before_commits
 from streams.validation import MessageOrigin, validate_message
 
 log = logging.getLogger("shardshape.worker")
@@ -112,7 +114,9 @@ def create_app(settings: Settings) -> faust.App:
 
     requests = _raw_topic(app, settings.topic_requests, settings.requests_partitions)
     dlq = _raw_topic(app, settings.topic_dlq)
-    routing = _raw_topic(app, settings.topic_routing)
+    # Routing entries and snapshots go out through librdkafka (see streams.publisher).
+    routing = RoutingPublisher(settings.confluent_config(), settings.topic_routing)
+    flush_before_commits(app, routing)
     # Internal: each worker's model summary; one partition, so exactly one worker merges.
     summaries = _raw_topic(app, f"{settings.app_id}-summaries", partitions=1)
     # Per-key statistics survive a worker's loss through this table's changelog (JSON bytes).
@@ -153,7 +157,10 @@ def create_app(settings: Settings) -> faust.App:
     counters = PipelineCounters()
     replicas = ReplicaTracker(ttl_s=60.0)  # the gateways whose batches this worker sees
     # Federated: workers predict with the merged global snapshot, never a local model.
-    profiler_config = ProfilerConfig(max_shards=settings.max_shards, federated=True)
+    # BLAS is limited once for the whole worker (run_worker), not around every batch.
+    profiler_config = ProfilerConfig(
+        max_shards=settings.max_shards, federated=True, blas_threads=None
+    )
     profiling = ProfilingWorker(profiler_config, worker_id)
     merger = SnapshotMerger(profiler_config)
     follower = TopicFollower(
@@ -182,7 +189,8 @@ def create_app(settings: Settings) -> faust.App:
             if len(batch):
                 outcome = profiling.process(batch, recover=recover_key)
                 for entry in outcome.changes:
-                    await routing.send(key=entry.key.encode(), value=encode(entry))
+                    routing.publish(entry.key.encode(), encode(entry))
+                routing.poll()
                 now = time.time()
                 checkpoints.mark(message.partition, outcome.keys)
                 due = checkpoints.due(message.partition, now)
@@ -204,7 +212,8 @@ def create_app(settings: Settings) -> faust.App:
     async def adopt_snapshots() -> None:
         # Between batches the agent adopts new snapshots itself; this covers an idle stream.
         for entry in profiling.adopt_offered():
-            await routing.send(key=entry.key.encode(), value=encode(entry))
+            routing.publish(entry.key.encode(), encode(entry))
+        routing.poll()
 
     @app.timer(settings.snapshot_interval_s)
     async def share_summary() -> None:
@@ -215,7 +224,7 @@ def create_app(settings: Settings) -> faust.App:
     async def publish_snapshots() -> None:
         # Only the worker that owns the summaries partition has summaries to merge.
         for snapshot in merger.merge():
-            await routing.send(key=snapshot_key(snapshot.service), value=encode(snapshot))
+            routing.publish(snapshot_key(snapshot.service), encode(snapshot))
             log.info("published snapshot %s v%d (%d shards)", snapshot.service,
                      snapshot.version, len(snapshot.shards))  # fmt: skip
 
@@ -252,6 +261,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.on_before_shutdown.connect
     async def stop_following(app: faust.App, **kwargs: object) -> None:
         follower.stop()  # before the broker goes away
+        routing.flush(10.0)
 
     return app
 
@@ -395,13 +405,15 @@ class _Worker(faust.Worker):
         )
 
 
-def _tune_gc() -> None:
-    """Collect young objects less often and never rescan the long-lived ones.
+def _tune_process() -> None:
+    """One BLAS thread (see models.blas); collect young objects less often and never rescan
+    the long-lived ones.
 
     A batch of 500 events allocates tens of thousands of short-lived objects; with Python's
     default thresholds each batch triggers several collections that walk every long-lived
     object (Faust, the models) again: about a third of the time spent decoding a batch.
     """
+    limit_blas_threads(1)
     gc.collect()
     gc.freeze()  # what exists now (modules, the app) lives as long as the process
     gc.set_threshold(50_000, 50, 100)
@@ -415,7 +427,7 @@ def run_worker(settings: Settings) -> None:
     set_fetch_max_wait(settings.fetch_max_wait_ms)
     app = create_app(settings)
     app.shardshape_settings = settings
-    _tune_gc()
+    _tune_process()
     _Worker(
         app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False
     ).execute_from_commandline()

@@ -27,6 +27,7 @@ from operator import attrgetter
 from typing import Annotated, Literal
 
 import msgspec
+import numpy as np
 
 from streams.contracts import (
     CONTRACT_VERSION,
@@ -66,6 +67,13 @@ class EventColumns:
 
 _FIELDS = tuple(EventColumns.__dataclass_fields__)
 _fields = attrgetter(*_FIELDS)  # of an event, or the columns of an EventColumns
+
+
+def zeros_for_none(values: Sequence[float | None]) -> np.ndarray:
+    """An optional numeric column as floats, 0 where a value is missing."""
+    array = np.array(values, dtype=float)  # None -> NaN
+    array[np.isnan(array)] = 0.0
+    return array
 
 
 def columns_of(events: Sequence[RequestEvent] | EventColumns) -> EventColumns:

@@ -24,7 +24,7 @@ import numpy as np
 import orjson
 
 from streams.cadence import PartitionClock
-from streams.columns import EventColumns, columns_of
+from streams.columns import EventColumns, columns_of, zeros_for_none
 from streams.contracts import RequestEvent
 from streams.sketch import LatencySketch
 
@@ -173,7 +173,7 @@ def _group_stats(batch: EventColumns, group: np.ndarray, n_groups: int) -> list[
     observed = ~np.isnan(latency)
     sketches = LatencySketch.grouped(latency[observed], group[observed], n_groups)
     payload = per_group(np.asarray(batch.payload_bytes, dtype=float))
-    response = per_group(np.nan_to_num(np.array(batch.response_bytes, dtype=float)))
+    response = per_group(zeros_for_none(batch.response_bytes))
     latency_sum = per_group(latency[observed], group[observed])
     for stats, count, p, r, lsum, sketch in zip(
         out, per_group(), payload, response, latency_sum, sketches, strict=True

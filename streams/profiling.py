@@ -49,29 +49,38 @@ class BatchOutcome:
 class KeyCheckpoints:
     """Keys whose statistics changed since their partition's last checkpoint.
 
-    The agent marks every batch's keys and writes the records of a partition's changed keys
-    when :meth:`due` says so (at most once per ``every_s``): a key restored after a rebalance
-    is at most that stale.
+    The agent marks every batch's keys; when a partition's checkpoint is due (at most once per
+    ``every_s``) its changed keys are written, at most ``per_batch`` with each later batch of
+    that partition, so that thousands of table writes never stall the stream at once. A key
+    restored after a rebalance is at most about ``every_s`` stale.
 
-    >>> checkpoints = KeyCheckpoints(every_s=5.0)
-    >>> checkpoints.mark(0, ["a|t|u1", "a|t|u2", "a|t|u1"])
-    >>> sorted(checkpoints.due(0, now=100.0)), checkpoints.due(0, now=101.0)
-    (['a|t|u1', 'a|t|u2'], set())
+    >>> checkpoints = KeyCheckpoints(every_s=5.0, per_batch=2)
+    >>> checkpoints.mark(0, ["a|t|u1", "a|t|u2", "a|t|u3", "a|t|u1"])
+    >>> len(checkpoints.due(0, now=100.0)), len(checkpoints.due(0, now=101.0))
+    (2, 1)
+    >>> checkpoints.due(0, now=102.0)
+    []
     """
 
-    def __init__(self, every_s: float) -> None:
+    def __init__(self, every_s: float, per_batch: int = 250) -> None:
+        self.per_batch = per_batch
         self._clock = PartitionClock(every_s)
         self._dirty: dict[int, set[str]] = {}
+        self._writing: dict[int, list[str]] = {}  # due keys not written yet
 
     def mark(self, partition: int, keys: Iterable[str]) -> None:
         self._dirty.setdefault(partition, set()).update(keys)
 
-    def due(self, partition: int, now: float) -> set[str]:
-        """The changed keys of ``partition`` if its checkpoint is due (forgotten here), else
-        an empty set."""
-        if partition not in self._dirty or not self._clock.due(partition, now):
-            return set()
-        return self._dirty.pop(partition)
+    def due(self, partition: int, now: float) -> list[str]:
+        """The keys of ``partition`` to write with this batch (forgotten here)."""
+        writing = self._writing.get(partition)
+        if not writing:
+            if partition not in self._dirty or not self._clock.due(partition, now):
+                return []
+            writing = self._writing[partition] = list(self._dirty.pop(partition))
+        keys = writing[-self.per_batch :]
+        del writing[-self.per_batch :]
+        return keys
 
 
 class ProfilingWorker:

@@ -1,6 +1,6 @@
 """Trace replay: send request events to the requests topic in batches, grouped by partition.
 
-Events are grouped by the partition of their profile key (:func:`partition_for`), so each
+Events are grouped by the partition of their profile key (:class:`PartitionBatcher`), so each
 ``RequestBatch`` lands whole on the partition whose worker owns those keys. Pacing follows the
 trace's own clock scaled by ``speed``, or a fixed ``max_rate``, or neither (as fast as the
 broker takes them).
@@ -14,9 +14,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import Producer
 
-from models.features import profile_key
+from streams.batching import PartitionBatcher
 from streams.contracts import RequestBatch, RequestEvent, encode
-from streams.partitioning import partition_for
 
 
 @dataclass
@@ -67,8 +66,7 @@ def replay(
     """Produce ``events`` as ``RequestBatch`` messages; returns what was sent once delivered."""
     producer = Producer({"linger.ms": 20, "compression.type": "lz4", **producer_config})
     pacer = _Pacer(speed, max_rate)
-    buffers: dict[int, list[RequestEvent]] = {}
-    opened: dict[int, float] = {}
+    batcher = PartitionBatcher(partitions, batch_size, linger_s)
     report = ReplayReport()
     failures: list[str] = []
 
@@ -76,43 +74,36 @@ def replay(
         if error is not None:
             failures.append(str(error))
 
-    def flush(partition: int) -> None:
-        batch = buffers.pop(partition)
-        opened.pop(partition, None)
-        value = encode(RequestBatch(gateway_id=gateway_id, sent_ts=time.time(), events=batch))
-        while True:
-            try:
-                producer.produce(
-                    topic, value=value, key=str(partition).encode(), partition=partition,
-                    on_delivery=delivered,
-                )  # fmt: skip
-                break
-            except BufferError:  # local queue full: let the broker catch up
-                producer.poll(0.1)
-        producer.poll(0)
-        report.batches += 1
-        on_progress(len(batch))
+    def send(batches: list[tuple[int, list[RequestEvent]]]) -> None:
+        for partition, batch in batches:
+            value = encode(RequestBatch(gateway_id=gateway_id, sent_ts=time.time(), events=batch))
+            while True:
+                try:
+                    producer.produce(
+                        topic, value=value, key=str(partition).encode(), partition=partition,
+                        on_delivery=delivered,
+                    )  # fmt: skip
+                    break
+                except BufferError:  # local queue full: let the broker catch up
+                    producer.poll(0.1)
+            producer.poll(0)
+            report.batches += 1
+            on_progress(len(batch))
 
     started = time.monotonic()
     for event in events:
         pause = pacer.wait(event, report.events)
         if pause > 0:
             # Paced: batches still fill for up to ``linger_s`` before they leave.
-            _flush_stale(buffers, opened, flush, linger_s)
+            send(batcher.due(time.monotonic()))
             time.sleep(pause)
-        partition = partition_for(
-            profile_key(event.service, event.request_type, event.user_id), partitions
-        )
-        buffer = buffers.setdefault(partition, [])
-        opened.setdefault(partition, time.monotonic())
-        buffer.append(event)
+        full = batcher.add(event, time.monotonic())
         report.events += 1
-        if len(buffer) >= batch_size:
-            flush(partition)
+        if full is not None:
+            send([full])
         elif speed or max_rate:
-            _flush_stale(buffers, opened, flush, linger_s)
-    for partition in list(buffers):
-        flush(partition)
+            send(batcher.due(time.monotonic()))
+    send(batcher.due(time.monotonic(), everything=True))
     remaining = producer.flush(60)
     report.seconds = time.monotonic() - started
     if remaining or failures:
@@ -121,14 +112,3 @@ def replay(
             + (f" (first: {failures[0]})" if failures else "")
         )
     return report
-
-
-def _flush_stale(
-    buffers: dict[int, list[RequestEvent]],
-    opened: dict[int, float],
-    flush: Callable[[int], None],
-    linger_s: float,
-) -> None:
-    now = time.monotonic()
-    for partition in [p for p, t in opened.items() if now - t >= linger_s]:
-        flush(partition)
