@@ -26,7 +26,7 @@ from models.profiler import ProfilerConfig
 from streams.contracts import encode, snapshot_key
 from streams.fetch_wait import set_fetch_max_wait
 from streams.follower import TopicFollower
-from streams.metrics import WindowRecorder, aggregate
+from streams.metrics import WindowRecorder, aggregate, partition_of
 from streams.planning import PlanningLoop, ReplicaTracker, WindowReporter, plan_listener
 from streams.profiling import KeyCheckpoints, ProfilingWorker, SnapshotMerger, snapshot_listener
 from streams.publisher import RoutingPublisher, flush_before_commits
@@ -116,7 +116,6 @@ def create_app(settings: Settings) -> faust.App:
     dlq = _raw_topic(app, settings.topic_dlq)
     # Routing entries and snapshots go out through librdkafka (see streams.publisher).
     routing = RoutingPublisher(settings.confluent_config(), settings.topic_routing)
-    flush_before_commits(app, routing)
     # Internal: each worker's model summary; one partition, so exactly one worker merges.
     summaries = _raw_topic(app, f"{settings.app_id}-summaries", partitions=1)
     # Per-key statistics survive a worker's loss through this table's changelog (JSON bytes).
@@ -154,6 +153,14 @@ def create_app(settings: Settings) -> faust.App:
         for name, table in metric_tables.items()
     }
     checkpoints = KeyCheckpoints(settings.checkpoint_interval_s)
+
+    def write_unwritten_metrics() -> None:
+        # Before offsets are committed, every window total of the batches they cover must be
+        # in the changelog: a restart then skips those batches (offsets) and loses nothing.
+        for name, recorder in recorders.items():
+            write_windows(metric_tables[name], recorder.take_unwritten())
+
+    flush_before_commits(app, routing, before=write_unwritten_metrics)
     counters = PipelineCounters()
     replicas = ReplicaTracker(ttl_s=60.0)  # the gateways whose batches this worker sees
     # Federated: workers predict with the merged global snapshot, never a local model.
@@ -334,6 +341,17 @@ def _window_store(table: faust.types.tables.WindowWrapperT):  # type: ignore[no-
         inner[(slot, window(start))] = data  # in stream iteration: to the event's partition
 
     return get, put
+
+
+def write_windows(
+    table: faust.types.tables.WindowWrapperT, unwritten: dict[tuple[str, float], bytes]
+) -> None:
+    """Write window totals outside stream iteration: to the slot's own source partition."""
+    inner = table.table
+    for (slot, start), data in unwritten.items():
+        key = (slot, inner.window.ranges(start)[0])
+        inner.data[key] = data
+        inner.send_changelog(partition_of(slot), key, data)
 
 
 def window_slots(

@@ -263,6 +263,13 @@ class WindowRecorder:
             for slot in window.changed
         }
 
+    def take_unwritten(self) -> dict[tuple[str, float], bytes]:
+        """:meth:`unwritten`, from now on counted as written (the caller writes them)."""
+        unwritten = self.unwritten()
+        for window in self._open.values():
+            window.changed.clear()
+        return unwritten
+
     def _write(self, window: _OpenWindow) -> None:
         for slot in window.changed:
             self._put(slot, window.start, window.slots[slot].to_bytes(window.offset))
@@ -282,6 +289,11 @@ class _OpenWindow:
 def series_of(slot: str) -> str:
     """The (service, shard, arm) key of a partition slot."""
     return slot.rpartition("#")[0]
+
+
+def partition_of(slot: str) -> int:
+    """The source partition of a slot."""
+    return int(slot.rpartition("#")[2])
 
 
 def latest_window(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import faust
 from confluent_kafka import KafkaError, Message, Producer
@@ -57,12 +58,16 @@ class RoutingPublisher:
             log.error("routing entry %r not delivered: %s", message.key(), error)
 
 
-def flush_before_commits(app: faust.App, publisher: RoutingPublisher) -> None:
-    """Make Faust's pre-commit producer flush wait for ``publisher`` as well."""
+def flush_before_commits(
+    app: faust.App, publisher: RoutingPublisher, before: Callable[[], None] = lambda: None
+) -> None:
+    """Make Faust's pre-commit producer flush wait for ``publisher`` as well; ``before`` runs
+    first (it may hand Faust's producer more changelog messages)."""
     producer = app.producer
     faust_flush = producer.flush
 
     async def flush() -> None:
+        before()
         await faust_flush()
         loop = asyncio.get_running_loop()
         while await loop.run_in_executor(None, publisher.flush, 5.0):
