@@ -506,6 +506,46 @@ def _parse_time(text: str, tz) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=tz)).timestamp()
 
 
+@cli.command()
+@click.option(
+    "--gateway-url",
+    metavar="URL",
+    help="A running gateway (http://host:port, or its status endpoint's full URL): also show "
+    "its routing table, snapshot and plan versions and pool states.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.pass_context
+def doctor(ctx: click.Context, gateway_url: str | None, as_json: bool) -> None:
+    """Show what this host allows for isolating shard workers: cgroup v2, cgroup v1, rlimits
+    or nothing, each controller, whether it is writable, why not, and the fallback.
+
+    The check creates and removes one probe group under SHARDSHAPE_ISOLATION_CGROUP_PARENT and
+    changes nothing else. Exits with 2 when SHARDSHAPE_ISOLATION_MODE names a mode the host
+    does not allow. See docs/isolation.md.
+    """
+    from gateway.isolation.detect import detect_capabilities
+    from gateway.isolation.report import capabilities_report
+    from gateway.status import StatusUnavailable, fetch_status, status_report
+
+    caps = detect_capabilities(_settings(ctx))
+    try:
+        status = fetch_status(gateway_url) if gateway_url else None
+    except StatusUnavailable as exc:
+        raise CommandError(str(exc)) from None
+    if as_json:
+        body = {
+            "isolation": caps.model_dump(mode="json"),
+            "gateway": status.model_dump(mode="json") if status else None,
+        }
+        click.echo(json.dumps(body, indent=2))
+    else:
+        out = Console()
+        for part in [*capabilities_report(caps), *(status_report(status) if status else [])]:
+            out.print(part)
+    if caps.error:
+        raise CommandError(caps.error)
+
+
 @cli.command("settings")
 @click.pass_context
 def show_settings(ctx: click.Context) -> None:

@@ -1,0 +1,579 @@
+"""In-process shard pools: each shard runs its requests in its own slots, queue and budgets.
+
+Per pool (one per shard of the plan, one per arm of a running experiment, plus the default
+pool): a number of slots, a bounded FIFO queue whose waiters time out, a memory budget that
+admits a request only when its expected memory fits, a token bucket for response bytes, and a
+cache. A full queue, a queue timeout, or a request larger than the whole memory budget raises
+:class:`ShardRejected` at once, with a retry hint; nothing waits without a deadline. A shard
+only ever takes its own slots, so one shard's overload leaves the others' slots free.
+
+Optionally the pools also share a budget of ``total_slots`` (the process's own limit). When a
+plan over-commits it, waiting pools are served by stride scheduling on their ``io_weight``:
+each grant advances a pool's pass by ``1 / io_weight`` and the waiting pool with the lowest pass
+goes next, so a shard of weight 300 gets three slots for every one of a shard of weight 100,
+and no waiting shard starves. A pool that was idle joins at the current pass, so idling
+banks no credit.
+
+>>> import asyncio
+>>> pools = ShardPools(PoolDefaults(concurrency=1, queue_size=0))
+>>> async def two_at_once():
+...     async with pools.slot(7):
+...         try:
+...             async with pools.slot(7):
+...                 pass
+...         except ShardRejected as rejected:
+...             return rejected.reason
+>>> asyncio.run(two_at_once())  # the default pool has one slot and no queue
+'queue_full'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import contextvars
+import logging
+import random
+import threading
+import time
+import zlib
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, NamedTuple
+
+from gateway.bandwidth import TokenBucket
+from gateway.cache import ShardCache
+from gateway.limits import (
+    PoolDefaults,
+    PoolLimits,
+    limits_of_arm,
+    limits_of_shard,
+    running_experiments,
+)
+from streams.contracts import AllocationPlan
+
+if TYPE_CHECKING:
+    from infra.settings import Settings
+
+log = logging.getLogger("shardshape.gateway.pools")
+
+RejectReason = Literal["queue_full", "queue_timeout", "memory"]
+_MEMORY_RETRY_S = 30.0  # a request larger than its whole budget fits only after a new plan
+_MAX_RETRY_S = 60.0
+_HOLD_EWMA = 0.1
+
+
+class PoolKey(NamedTuple):
+    """Which pool: a shard (``None`` for the default or shared pool) and an experiment arm."""
+
+    shard_id: int | None
+    arm: str | None = None
+
+    def __str__(self) -> str:
+        name = "default" if self.shard_id is None else f"shard {self.shard_id}"
+        return f"{name} arm {self.arm}" if self.arm else name
+
+
+class ShardRejected(Exception):
+    """A request the pool turned away at once; answer 503 with ``Retry-After``.
+
+    Attributes
+    ----------
+    reason
+        ``queue_full``, ``queue_timeout`` or ``memory`` (larger than the pool's whole budget).
+    pool
+        The name of the pool that rejected it (``shard 3``, ``shard 3 arm b``, ``default``).
+    retry_after_s
+        When a retry has a fair chance: the pool's queue drain time, or a plan interval.
+    """
+
+    def __init__(self, reason: RejectReason, pool: str, retry_after_s: float, why: str) -> None:
+        super().__init__(f"{pool} pool rejected the request ({reason}): {why}")
+        self.reason = reason
+        self.pool = pool
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True, slots=True)
+class PoolState:
+    """A pool at one moment, for ``shardshape doctor``, status pages and tests."""
+
+    name: str
+    key: PoolKey
+    limits: PoolLimits
+    in_use: int
+    queued: int
+    memory_in_use_mib: float
+    admitted: int
+    completed: int
+    rejected: dict[str, int]
+    cache_entries: int
+    cache_hits: int
+    cache_misses: int
+    draining: bool
+
+
+class _Waiter:
+    __slots__ = ("future", "memory")
+
+    def __init__(self, future: asyncio.Future[None], memory: float) -> None:
+        self.future = future
+        self.memory = memory
+
+
+class ShardPool:
+    """One pool's limits and live counts. Its owner, :class:`ShardPools`, admits and releases."""
+
+    def __init__(self, key: PoolKey, limits: PoolLimits, name: str | None = None) -> None:
+        self.key = key
+        self.name = name or str(key)
+        self.limits = limits
+        self.in_use = 0
+        self.memory_in_use = 0.0
+        self.waiters: deque[_Waiter] = deque()
+        self.bucket = TokenBucket(limits.net_bytes_per_s)
+        self.cache = ShardCache(limits.cache)
+        self.admitted = 0
+        self.completed = 0
+        self.rejected: dict[str, int] = {}
+        self.draining = False
+        self.pass_ = 0.0
+        self.hold_s = 0.05  # moving average of how long a request holds a slot
+
+    def fits(self, memory: float) -> bool:
+        limits = self.limits
+        if self.in_use >= limits.concurrency:
+            return False
+        return not limits.memory_mib or self.memory_in_use + memory <= limits.memory_mib
+
+    def reconfigure(self, limits: PoolLimits) -> None:
+        """New limits for the same pool: slots and budgets change, in-flight requests stay."""
+        if limits.net_bytes_per_s != self.limits.net_bytes_per_s:
+            self.bucket.set_rate(limits.net_bytes_per_s)
+        self.cache.reconfigure(limits.cache)
+        self.limits = limits
+
+    def retry_after_s(self) -> float:
+        drain = self.hold_s * (len(self.waiters) + 1) / self.limits.concurrency
+        return min(max(drain, 0.05), _MAX_RETRY_S)
+
+    def state(self) -> PoolState:
+        return PoolState(
+            name=self.name,
+            key=self.key,
+            limits=self.limits,
+            in_use=self.in_use,
+            queued=len(self.waiters),
+            memory_in_use_mib=self.memory_in_use,
+            admitted=self.admitted,
+            completed=self.completed,
+            rejected=dict(self.rejected),
+            cache_entries=len(self.cache),
+            cache_hits=self.cache.hits,
+            cache_misses=self.cache.misses,
+            draining=self.draining,
+        )
+
+
+class Slot:
+    """A request's place in a pool, handed out by ``async with pools.slot(...)``.
+
+    ``cache`` is the pool's cache; ``throttle(n)`` waits until ``n`` more response bytes may
+    go out under the pool's bandwidth limit.
+    """
+
+    __slots__ = ("_started", "arm", "cache", "memory_mib", "pool", "waited_s")
+
+    def __init__(self, pool: ShardPool, memory_mib: float, waited_s: float) -> None:
+        self.pool = pool
+        self.arm = pool.key.arm
+        self.cache = pool.cache
+        self.memory_mib = memory_mib
+        self.waited_s = waited_s
+        self._started = time.monotonic()
+
+    async def throttle(self, nbytes: int) -> None:
+        await self.pool.bucket.consume(nbytes)
+
+
+_current: contextvars.ContextVar[Slot | None] = contextvars.ContextVar("shardshape_slot")
+
+
+def current_slot() -> Slot | None:
+    """The slot the running request holds (inside the middleware), else ``None``."""
+    return _current.get(None)
+
+
+def _shares(weights: list[float]) -> list[float]:
+    """Weights normalised to sum to 1 (equal shares when they are all 0).
+
+    >>> _shares([1, 3]), _shares([0, 0])
+    ([0.25, 0.75], [0.5, 0.5])
+    """
+    total = sum(weights)
+    return [w / total for w in weights] if total > 0 else [1 / len(weights)] * len(weights)
+
+
+class _Arms:
+    __slots__ = ("cumulative", "pools")
+
+    def __init__(self, pools: list[ShardPool], shares: list[float]) -> None:
+        self.pools = pools
+        self.cumulative = [sum(shares[: i + 1]) for i in range(len(shares))]
+
+    def pick(self, key: str) -> ShardPool:
+        # Hashing the key keeps a user on one arm for the whole experiment.
+        u = zlib.crc32(key.encode()) / 2**32 if key else random.random()
+        index = bisect.bisect_right(self.cumulative, u)
+        return self.pools[min(index, len(self.pools) - 1)]
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What a plan asks for, computed (and validated) off the event loop."""
+
+    version: int
+    pools: dict[PoolKey, PoolLimits]
+    arms: dict[int, list[tuple[str, float]]]
+    shared: PoolLimits
+
+
+class _SlotContext:
+    __slots__ = ("_key", "_memory", "_pools", "_shard", "_slot", "_token")
+
+    def __init__(self, pools: ShardPools, shard_id: int, memory: float, key: str) -> None:
+        self._pools = pools
+        self._shard = shard_id
+        self._memory = memory
+        self._key = key
+
+    async def __aenter__(self) -> Slot:
+        self._slot = await self._pools._acquire(self._shard, self._memory, self._key)
+        self._token = _current.set(self._slot)
+        return self._slot
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        _current.reset(self._token)
+        self._pools._release(self._slot)
+
+
+class ShardPools:
+    """Every pool of one gateway process, resized by live plans (a ``PlanBackend``).
+
+    Parameters
+    ----------
+    defaults
+        The default pool's limits and the queue defaults for plans that give none.
+    shaping
+        ``False`` runs every request in one shared pool holding the plan's total resources
+        (for comparison; nothing is isolated).
+    total_slots
+        Slots shared by all pools (0: none beyond each pool's own). See the module docstring
+        for how ``io_weight`` orders waiting pools when this budget binds.
+    """
+
+    def __init__(
+        self, defaults: PoolDefaults | None = None, *, shaping: bool = True, total_slots: int = 0
+    ) -> None:
+        if total_slots < 0:
+            raise ValueError(f"total_slots must be >= 0 (0 = no shared budget), got {total_slots}")
+        self.defaults = defaults or PoolDefaults()
+        self.shaping = shaping
+        self.total_slots = total_slots
+        self.plan_version = 0
+        self._default = ShardPool(PoolKey(None), self.defaults.default_pool())
+        self._shared = ShardPool(PoolKey(None), self.defaults.default_pool(), name="shared")
+        self._pools: dict[PoolKey, ShardPool] = {}
+        self._routes: dict[int, ShardPool] = {}
+        self._arms: dict[int, _Arms] = {}
+        self._draining: list[ShardPool] = []
+        self._queued: set[ShardPool] = set()
+        self._in_use = 0
+        self._vtime = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ShardPools:
+        """Pools as the ``gateway_*`` settings say."""
+        return cls(
+            PoolDefaults(
+                concurrency=settings.gateway_default_concurrency,
+                queue_size=settings.gateway_queue_size,
+                queue_timeout_s=settings.gateway_queue_timeout_ms / 1000,
+            ),
+            shaping=settings.gateway_shaping,
+            total_slots=settings.gateway_total_slots,
+        )
+
+    # -- requests ---------------------------------------------------------------------------
+    def slot(
+        self, shard_id: int, *, expected_memory_mib: float = 0.0, key: str = ""
+    ) -> _SlotContext:
+        """``async with pools.slot(shard)`` holds one slot of the shard's pool for the block.
+
+        ``key`` picks the arm when the shard runs an experiment (the same key, the same arm).
+        Raises :class:`ShardRejected` when the pool cannot take the request.
+        """
+        return _SlotContext(self, shard_id, expected_memory_mib, key)
+
+    def pool_for(self, shard_id: int, key: str = "") -> ShardPool:
+        """The pool a request of ``shard_id`` runs in now."""
+        if not self.shaping:
+            return self._shared
+        if self._arms:
+            arms = self._arms.get(shard_id)
+            if arms is not None:
+                return arms.pick(key)
+        return self._routes.get(shard_id, self._default)
+
+    async def _acquire(self, shard_id: int, memory: float, key: str) -> Slot:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._bind(loop)
+        pool = self.pool_for(shard_id, key)
+        limits = pool.limits
+        if limits.memory_mib and memory > limits.memory_mib:
+            raise self._reject(
+                pool,
+                "memory",
+                f"the request expects {memory:g} MiB and the pool's whole budget is "
+                f"{limits.memory_mib:g} MiB: give the shard more memory in the plan or lower "
+                "the request's expected memory",
+            )
+        if not pool.waiters and pool.fits(memory) and self._shared_free():
+            self._grant(pool, memory)
+            return Slot(pool, memory, 0.0)
+        if len(pool.waiters) >= limits.queue_size:
+            raise self._reject(
+                pool,
+                "queue_full",
+                f"{pool.in_use} of {limits.concurrency} slots busy and {len(pool.waiters)} "
+                f"waiting (queue size {limits.queue_size})",
+            )
+        return await self._wait(loop, pool, memory)
+
+    async def _wait(self, loop: asyncio.AbstractEventLoop, pool: ShardPool, memory: float) -> Slot:
+        waiter = _Waiter(loop.create_future(), memory)
+        if not pool.waiters:
+            pool.pass_ = max(pool.pass_, self._vtime)
+        pool.waiters.append(waiter)
+        self._queued.add(pool)
+        started = time.monotonic()
+        timer = loop.call_later(pool.limits.queue_timeout_s, self._expire, pool, waiter)
+        try:
+            await waiter.future
+        except asyncio.CancelledError:
+            future = waiter.future
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self._release(Slot(pool, memory, 0.0))  # granted just before the cancel
+            else:
+                self._forget(pool, waiter)
+            raise
+        finally:
+            timer.cancel()
+        return Slot(pool, memory, time.monotonic() - started)
+
+    def _expire(self, pool: ShardPool, waiter: _Waiter) -> None:
+        if waiter.future.done():
+            return
+        timeout = pool.limits.queue_timeout_s
+        waiter.future.set_exception(
+            self._reject(
+                pool,
+                "queue_timeout",
+                f"waited {timeout:g} s in the queue with {pool.in_use} of "
+                f"{pool.limits.concurrency} slots busy",
+            )
+        )
+        self._forget(pool, waiter)
+
+    def _forget(self, pool: ShardPool, waiter: _Waiter) -> None:
+        with contextlib.suppress(ValueError):  # already granted, expired or skipped
+            pool.waiters.remove(waiter)
+        self._retire_if_drained(pool)
+        self._dispatch(pool)  # a blocked head may have gone: those behind it may fit now
+
+    def _reject(self, pool: ShardPool, reason: RejectReason, why: str) -> ShardRejected:
+        pool.rejected[reason] = pool.rejected.get(reason, 0) + 1
+        retry = _MEMORY_RETRY_S if reason == "memory" else pool.retry_after_s()
+        return ShardRejected(reason, pool.name, retry, why)
+
+    def _shared_free(self) -> bool:
+        return not self.total_slots or self._in_use < self.total_slots
+
+    def _grant(self, pool: ShardPool, memory: float) -> None:
+        pool.in_use += 1
+        pool.memory_in_use += memory
+        pool.admitted += 1
+        self._in_use += 1
+        self._vtime = max(self._vtime, pool.pass_)
+        pool.pass_ += 1.0 / pool.limits.io_weight
+
+    def _release(self, slot: Slot) -> None:
+        pool = slot.pool
+        pool.in_use -= 1
+        pool.memory_in_use = max(pool.memory_in_use - slot.memory_mib, 0.0)
+        pool.completed += 1
+        self._in_use -= 1
+        held = time.monotonic() - slot._started
+        pool.hold_s += _HOLD_EWMA * (held - pool.hold_s)
+        self._retire_if_drained(pool)
+        if self._queued:
+            self._dispatch(pool)
+
+    def _retire_if_drained(self, pool: ShardPool) -> None:
+        if pool.draining and not pool.in_use and not pool.waiters:
+            pool.draining = False
+            self._draining.remove(pool)
+            log.info("%s drained and retired", pool.name)
+
+    def _dispatch(self, released: ShardPool | None = None) -> None:
+        """Grant queued requests whatever now fits, in stride order when slots are shared."""
+        if not self.total_slots:
+            for pool in [released] if released is not None else list(self._queued):
+                self._drain(pool, limit=None)
+            return
+        while self._in_use < self.total_slots:
+            ready = [p for p in self._queued if self._head_fits(p)]
+            if not ready:
+                return
+            self._drain(min(ready, key=lambda p: p.pass_), limit=1)
+
+    def _head_fits(self, pool: ShardPool) -> bool:
+        while pool.waiters and pool.waiters[0].future.done():
+            pool.waiters.popleft()  # cancelled or timed out
+        if not pool.waiters:
+            self._queued.discard(pool)
+            return False
+        return pool.fits(pool.waiters[0].memory)
+
+    def _drain(self, pool: ShardPool, limit: int | None) -> None:
+        granted = 0
+        while self._head_fits(pool) and self._shared_free() and granted != limit:
+            waiter = pool.waiters.popleft()
+            self._grant(pool, waiter.memory)
+            waiter.future.set_result(None)
+            granted += 1
+        if not pool.waiters:
+            self._queued.discard(pool)
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            if self._loop is not None and not self._loop.is_closed() and self._loop.is_running():
+                raise RuntimeError(
+                    "these ShardPools already serve another running event loop: create one "
+                    "ShardPools per event loop (per server process or thread)"
+                )
+            self._loop = loop
+
+    # -- plans ------------------------------------------------------------------------------
+    def apply(self, plan: AllocationPlan) -> None:
+        """Take a new plan (thread-safe: the allocator client calls it from its own thread).
+
+        The plan is checked here, in the caller's thread; pools change on the event loop, in
+        one step between requests. New shards get pools, kept shards are resized in place
+        (in-flight requests finish; a smaller pool admits again once below its new limit),
+        shards the plan no longer names stop taking requests and drain. Requests of shards
+        the plan does not know run in the default pool.
+        """
+        layout = self._layout(plan)
+        with self._lock:
+            loop = self._loop
+            if loop is None or loop.is_closed() or not loop.is_running():
+                self._install(layout)
+                return
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._install(layout)
+        else:
+            loop.call_soon_threadsafe(self._install, layout)
+
+    def _layout(self, plan: AllocationPlan) -> _Layout:
+        experiments = running_experiments(plan)
+        pools: dict[PoolKey, PoolLimits] = {}
+        arms: dict[int, list[tuple[str, float]]] = {}
+        shard_limits = []
+        for spec in plan.shards:
+            limits = limits_of_shard(spec, self.defaults)
+            shard_limits.append(limits)
+            experiment = experiments.get(spec.shard_id)
+            if experiment is None:
+                pools[PoolKey(spec.shard_id)] = limits
+                continue
+            shares = _shares([arm.weight for arm in experiment.arms])
+            arms[spec.shard_id] = []
+            for arm, share in zip(experiment.arms, shares, strict=True):
+                pools[PoolKey(spec.shard_id, arm.name)] = limits_of_arm(limits, arm, share)
+                arms[spec.shard_id].append((arm.name, share))
+        shared = self.defaults.default_pool()
+        if shard_limits:
+            shared = shard_limits[0]
+            for limits in shard_limits[1:]:
+                shared = shared.combined(limits)
+        if not self.shaping:
+            return _Layout(plan.version, {}, {}, shared)
+        return _Layout(plan.version, pools, arms, shared)
+
+    def _install(self, layout: _Layout) -> None:
+        retired = {key: pool for key, pool in self._pools.items() if key not in layout.pools}
+        draining = {pool.key: pool for pool in self._draining}
+        for key, limits in layout.pools.items():
+            pool = self._pools.get(key) or draining.get(key)
+            if pool is None:
+                self._pools[key] = ShardPool(key, limits)
+                continue
+            if pool.draining:  # the shard is back before its old pool emptied: revive it
+                pool.draining = False
+                self._draining.remove(pool)
+                self._pools[key] = pool
+            pool.reconfigure(limits)
+        for key, pool in retired.items():
+            del self._pools[key]
+            if pool.in_use or pool.waiters:
+                pool.draining = True
+                self._draining.append(pool)
+        self._routes = {
+            key.shard_id: pool
+            for key, pool in self._pools.items()
+            if key.shard_id is not None and key.arm is None
+        }
+        self._arms = {
+            shard: _Arms(
+                [self._pools[PoolKey(shard, name)] for name, _ in arms], [w for _, w in arms]
+            )
+            for shard, arms in layout.arms.items()
+        }
+        self._shared.reconfigure(layout.shared)
+        self.plan_version = layout.version
+        self._dispatch()  # grown pools admit their queues at once
+        log.info(
+            "pools follow plan v%d: %d pools, %d draining (%s)",
+            layout.version,
+            len(self._pools),
+            len(self._draining),
+            "shaped" if self.shaping else "one shared pool",
+        )
+
+    # -- reading ----------------------------------------------------------------------------
+    def states(self) -> list[PoolState]:
+        """Every pool's state: the plan's, then the draining, default and shared pools."""
+        pools = [*self._pools.values(), *self._draining]
+        pools.append(self._default if self.shaping else self._shared)
+        return [pool.state() for pool in pools]
+
+    def state(self, shard_id: int | None, arm: str | None = None) -> PoolState | None:
+        """The state of one pool of the plan (``None`` when the plan has no such pool)."""
+        if shard_id is None:
+            return (self._default if self.shaping else self._shared).state()
+        pool = self._pools.get(PoolKey(shard_id, arm))
+        return pool.state() if pool else None
+
+    @property
+    def rejected(self) -> int:
+        """Requests rejected by pools that still exist (retired, drained pools drop out)."""
+        return sum(sum(s.rejected.values()) for s in self.states())

@@ -1,0 +1,52 @@
+"""Small plans for the gateway tests."""
+
+from __future__ import annotations
+
+from streams.contracts import (
+    AllocationPlan,
+    CachePolicy,
+    Experiment,
+    ResourceSpec,
+    ShardSpec,
+)
+
+
+def shard(
+    shard_id: int,
+    concurrency: int,
+    *,
+    queue: int = 0,
+    timeout_ms: float = 0,
+    memory_mib: int = 0,
+    net_mbit: float = 0,
+    io_weight: int = 100,
+    cache: CachePolicy | None = None,
+) -> ShardSpec:
+    """A shard whose per-replica share has these limits (0: the gateway's default / none)."""
+    share = ResourceSpec(
+        concurrency=concurrency,
+        queue_size=queue,
+        queue_timeout_ms=timeout_ms,
+        memory_mib=memory_mib,
+        net_mbit=net_mbit,
+        io_weight=io_weight,
+    )
+    return ShardSpec(
+        shard_id=shard_id, resources=share, per_replica=share, cache=cache or CachePolicy()
+    )
+
+
+def plan(
+    version: int,
+    *shards: ShardSpec,
+    experiments: tuple[Experiment, ...] = (),
+    service: str = "shop",
+) -> AllocationPlan:
+    return AllocationPlan(
+        plan_id=f"{service}:{version}",
+        version=version,
+        service=service,
+        pool_id="main",
+        shards=list(shards),
+        experiments=list(experiments),
+    )

@@ -1,0 +1,80 @@
+"""Serving helpers for the gateway tests: uvicorn in-process on a real socket, or the example
+service as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from types import ModuleType
+
+import httpx
+import uvicorn
+
+from tests.conftest import REPO_ROOT, running
+
+EXAMPLE_DIR = REPO_ROOT / "examples" / "service"
+
+
+def example(name: str) -> ModuleType:
+    """A module of examples/service (``app`` or ``loadgen``), imported from its file."""
+    module_name = f"example_service_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, EXAMPLE_DIR / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextlib.asynccontextmanager
+async def serve(app: object, lifespan: str = "on") -> AsyncIterator[str]:
+    """Run ``app`` with uvicorn on this event loop, on a real loopback socket; yield its URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan=lifespan))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()  # raises what stopped the server
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+        sock.close()
+
+
+@contextlib.contextmanager
+def example_server(env: dict[str, str], log_path: Path, timeout_s: float = 60) -> Iterator[str]:
+    """The example service as its own process on a free port; yield its URL once it answers."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, str(EXAMPLE_DIR / "app.py"), "--port", str(port)]
+    url = f"http://127.0.0.1:{port}"
+    with running(command, env, log_path) as process:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"example service exited:\n{log_path.read_text()}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                log = log_path.read_text()
+                raise AssertionError(f"example service not up in {timeout_s}s:\n{log}")
+            time.sleep(0.1)
+        yield url
