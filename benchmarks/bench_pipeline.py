@@ -139,8 +139,8 @@ def run(args: argparse.Namespace) -> None:
                 latencies = routing_latencies(settings, table, events[0], args.latency_samples)
                 print(f"batch produced -> routing entry in RoutingTable: "
                       f"p50 {quantile(latencies, 0.5) * 1e3:.1f} ms, "
-                      f"p99 {quantile(latencies, 0.99) * 1e3:.1f} ms "
-                      f"({len(latencies)} batches)")  # fmt: skip
+                      f"p99 {quantile(latencies, 0.99) * 1e3:.1f} ms, "
+                      f"max {max(latencies) * 1e3:.1f} ms ({len(latencies)} batches)")  # fmt: skip
                 table.wait_for_snapshot("shop", timeout_s=30)
                 known = events[-5_000:]
                 unseen = [e.model_copy(update={"user_id": f"new-{i}"}) for i, e in enumerate(known)]
