@@ -133,6 +133,10 @@ def run(args: argparse.Namespace) -> None:
             print(f"profile agent (1 worker process): {rate:>10,.0f} events/s "
                   f"({stats['events']:,} events in {seconds:.2f} s)")  # fmt: skip
             print(f"ratio pipeline / raw consumer:    {rate / ceiling:>10.2f}")
+            # On a shared machine wall time includes waiting for a core; CPU time does not.
+            per_cpu = stats["events"] / stats["cpu_seconds"] if stats["cpu_seconds"] else 0.0
+            print(f"profile agent per CPU second:     {per_cpu:>10,.0f} events "
+                  f"({stats['cpu_seconds']:.2f} CPU s, all the worker's threads)")  # fmt: skip
 
             with RoutingTable(settings.confluent_config(), settings.topic_routing) as table:
                 table.wait_caught_up(60)

@@ -129,15 +129,24 @@ class KeyAnomalyDetector(base.Estimator):
     def _score(self, paths: np.ndarray) -> np.ndarray:
         if self._first_window:
             return np.zeros(paths.shape[1])
-        trees = np.arange(self.n_trees)[:, None, None]
-        mass = self._r_mass[trees, paths]  # (trees, keys, depth)
-        # A walk stops after the first node whose mass is under the size limit.
-        below = mass < 0.1 * self.window_size
-        stopped_before = np.cumsum(below, axis=2) - below > 0
-        weights = 2.0 ** np.arange(self.height + 1)
-        score = (np.where(stopped_before, 0.0, mass) * weights).sum(axis=(0, 2))
+        # A walk's score depends only on its leaf: the sum is looked up, per tree.
+        leaves = paths[:, :, -1] - (2**self.height - 1)
+        score = self._leaf_score[np.arange(self.n_trees)[:, None], leaves].sum(axis=0)
         max_score = self.n_trees * self.window_size * (2 ** (self.height + 1) - 1)
         return 1.0 - score / max_score
+
+    def _score_leaves(self) -> None:
+        """Each leaf's walk score under the last complete window, as river sums it."""
+        height = self.height
+        depth = np.arange(height + 1)
+        leaves = np.arange(2**height - 1, 2 ** (height + 1) - 1)
+        ancestors = ((leaves + 1)[None, :] >> (height - depth)[:, None]) - 1  # (depth, leaves)
+        mass = self._r_mass[:, ancestors]  # (trees, depth, leaves)
+        # A walk stops after the first node whose mass is under the size limit.
+        below = mass < 0.1 * self.window_size
+        stopped_before = np.cumsum(below, axis=1) - below > 0
+        weights = (2.0**depth)[None, :, None]
+        self._leaf_score = (np.where(stopped_before, 0.0, mass) * weights).sum(axis=1)
 
     def _learn(self, paths: np.ndarray) -> None:
         """Add the walks of keys (fewer than the window's remaining room) to the mass."""
@@ -150,6 +159,7 @@ class KeyAnomalyDetector(base.Estimator):
         self._counter += n
         if self._counter >= self.window_size:
             self._r_mass, self._l_mass = self._l_mass, np.zeros_like(self._l_mass)
+            self._score_leaves()
             self._first_window = False
             self._counter = 0
 

@@ -49,13 +49,16 @@ class PipelineCounters:
         self.dead_letters = 0
         self.first_time = 0.0  # wall time of the first and last message handled
         self.last_time = 0.0
+        self.first_cpu = 0.0  # the process's CPU seconds (all threads) at those moments
+        self.last_cpu = 0.0
         self._last_logged = (0, 0, 0)
         self._last_time = time.monotonic()
 
     def record(self, events: int, dead_letters: int) -> None:
-        now = time.time()
-        self.first_time = self.first_time or now
-        self.last_time = now
+        now, cpu = time.time(), time.process_time()
+        if not self.first_time:
+            self.first_time, self.first_cpu = now, cpu
+        self.last_time, self.last_cpu = now, cpu
         self.messages += 1
         self.events += events
         self.dead_letters += dead_letters
@@ -67,6 +70,7 @@ class PipelineCounters:
             "dead_letters": self.dead_letters,
             "first_time": self.first_time,
             "last_time": self.last_time,
+            "cpu_seconds": self.last_cpu - self.first_cpu,
         }
 
     def summary(self) -> str | None:

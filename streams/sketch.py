@@ -3,8 +3,8 @@
 The algorithm is DDSketch's (Masson, Rim and Lee, VLDB 2019) with its logarithmic mapping: a
 value ``v`` falls in bucket ``ceil(log(v) / log(gamma))`` with ``gamma = (1 + a) / (1 - a)``,
 and a quantile answers with its bucket's representative value, within relative accuracy ``a``
-of the true quantile. Buckets are one dense numpy array over a fixed range (1 us to about
-three years), so a batch is added with one ``bincount`` and two sketches merge by adding
+of the true quantile. Buckets are one dense numpy array over a fixed range (1 us to a
+day), so a batch is added with one ``bincount`` and two sketches merge by adding
 arrays: both cost microseconds where a per-value ``add`` costs about 1 us a value.
 
 >>> sketch = LatencySketch()
@@ -27,7 +27,7 @@ RELATIVE_ACCURACY = 0.01
 _GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
 _LOG_GAMMA = math.log(_GAMMA)
 MIN_MS = 1e-3  # smaller values count here (a latency sketch needs positive values)
-MAX_MS = 1e11  # larger values count here
+MAX_MS = 1e8  # larger values (over a day) count here
 _FIRST = math.ceil(math.log(MIN_MS) / _LOG_GAMMA)  # key of bucket 0
 _N_BUCKETS = math.ceil(math.log(MAX_MS) / _LOG_GAMMA) - _FIRST + 1
 
@@ -93,3 +93,39 @@ class LatencySketch:
             raise ValueError("latency sketch: buckets out of range")
         sketch.counts[low : low + len(counts)] = counts
         return sketch
+
+    def log_moments(self) -> tuple[int, float, float]:
+        """(count, sum, sum of squares) of the natural log of the latencies, from the buckets.
+
+        Each value counts as its bucket's representative, so a log is off by at most
+        ``log(gamma) / 2`` (0.01): what a test on the mean log latency needs, without a pass
+        over the raw values.
+
+        >>> sketch = LatencySketch()
+        >>> sketch.add_many(np.array([10.0, 100.0]))
+        >>> n, total, squares = sketch.log_moments()
+        >>> n, abs(math.exp(total / n) / math.sqrt(10.0 * 100.0) - 1) < 0.01  # geometric mean
+        (2, True)
+        """
+        used = np.flatnonzero(self.counts)
+        counts = self.counts[used].astype(float)
+        logs = _log_values(used)
+        return int(counts.sum()), float(counts @ logs), float(counts @ (logs * logs))
+
+    def count_above(self, threshold_ms: float) -> int:
+        """How many values exceed ``threshold_ms`` (compared as bucket representatives).
+
+        >>> sketch = LatencySketch()
+        >>> sketch.add_many(np.array([1.0, 5.0, 50.0, 500.0]))
+        >>> sketch.count_above(sketch.quantile(0.5))
+        2
+        """
+        used = np.flatnonzero(self.counts)
+        # The tolerance keeps a threshold that is itself a representative out of its bucket.
+        above = used[_log_values(used) > math.log(max(threshold_ms, MIN_MS / 2)) + 1e-9]
+        return int(self.counts[above].sum())
+
+
+def _log_values(buckets: np.ndarray) -> np.ndarray:
+    """Natural log of the representative value of each bucket index (see ``quantile``)."""
+    return (buckets + _FIRST) * _LOG_GAMMA + math.log(2.0 / (1.0 + _GAMMA))
