@@ -12,9 +12,11 @@ For shards ``s`` and block types ``t``, with forecast ``q_s`` (a quantile), per-
 When the pool cannot cover everything, the demand and minimum rows get shortfall variables
 and are relaxed lexicographically by priority: minima first (highest priority first), then
 demand level by level (the worst relative shortfall within a level minimised first, so a level
-is cut evenly), then cost with every shortfall held at what was reached. A shortfall is
-reported per shard, never an infeasible-solver error. Blocks not allocated are the surplus,
-returned to the pool.
+is cut evenly), then cost with every shortfall held at what was reached. ``solve`` does the
+minima and finds the levels met in full with MILPs, and fills the first level that is cut and
+those below it greedily, guided by the LP's dual prices (:meth:`_Problem.shortfall`): the
+cut level's minimax MILP takes seconds at 50 shards. A shortfall is reported per shard, never
+an infeasible-solver error. Blocks not allocated are the surplus, returned to the pool.
 
 >>> d = [ShardDemand("shop", 0, demand_rps=160, capacity_rps={"small": 50, "large": 120},
 ...                  target_utilisation=1.0, min_blocks=1)]
@@ -25,6 +27,7 @@ returned to the pool.
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -32,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 from scipy.sparse import coo_array, csr_array, vstack
 
 ShardKey = tuple[str, int]
@@ -168,7 +171,9 @@ def solve(
     plan across its MILP stages; a stage out of time keeps its best allocation so far, or the
     previous stage's (its shortfalls are then held where that one left them, so the priority
     order still holds), and the stages after the budget is spent reuse it (noted in
-    ``Allocation.notes``). When the pool does not bind, no MILP is solved at all.
+    ``Allocation.notes``). When the pool does not bind, no MILP is solved at all; when it is
+    too small, the levels below the highest that is cut are filled greedily (the module
+    notes).
 
     Raises :class:`ValueError` naming the input at fault (a duplicate shard, a block type the
     pool does not hold, a block type without a cost), :class:`OptimiserError` if HiGHS fails.
@@ -177,8 +182,20 @@ def solve(
     problem = _Problem(demands, pool, costs, previous, smoothing, time_limit_s, mip_rel_gap)
     x = problem.per_shard()
     if x is None:
-        x = problem.run()
+        x = problem.cover()
+    if x is None:
+        x = problem.shortfall()
     return problem.allocation(x, (time.perf_counter() - started) * 1000)
+
+
+@dataclass(frozen=True)
+class _LevelStage:
+    """A level stage's objective and rows over ``[x, y, z, r, tau]``."""
+
+    c: np.ndarray
+    a: csr_array
+    row_lo: np.ndarray
+    row_up: np.ndarray
 
 
 class _Problem:
@@ -221,7 +238,10 @@ class _Problem:
         u = np.array([d.target_utilisation for d in self.demands])
         m = np.array([max(d.min_blocks, 0) for d in self.demands], dtype=float)
         self.q, self.u, self.m = q, u, m
+        self.priority = np.array([d.priority for d in self.demands])
         pool_arr = np.array([self.pool[t] for t in self.types], dtype=float)
+        self.pool_arr = pool_arr
+        self.pairs_of = [np.flatnonzero(self.s_of == s) for s in range(n_shards)]
 
         # Step bounds and soft holds from the previous plan.
         hi = pool_arr[self.t_of].copy()
@@ -277,10 +297,12 @@ class _Problem:
             lo.append(m[s])
             up.append(np.inf)
             row += 1
+        self.pool_rows = np.full(len(self.types), -1)
         for t in range(len(self.types)):
             mine = np.flatnonzero(self.t_of == t)
             if len(mine) == 0:
                 continue
+            self.pool_rows[t] = row
             rows += [row] * len(mine)
             cols += mine.tolist()
             vals += [1.0] * len(mine)
@@ -351,17 +373,98 @@ class _Problem:
     # ------------------------------------------------------------------------------- stages
 
     def run(self) -> np.ndarray:
-        ys, zs = slice(self.y0, self.z0), slice(self.z0, self.r0)
+        """The MILP path: stage 0, then every shortfall stage as a MILP (what ``solve`` did
+        before :meth:`shortfall`; the tests and the benchmark compare the two)."""
+        x = self.cover()
+        return x if x is not None else self._stages()
+
+    def cover(self) -> np.ndarray | None:
+        """Stage 0, a MILP: every minimum and demand met at least cost; ``None`` if the pool
+        cannot (or HiGHS found no allocation within the budget)."""
         ub = self.ub.copy()
-        ub[ys] = self.y_fixed  # stage 0: everything met
-        ub[zs] = 0.0
-        x = self._solve(self.cost_vec, self.lb, ub)
-        if x is not None:
-            return x
+        ub[self.y0 : self.z0] = self.y_fixed
+        ub[self.z0 : self.r0] = 0.0
+        return self._solve(self.cost_vec, self.lb, ub)
+
+    def shortfall(self) -> np.ndarray:
+        """The pool is too small: MILPs where they are cheap, a greedy fill where they are not.
+
+        1. Minima by priority and the bisection for the levels whose demand fits in full, as
+           in :meth:`run` (feasibility MILPs of a few ms each): exact.
+        2. The first level that is cut: its level stage's LP relaxation, for the dual prices
+           of the pool rows (what one more block of each type is worth to that level).
+        3. A MILP at a loose gap and a short limit (:data:`_PRICED_GAP`): the minima and the
+           full levels met at the least price, so they leave the blocks the cut level
+           values. Without an answer in time, step 1's point is used.
+        4. :class:`_Fill` hands out the rest by priority.
+
+        The cut level's minimax MILP, the one that took seconds, is never solved: that level
+        and those below it are cut evenly by water-filling, not to the MILP's optimum.
+        """
+        ub = self._shortfall_bounds()
+        levels, shards_at = self._levels()
+        ub = self._minimise_shortfall(self.z0, ub, levels, shards_at, cut_evenly=False)
+        ub = self._minimise_shortfall(
+            self.y0, ub, levels, shards_at, cut_evenly=True, whole_only=True
+        )
+        if self.last_x is None:
+            raise OptimiserError("HiGHS found no allocation in time; raise time_limit_s")
+        met = ub[self.y0 : self.z0] <= self.y_fixed + _TOL
+        cut = [s for s in range(self.n_shards) if not met[s]]
+        prices, direct = np.zeros(len(self.types)), np.zeros(len(self.types))
+        if cut:
+            top = max(self.priority[s] for s in cut)
+            members = [s for s in cut if self.priority[s] == top]
+            prices = self._pool_prices(ub, [self.y0 + s for s in members])
+            mine = np.concatenate([self.pairs_of[s] for s in members])
+            direct = np.bincount(self.t_of[mine], self.coef[mine], minlength=len(self.types))
+        # The LP's dual prices first. They value a type the cut level cannot use as much as
+        # one it can when the first frees the second (say, for a minimum elsewhere): the
+        # direct use breaks such ties, then the cost.
+        value = _unit(prices) + 1e-2 * _unit(direct)
+        w = self.cost_vec[: self.n_pairs]
+        price = value[self.t_of] + 1e-4 * _unit(w) + 1e-12
+        c = np.zeros(self.n_vars)
+        c[: self.n_pairs] = price
+        self._solve(c, self.lb, ub, gap=_PRICED_GAP, limit_s=_PRICED_LIMIT_S)
+        x = np.rint(self.last_x[: self.n_pairs])
+        return _Fill(self, x, price).run(met, levels, shards_at)
+
+    def _pool_prices(self, ub: np.ndarray, members: list[int]) -> np.ndarray:
+        """Dual prices of the pool rows in the LP relaxation of ``members``' level stage: what
+        one more block of each type is worth to the first level that is cut (0 if unknown)."""
+        stage = self._level_rows(members)
+        finite_up, finite_lo = np.isfinite(stage.row_up), np.isfinite(stage.row_lo)
+        a_ub = vstack([stage.a[finite_up], -stage.a[finite_lo]], format="csr")
+        b_ub = np.concatenate([stage.row_up[finite_up], -stage.row_lo[finite_lo]])
+        lb, ub = np.append(self.lb, 0.0), np.append(np.maximum(ub, self.lb), 1.0)
+        # A block count bounded only by its pool would take the pool row's dual price.
+        ub[: self.n_pairs][~self.ramped] = np.inf
+        res = linprog(stage.c, A_ub=a_ub, b_ub=b_ub, bounds=np.column_stack([lb, ub]))
+        self.solves += 1
+        prices = np.zeros(len(self.types))
+        if res.status == 0:
+            position = np.cumsum(finite_up) - 1  # row i of A -> its row in a_ub
+            for t, row in enumerate(self.pool_rows):
+                if row >= 0:
+                    prices[t] = max(0.0, -float(res.ineqlin.marginals[position[row]]))
+        return prices
+
+    def _shortfall_bounds(self) -> np.ndarray:
         ub = self.ub.copy()
-        ub[ys] = (self.q > 0).astype(float)  # any demand shortfall in [0, 1]
+        ub[self.y0 : self.z0] = (self.q > 0).astype(float)  # any demand shortfall in [0, 1]
+        return ub
+
+    def _levels(self) -> tuple[list[int], dict[int, list[int]]]:
+        """Priority levels, highest first, and the shards at each."""
         levels = sorted({d.priority for d in self.demands}, reverse=True)
         shards_at = {p: [s for s, d in enumerate(self.demands) if d.priority == p] for p in levels}
+        return levels, shards_at
+
+    def _stages(self) -> np.ndarray:
+        """Minima, then demand, by priority level, then cost: every stage a MILP."""
+        ub = self._shortfall_bounds()
+        levels, shards_at = self._levels()
         # Minima, highest priority first (skipped at once when all minima fit).
         ub = self._minimise_shortfall(self.z0, ub, levels, shards_at, cut_evenly=False)
         # Demand: the highest levels that fit whole are found by bisection, then level by level.
@@ -382,6 +485,7 @@ class _Problem:
         shards_at: dict[int, list[int]],
         *,
         cut_evenly: bool,
+        whole_only: bool = False,
     ) -> np.ndarray:
         ub = ub.copy()
         # The longest prefix of levels met in full: all of them (one solve), else by bisection.
@@ -400,6 +504,8 @@ class _Problem:
         for p in levels[:lo_k]:
             for s in shards_at[p]:
                 ub[offset + s] = self._floor(offset, s)
+        if whole_only:
+            return ub
         for p in levels[lo_k:]:
             members = [offset + s for s in shards_at[p] if ub[offset + s] > self._floor(offset, s)]
             if not members:
@@ -427,33 +533,36 @@ class _Problem:
         if not cut_evenly:
             c = np.zeros(self.n_vars)
             c[members] = 1.0
-            x = self._solve(c, self.lb, ub)
-        else:
-            # One extra variable: the level's worst shortfall fraction, plus a small sum term.
-            c = np.zeros(self.n_vars + 1)
-            c[-1] = 1.0
-            c[members] = 0.1 / len(members)
-            extra = coo_array(
-                (
-                    [1.0] * len(members) + [-1.0] * len(members),
-                    (list(range(len(members))) * 2, members + [self.n_vars] * len(members)),
-                ),
-                shape=(len(members), self.n_vars + 1),
-            )
-            a = vstack([_pad_column(self.A), extra], format="csr")
-            lo = np.concatenate([self.row_lo, np.full(len(members), -np.inf)])
-            up = np.concatenate([self.row_up, np.zeros(len(members))])
-            x = self._solve(
-                c,
-                np.append(self.lb, 0.0),
-                np.append(ub, 1.0),
-                a=a,
-                row_lo=lo,
-                row_up=up,
-                integrality=np.append(self.integrality, 0),
-            )
-            x = None if x is None else x[:-1]
-        return x
+            return self._solve(c, self.lb, ub)
+        stage = self._level_rows(members)
+        x = self._solve(
+            stage.c,
+            np.append(self.lb, 0.0),
+            np.append(ub, 1.0),
+            a=stage.a,
+            row_lo=stage.row_lo,
+            row_up=stage.row_up,
+            integrality=np.append(self.integrality, 0),
+        )
+        return None if x is None else x[:-1]
+
+    def _level_rows(self, members: list[int]) -> _LevelStage:
+        """One extra variable, the level's worst shortfall fraction ``tau`` (``y <= tau`` for
+        each member), minimised with a small sum term so the others go as low as they can."""
+        n = len(members)
+        c = np.zeros(self.n_vars + 1)
+        c[-1] = 1.0
+        c[members] = 0.1 / n
+        extra = coo_array(
+            ([1.0] * n + [-1.0] * n, (list(range(n)) * 2, members + [self.n_vars] * n)),
+            shape=(n, self.n_vars + 1),
+        )
+        return _LevelStage(
+            c,
+            vstack([_pad_column(self.A), extra], format="csr"),
+            np.concatenate([self.row_lo, np.full(n, -np.inf)]),
+            np.concatenate([self.row_up, np.zeros(n)]),
+        )
 
     def _solve(
         self,
@@ -465,8 +574,10 @@ class _Problem:
         row_lo: np.ndarray | None = None,
         row_up: np.ndarray | None = None,
         integrality: np.ndarray | None = None,
+        gap: float | None = None,
+        limit_s: float = math.inf,
     ) -> np.ndarray | None:
-        remaining = self.deadline - time.perf_counter()
+        remaining = min(self.deadline - time.perf_counter(), limit_s)
         if self.last_x is None:  # nothing to fall back on yet: always give HiGHS a chance
             remaining = max(remaining, 0.1 * self.time_limit_s)
         elif remaining <= 0:
@@ -489,7 +600,10 @@ class _Problem:
             integrality=self.integrality if integrality is None else integrality,
             bounds=Bounds(lb, np.maximum(ub, lb)),
             constraints=constraints,
-            options={"time_limit": remaining, "mip_rel_gap": self.mip_rel_gap},
+            options={
+                "time_limit": remaining,
+                "mip_rel_gap": self.mip_rel_gap if gap is None else max(gap, self.mip_rel_gap),
+            },
         )
         if res.x is not None and res.status in (0, 1):
             self.last_x = res.x[: self.n_vars]
@@ -535,6 +649,210 @@ class _Problem:
             solve_ms=solve_ms,
             notes=list(self.notes),
         )
+
+
+class _Fill:
+    """The greedy part of :meth:`_Problem.shortfall`: from ``x``, which meets every minimum and
+    every level met in full, the rest of the pool by priority, block types valued at ``price``
+    (per pair).
+
+    1. **Reprice.** A shard met in full takes its cheapest cover at those prices (exact, by
+       :func:`_cheapest_cover`, over what it holds plus what is free). The first cut level's
+       shards keep their minimum in the types that cover most of their own demand per price,
+       the lower levels' in the cheapest.
+    2. **Fill**, level by level from the first cut one: water-filling, one block at a time to
+       the shard with the largest relative shortfall, of the type with the most coverage per
+       price, free or taken from a lower-priority shard above its minimum. When no such block
+       helps the first cut level's worst shard, a shard met in full gives it a block of a type
+       it uses and covers itself again with free blocks of other types. Blocks that change no
+       shortfall go back, to the levels above first. So a short shard is never passed over
+       for a lower-priority one.
+    3. **Holds** (smoothing) are restored from what is left, highest priority first: like the
+       MILP's soft holds, they yield to any shortfall.
+    """
+
+    def __init__(self, problem: _Problem, x: np.ndarray, price: np.ndarray) -> None:
+        self.p = problem
+        self.x = x
+        self.price = price
+        self.left = problem.pool_arr - np.bincount(problem.t_of, x, minlength=len(problem.types))
+
+    def run(
+        self, met: np.ndarray, levels: list[int], shards_at: dict[int, list[int]]
+    ) -> np.ndarray:
+        p = self.p
+        cut = [level for level in levels if not all(met[s] for s in shards_at[level])]
+        first_cut = cut[0] if cut else None
+        donors = [int(s) for s in np.flatnonzero(met)]
+        for s in donors:
+            self._reprice(s, keep_coverage=True)
+        for level in cut[1:]:
+            for s in shards_at[level]:
+                self._reprice(s, keep_coverage=False)
+        for s in shards_at.get(first_cut, []):
+            self._reseat_minimum(s)
+        for i, level in enumerate(levels):
+            above = levels[: i + 1]
+            while (
+                sum(self._water_fill(shards_at[higher]) for higher in above)
+                + sum(self._tidy(s) for higher in above for s in shards_at[higher])
+                + (self._swap_in(shards_at[level], donors) if level == first_cut else 0)
+            ):
+                pass  # until the levels so far neither take nor give back a block
+        for level in levels:
+            for s in shards_at[level]:
+                for pair in p.pairs_of[s]:
+                    back = min(p.hold_lo[pair] - self.x[pair], self.left[p.t_of[pair]])
+                    if back > 0:
+                        self.x[pair] += back
+                        self.left[p.t_of[pair]] -= back
+        return self.x
+
+    def _water_fill(self, shards: list[int]) -> int:
+        """Blocks to ``shards``, one at a time to the one with the largest relative shortfall,
+        until none of them can use a free block; returns how many were given."""
+        p, given = self.p, 0
+        heap = [(self._coverage(s), s) for s in shards if p.q[s] > 0 and not p.no_capacity[s]]
+        heap = [(c, s) for c, s in heap if c < 1.0 - _TOL]
+        heapq.heapify(heap)
+        while heap:
+            _, s = heapq.heappop(heap)
+            if self._add_block(s):
+                given += 1
+                if self._coverage(s) < 1.0 - _TOL:
+                    heapq.heappush(heap, (self._coverage(s), s))
+        return given
+
+    def _swap_in(self, shards: list[int], donors: list[int]) -> int:
+        """Blocks for the worst-covered of ``shards`` that no free block can help: a type it
+        uses, taken from a shard met in full that covers itself again with free blocks of
+        other types (its cheapest cover at the prices). Stops when the worst cannot gain."""
+        p, moves = self.p, 0
+        while True:
+            short = [s for s in shards if p.q[s] > 0 and not p.no_capacity[s]]
+            short = [s for s in short if self._coverage(s) < 1.0 - _TOL]
+            if not short or not self._take_for(min(short, key=self._coverage), donors):
+                return moves
+            moves += 1
+
+    def _take_for(self, s: int, donors: list[int]) -> bool:
+        p = self.p
+        for pair in sorted(p.pairs_of[s], key=lambda pair: -p.coef[pair] / self.price[pair]):
+            t = p.t_of[pair]
+            if p.coef[pair] <= 0 or self.x[pair] >= p.hi[pair] or self.left[t] >= 1:
+                continue
+            for r in donors:
+                mine = p.pairs_of[r]
+                top = np.minimum(p.hi[mine], self.x[mine] + self.left[p.t_of[mine]])
+                given = p.t_of[mine] == t
+                if not np.any(self.x[mine][given] >= 1):
+                    continue
+                top[given] = self.x[mine][given] - 1
+                demand = p.q[r] > 0 and not p.no_capacity[r]
+                need = self._coverage(r) if demand else 0.0
+                a = p.coef[mine] if demand else np.zeros(len(mine))
+                blocks = round(min(p.m[r], self.x[mine].sum()))
+                if a @ top < need - _EPS or top.sum() < blocks:
+                    continue
+                new = _cheapest_cover(self.price[mine], a, top, need, blocks)
+                if new is None:
+                    continue
+                self._move(mine, new)
+                self.x[pair] += 1
+                self.left[t] -= 1
+                return True
+        return False
+
+    def _coverage(self, s: int) -> float:
+        """Share of shard ``s``'s demand its blocks cover at the target utilisation (<= 1)."""
+        mine = self.p.pairs_of[s]
+        return min(1.0, float(self.p.coef[mine] @ self.x[mine])) if self.p.q[s] > 0 else 1.0
+
+    def _move(self, pairs: np.ndarray, new: np.ndarray) -> None:
+        delta = new - self.x[pairs]
+        self.x[pairs] = new
+        self.left -= np.bincount(self.p.t_of[pairs], delta, minlength=len(self.left))
+
+    def _reprice(self, s: int, keep_coverage: bool) -> None:
+        """Shard ``s``'s cheapest cover at the prices: at the coverage it has, or (a shard
+        below the first cut level) of its minimum alone."""
+        p, mine = self.p, self.p.pairs_of[s]
+        if not len(mine):
+            return
+        held = self.x[mine]
+        top = np.minimum(p.hi[mine], held + self.left[p.t_of[mine]])
+        demand = keep_coverage and p.q[s] > 0 and not p.no_capacity[s]
+        need = self._coverage(s) if demand else 0.0
+        a = p.coef[mine] if demand else np.zeros(len(mine))
+        new = _cheapest_cover(self.price[mine], a, top, need, round(min(p.m[s], held.sum())))
+        if new is not None:
+            self._move(mine, new)
+
+    def _reseat_minimum(self, s: int) -> None:
+        """A shard that is cut: as many blocks as it holds for its minimum, chosen again as
+        the ones that cover most of its demand per price."""
+        mine = self.p.pairs_of[s]
+        blocks = round(min(self.p.m[s], self.x[mine].sum()))
+        self._move(mine, np.zeros(len(mine)))
+        for _ in range(blocks):
+            self._add_block(s, minimum=True)
+
+    def _add_block(self, s: int, minimum: bool = False) -> bool:
+        """One more block for shard ``s``'s demand (or its minimum: any type will do), of
+        the type with the most coverage per price: a free one, else (for demand) one that a
+        lower-priority shard holds above its own minimum, taken from the lowest."""
+        p = self.p
+        need = 1.0 - self._coverage(s)
+        best, best_key, best_donor = -1, (0.0, 0.0, 0.0), -1
+        for pair in p.pairs_of[s]:
+            t = p.t_of[pair]
+            if self.x[pair] >= p.hi[pair]:
+                continue
+            gain = min(float(p.coef[pair]), need)
+            if gain <= 0 and not minimum:
+                continue
+            donor = -1 if self.left[t] >= 1 or minimum else self._donor(s, t)
+            if self.left[t] < 1 and donor < 0:
+                continue
+            key = (gain / self.price[pair], -self.price[pair], float(donor < 0))
+            if best < 0 or key > best_key:
+                best, best_key, best_donor = int(pair), key, donor
+        if best < 0:
+            return False
+        self.x[best] += 1
+        if best_donor >= 0:
+            self.x[best_donor] -= 1
+        else:
+            self.left[p.t_of[best]] -= 1
+        return True
+
+    def _donor(self, s: int, t: int) -> int:
+        """The pair of type ``t`` of the lowest-priority shard below ``s`` that holds more
+        blocks than its minimum, or -1."""
+        p = self.p
+        below = p.priority < p.priority[s]
+        found, found_priority = -1, np.inf
+        for pair in np.flatnonzero((p.t_of == t) & below[p.s_of] & (self.x >= 1)):
+            r = p.s_of[pair]
+            if p.priority[r] < found_priority and self.x[p.pairs_of[r]].sum() > p.m[r]:
+                found, found_priority = int(pair), p.priority[r]
+        return found
+
+    def _tidy(self, s: int) -> int:
+        """Give back blocks of ``s`` that change neither its shortfall nor its minimum,
+        dearest first; returns how many."""
+        p = self.p
+        mine = p.pairs_of[s]
+        reached, freed = self._coverage(s), 0
+        for pair in sorted(mine, key=lambda pair: -p.cost_vec[pair]):
+            while self.x[pair] > 0 and self.x[mine].sum() > p.m[s]:
+                self.x[pair] -= 1
+                if self._coverage(s) < reached - _TOL:
+                    self.x[pair] += 1
+                    break
+                self.left[p.t_of[pair]] += 1
+                freed += 1
+        return freed
 
 
 _MAX_ENUMERATION = 200_000
@@ -622,6 +940,15 @@ def _cheapest_cover(
 
 
 _EPS = 1e-9
+# The fast path's priced MILP only guides the greedy fill: a loose gap and a short limit.
+_PRICED_GAP = 0.05
+_PRICED_LIMIT_S = 0.05
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    """``v`` scaled to a maximum of 1 (unchanged when it has no positive entry)."""
+    top = float(v.max(initial=0.0))
+    return v / top if top > 0 else v
 
 
 def _pad_column(a: csr_array) -> csr_array:

@@ -1,9 +1,13 @@
 """Solve time of the block optimiser: 50 shards x 4 block types (target: under 100 ms).
 
-Run: ``python benchmarks/bench_optimiser.py [repeats]``. Prints median and p99 per scenario;
-asserts nothing. Scenarios: a pool that covers every shard (solved per shard, no MILP unless a
-block type binds), the same with smoothing from a previous plan, and an overloaded pool
-(shortfall MILP stages by priority, 5 levels, within one ``time_limit_s`` budget per plan).
+Run: ``python benchmarks/bench_optimiser.py [repeats] [binding_repeats]``. Prints median and
+p99 per scenario; asserts nothing. Scenarios: a pool that covers every shard (solved per
+shard, no MILP unless a block type binds), the same with smoothing from a previous plan, and
+an overloaded pool (5 priority levels, half the blocks needed), where ``solve`` (the fast
+shortfall path) runs side by side with the MILP path (every shortfall stage a MILP, within
+the same 1 s budget per plan), interleaved per instance, with the ratio of the medians and
+what each reached: the levels met in full, and at the first level that is cut, the worst and
+the mean relative shortfall.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ import statistics
 import sys
 import time
 
-from allocator.optimiser import ShardDemand, Smoothing, solve
+from allocator.optimiser import Allocation, ShardDemand, Smoothing, _Problem, solve
 
 TYPES = {"small": 1.0, "medium": 1.9, "large": 3.5, "io": 2.0}
 SIZE = {"small": 1.0, "medium": 2.0, "large": 4.0, "io": 1.2}
+TIME_LIMIT_S = 1.0
 
 
 def instance(seed: int, overload: bool) -> tuple[list[ShardDemand], dict[str, int]]:
@@ -41,6 +46,12 @@ def instance(seed: int, overload: bool) -> tuple[list[ShardDemand], dict[str, in
     return demands, pool
 
 
+def _summary(times: list[float]) -> str:
+    times = sorted(times)
+    p99 = times[min(len(times) - 1, round(0.99 * (len(times) - 1)))]
+    return f"median {statistics.median(times):7.1f} ms  p99 {p99:7.1f} ms  max {times[-1]:7.1f} ms"
+
+
 def measure(name: str, repeats: int, overload: bool, smoothing: bool) -> None:
     times, solves, shortfalls = [], [], 0
     for i in range(repeats):
@@ -54,21 +65,70 @@ def measure(name: str, repeats: int, overload: bool, smoothing: bool) -> None:
         times.append((time.perf_counter() - started) * 1000)
         solves.append(result.solves)
         shortfalls += result.has_shortfall
-    times.sort()
-    p99 = times[min(len(times) - 1, round(0.99 * (len(times) - 1)))]
     print(
-        f"{name:<28} median {statistics.median(times):6.1f} ms  p99 {p99:6.1f} ms  "
-        f"max {times[-1]:6.1f} ms  MILP solves/plan {statistics.mean(solves):4.1f}  "
+        f"{name:<28} {_summary(times)}  solver calls/plan {statistics.mean(solves):4.1f}  "
         f"plans with shortfall {shortfalls}/{repeats}"
     )
 
 
-def main(repeats: int = 200) -> None:
+def _levels(result: Allocation) -> list[tuple[int, float, float]]:
+    """Per priority level, highest first: (blocks under the minima, worst and mean relative
+    demand shortfall)."""
+    levels: dict[int, list] = {}
+    for shard in result.shards.values():
+        d = shard.demand
+        y = shard.shortfall_rps / d.demand_rps if d.demand_rps > 0 else 0.0
+        levels.setdefault(d.priority, []).append((shard.min_shortfall, y))
+    return [
+        (sum(m for m, _ in v), max(y for _, y in v), statistics.mean(y for _, y in v))
+        for _, v in sorted(levels.items(), reverse=True)
+    ]
+
+
+def compare_binding(repeats: int) -> None:
+    """The overloaded pool: ``solve`` and the MILP path on the same instances, interleaved."""
+    times: dict[str, list[float]] = {"fast": [], "milp": []}
+    same_full, worst, mean, timed_out = 0, {"fast": [], "milp": []}, {"fast": [], "milp": []}, 0
+    for i in range(repeats):
+        demands, pool = instance(i, overload=True)
+        started = time.perf_counter()
+        fast = solve(demands, pool, TYPES, time_limit_s=TIME_LIMIT_S)
+        times["fast"].append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        problem = _Problem(demands, pool, TYPES, None, None, TIME_LIMIT_S, 0.01)
+        milp = problem.allocation(problem.run(), 0.0)
+        times["milp"].append((time.perf_counter() - started) * 1000)
+        timed_out += bool(milp.notes)
+        levels = {"fast": _levels(fast), "milp": _levels(milp)}
+        full = {k: [y == 0 for _, y, _ in v] for k, v in levels.items()}
+        same_full += full["fast"] == full["milp"]
+        cut = min(f.index(False) if False in f else len(f) for f in full.values())
+        if cut == len(full["fast"]):
+            continue  # every level met in full by both: nothing to compare
+        for k, v in levels.items():
+            worst[k].append(v[cut][1])
+            mean[k].append(v[cut][2])
+    ratio = statistics.median(times["milp"]) / statistics.median(times["fast"])
+    print(f"overloaded pool (5 levels), {repeats} instances, budget {TIME_LIMIT_S:.0f} s per plan")
+    print(f"  fast path (solve)          {_summary(times['fast'])}")
+    print(f"  MILP path (every stage)    {_summary(times['milp'])}  out of time {timed_out}")
+    print(f"  MILP / fast median ratio   {ratio:.1f}x")
+    print(f"  same levels met in full    {same_full}/{repeats}")
+    for k, label in (("fast", "fast"), ("milp", "MILP")):
+        print(
+            f"  first cut level, {label:<4}     worst shortfall median "
+            f"{statistics.median(worst[k]):.3f}, mean shortfall median "
+            f"{statistics.median(mean[k]):.3f}"
+        )
+
+
+def main(repeats: int = 200, binding_repeats: int = 30) -> None:
     print(f"50 shards x 4 block types, {repeats} instances each")
     measure("pool covers all", repeats, overload=False, smoothing=False)
     measure("pool covers all, smoothing", repeats, overload=False, smoothing=True)
-    measure("overloaded pool (5 levels)", repeats, overload=True, smoothing=False)
+    measure("overloaded pool, smoothing", repeats, overload=True, smoothing=True)
+    compare_binding(binding_repeats)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 200)
+    main(*(int(arg) for arg in sys.argv[1:3]))
