@@ -115,7 +115,9 @@ class PoolPlanner:
             if held is None:
                 return f"shard {d.key} is new"
             capacity = sum(d.capacity_rps.get(t, 0.0) * n for t, n in held.blocks.items())
-            if d.demand_rps > capacity:
+            # A shard the pool could not cover last time stays short until the pool changes:
+            # urgent only when its demand grew past what that plan was made for.
+            if d.demand_rps > max(capacity, held.demand.demand_rps if held.shortfall_rps else 0):
                 return f"shard {d.key} is overloaded"
         return ""
 

@@ -92,3 +92,11 @@ def test_min_interval_holds_a_plan_unless_a_shard_is_overloaded() -> None:
         > first.allocation.shards["svc", 0].blocks["a"]
     )
     assert planner.plan([d], now=50).replanned
+
+
+def test_a_shard_the_full_pool_cannot_cover_does_not_replan_every_tick() -> None:
+    planner = PoolPlanner("main", {"a": 10}, {"a": 1.0}, min_interval_s=30)
+    short = ShardDemand("svc", 0, 1_000, {"a": 50})  # needs 29 blocks at 0.7, the pool has 10
+    assert planner.plan([short], now=0).allocation.shards["svc", 0].shortfall_rps > 0
+    assert not planner.plan([short], now=10).replanned  # still short, nothing changed
+    assert planner.plan([ShardDemand("svc", 0, 1_500, {"a": 50})], now=11).replanned  # grew
