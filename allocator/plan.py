@@ -22,15 +22,17 @@ utilisation 0.70 (target 0.70)
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from allocator.blocks import BlockType, Resources, total_resources
 from allocator.calibration import Calibrator
 from allocator.optimiser import Allocation, ShardAllocation
 from streams.contracts import (
+    MAX_SHARDS,
     MAX_TEXT_CHARS,
     AllocationPlan,
     CachePolicy,
+    Experiment,
     ResourceSpec,
     ShardSpec,
 )
@@ -78,6 +80,34 @@ def build_plan(
         shards=specs,
         rationale=_rationale(allocation, service, pool_id, shards, len(live), calibrator),
     )
+
+
+def amend_plan(
+    plan: AllocationPlan,
+    *,
+    shards: Iterable[ShardSpec] | None = None,
+    experiments: Iterable[Experiment] | None = None,
+    notes: Iterable[str] = (),
+) -> AllocationPlan:
+    """``plan`` with other shard specs or experiments, ``notes`` added to its rationale.
+
+    Validated like any plan; the rationale stays within the contract's limit (the last
+    lines give way) and only the last ``MAX_SHARDS`` experiments are kept.
+
+    >>> plan = AllocationPlan(plan_id="shop:1", version=1, service="shop", pool_id="main",
+    ...                       rationale="shop on pool main")
+    >>> print(amend_plan(plan, notes=["experiment e1: running"]).rationale)
+    shop on pool main
+    experiment e1: running
+    """
+    update = plan.model_dump()
+    if shards is not None:
+        update["shards"] = list(shards)
+    if experiments is not None:
+        update["experiments"] = list(experiments)[-MAX_SHARDS:]
+    lines = [plan.rationale, *notes] if plan.rationale else list(notes)
+    update["rationale"] = _clip("\n".join(lines), "lines")
+    return AllocationPlan.model_validate(update)
 
 
 def resource_spec(resources: Resources) -> ResourceSpec:
@@ -133,11 +163,15 @@ def _rationale(
     ]
     for a in shards:
         lines.append(_shard_line(a, calibrator))
-    text = "\n".join(lines)
-    if len(text) > MAX_TEXT_CHARS:
-        cut = text[: MAX_TEXT_CHARS - 40].rsplit("\n", 1)[0]
-        text = f"{cut}\n... ({text.count(chr(10)) - cut.count(chr(10))} more shards)"
-    return text
+    return _clip("\n".join(lines), "shards")
+
+
+def _clip(text: str, what: str) -> str:
+    """``text`` within the rationale's limit, whole lines kept, the count of lines cut."""
+    if len(text) <= MAX_TEXT_CHARS:
+        return text
+    cut = text[: MAX_TEXT_CHARS - 40].rsplit("\n", 1)[0]
+    return f"{cut}\n... ({text.count(chr(10)) - cut.count(chr(10))} more {what})"
 
 
 def _shard_line(a: ShardAllocation, calibrator: Calibrator | None) -> str:

@@ -165,6 +165,24 @@ class Arm(Contract):
     overrides: ArmOverrides = ArmOverrides()
 
 
+class ArmEvidence(Contract):
+    """What one arm showed so far: its requests, observed figures and tests against control."""
+
+    arm: Id
+    requests: Count = 0
+    figures: dict[AttrName, float] = Field(default_factory=dict, max_length=32)
+
+
+class ExperimentDecision(Contract):
+    """How an experiment ended, why, and (when promoted) the shard's definition from then on."""
+
+    outcome: Literal["promoted", "rejected", "aborted", "expired"]
+    arm: OptionalId = ""
+    ts: NonNegative = 0
+    reason: Label = ""
+    adopted: ArmOverrides | None = None
+
+
 class Experiment(Contract):
     experiment_id: Id
     shard_id: Count
@@ -173,6 +191,9 @@ class Experiment(Contract):
     started_ts: NonNegative = 0
     max_duration_s: NonNegative = 3_600
     status: Literal["running", "promoted", "rejected", "aborted", "expired"] = "running"
+    reason: Label = Field("", description="Why the experiment was started.")
+    evidence: list[ArmEvidence] = Field(default_factory=list, max_length=8)
+    decision: ExperimentDecision | None = None
 
 
 class AllocationPlan(Contract):

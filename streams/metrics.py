@@ -29,6 +29,7 @@ from streams.contracts import RequestEvent
 from streams.sketch import LatencySketch
 
 BUSY_ATTRIBUTE = "busy_ms"  # services that measure busy time report it as this attribute
+CACHE_HIT_ATTRIBUTE = "cache_hit"  # a bool: did the request's shard cache answer it
 
 
 def metric_key(service: str, shard: int, arm: str | None) -> str:
@@ -53,6 +54,8 @@ class ShardStats:
         self.busy_reported = 0
         self.latency = LatencySketch()  # quantiles within 1%
         self.latency_sum = 0.0
+        self.cache_hits = 0
+        self.cache_reported = 0  # requests that said whether the cache answered them
 
     def add(self, event: RequestEvent) -> None:
         self.merge(_group_stats(columns_of([event]), np.zeros(1, dtype=np.intp), 1)[0])
@@ -68,6 +71,8 @@ class ShardStats:
         self.busy_reported += other.busy_reported
         self.latency.merge(other.latency)
         self.latency_sum += other.latency_sum
+        self.cache_hits += other.cache_hits
+        self.cache_reported += other.cache_reported
         return self
 
     def summary(self, window_s: float) -> dict[str, float | int | dict[str, int] | None]:
@@ -86,6 +91,9 @@ class ShardStats:
             "payload_bytes": self.payload_bytes,
             "response_bytes": self.response_bytes,
             "busy_ms": self.busy_ms if self.busy_reported else None,
+            "cache_hit_rate": (
+                self.cache_hits / self.cache_reported if self.cache_reported else None
+            ),
         }
 
     def to_bytes(self, offset: int = -1) -> bytes:
@@ -100,6 +108,8 @@ class ShardStats:
                 "busy_reported": self.busy_reported,
                 "latency": self.latency.to_json(),
                 "latency_sum": self.latency_sum,
+                "cache_hits": self.cache_hits,
+                "cache_reported": self.cache_reported,
                 "offset": offset,
             }
         )
@@ -116,6 +126,8 @@ class ShardStats:
         stats.busy_reported = int(raw["busy_reported"])
         stats.latency = LatencySketch.from_json(raw["latency"])
         stats.latency_sum = float(raw["latency_sum"])
+        stats.cache_hits = int(raw.get("cache_hits", 0))  # absent in windows stored before
+        stats.cache_reported = int(raw.get("cache_reported", 0))
         return stats
 
 
@@ -190,6 +202,10 @@ def _group_stats(batch: EventColumns, group: np.ndarray, n_groups: int) -> list[
         if isinstance(busy, int | float) and not isinstance(busy, bool) and busy >= 0:
             out[group[i]].busy_ms += busy
             out[group[i]].busy_reported += 1
+        hit = attrs.get(CACHE_HIT_ATTRIBUTE) if attrs else None
+        if isinstance(hit, bool):
+            out[group[i]].cache_hits += hit
+            out[group[i]].cache_reported += 1
     return out
 
 

@@ -6,7 +6,9 @@
   up the reports of all workers per window, and for every complete window feeds each shard's
   demand forecaster (requests/s per window) and the throughput calibration, then asks each
   pool's :class:`~allocator.planner.PoolPlanner` for an allocation and turns it into one
-  versioned :class:`~streams.contracts.AllocationPlan` per service.
+  versioned :class:`~streams.contracts.AllocationPlan` per service. Its
+  :class:`~allocator.experiments.ExperimentManager` reads the same windows per arm, decides
+  and proposes experiments, and amends every plan with them and with what they promoted.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Iterable
 import orjson
 
 from allocator.calibration import ShardKey, ShardWindow
+from allocator.experiments import ExperimentManager, ExperimentPolicy
 from allocator.plan import build_plan
 from allocator.planner import PoolPlanner, calibrator_for, shard_demands
 from allocator.pools_config import PoolsConfig
@@ -114,6 +117,8 @@ class PlanningLoop:
         How far ahead a plan provisions: the highest forecast quantile over the horizon.
     complete_after_s
         How long after a window's end its reports are taken as complete.
+    experiments
+        When and how experiments are proposed and decided (default: :class:`ExperimentPolicy`).
     """
 
     def __init__(
@@ -122,6 +127,7 @@ class PlanningLoop:
         window_s: float,
         horizon_s: float = 60.0,
         complete_after_s: float = 10.0,
+        experiments: ExperimentPolicy | None = None,
     ) -> None:
         self.config = config
         self.window_s = window_s
@@ -136,6 +142,7 @@ class PlanningLoop:
         self._unplanned: set[str] = set()  # services seen that no pool serves (warned once)
         self.replicas = ReplicaTracker(ttl_s=max(60.0, 3 * window_s))
         self._lock = threading.Lock()  # note_published runs on a follower thread
+        self.experiments = ExperimentManager(config, experiments)
 
     def add_report(self, value: bytes) -> None:
         """Take one reports-topic message; malformed ones are logged and skipped."""
@@ -160,6 +167,7 @@ class PlanningLoop:
         """A plan seen on the plans topic: a new planner continues after its version."""
         with self._lock:
             self.versions[plan.service] = max(self.versions.get(plan.service, 0), plan.version)
+            self.experiments.restore(plan)
 
     def tick(self, now: float) -> list[AllocationPlan]:
         """Learn from the windows complete by ``now``; return the plans that changed."""
@@ -171,12 +179,14 @@ class PlanningLoop:
         return self._plan(now)
 
     def _learn_window(self, span: tuple[float, float], by_worker: dict) -> None:
-        totals: dict[ShardKey, ShardStats] = {}
+        arms: dict[str, ShardStats] = {}  # per (service, shard, arm) key, over all workers
         for series in by_worker.values():
             for key, stats in series.items():
-                service, shard, _arm = split_metric_key(key)
-                shard_key = (service, shard)
-                totals[shard_key] = totals[shard_key].merge(stats) if shard_key in totals else stats
+                arms[key] = arms[key].merge(stats) if key in arms else stats
+        totals: dict[ShardKey, ShardStats] = {}
+        for key, stats in arms.items():
+            service, shard, _arm = split_metric_key(key)
+            totals.setdefault((service, shard), ShardStats()).merge(stats)
         seconds = span[1] - span[0]
         for shard_key in totals.keys() - self.forecasters.keys():
             self.forecasters[shard_key] = DemandForecaster(season_bins=_season_bins(seconds))
@@ -195,6 +205,8 @@ class PlanningLoop:
                         blocks=self._blocks.get(shard_key, {}),
                     )
                 )
+        with self._lock:
+            self.experiments.observe(span, arms)
 
     def _plan(self, now: float) -> list[AllocationPlan]:
         quantile = self.config.planning.forecast_quantile
@@ -212,13 +224,15 @@ class PlanningLoop:
             demands = shard_demands(self.config, self.calibrator, pool_id, forecasts)
             if not demands:
                 continue
-            step = planner.plan(demands, now=now)
+            step = planner.plan(self.experiments.shape_demands(demands), now=now)
+            services = {d.service for d in demands}
             if not step.replanned:
-                continue
+                # A held allocation is republished only for what experiments changed.
+                services = self.experiments.changed(services)
+                if not services:
+                    continue
             self._blocks.update(step.allocation.blocks())
-            plans += self._service_plans(
-                pool_id, step.allocation, {d.service for d in demands}, now
-            )
+            plans += self._service_plans(pool_id, step.allocation, services, now)
         return plans
 
     def _service_plans(
@@ -229,18 +243,17 @@ class PlanningLoop:
         with self._lock:
             for service in sorted(services):
                 version = self.versions[service] = self.versions.get(service, 0) + 1
-                plans.append(
-                    build_plan(
-                        allocation,
-                        service,
-                        pool_id=pool_id,
-                        block_types=self.config.pool_block_types(pool_id),
-                        replicas=live.get(service, []),
-                        version=version,
-                        created_ts=now,
-                        calibrator=self.calibrator,
-                    )
+                plan = build_plan(
+                    allocation,
+                    service,
+                    pool_id=pool_id,
+                    block_types=self.config.pool_block_types(pool_id),
+                    replicas=live.get(service, []),
+                    version=version,
+                    created_ts=now,
+                    calibrator=self.calibrator,
                 )
+                plans.append(self.experiments.attach(plan))
         return plans
 
 
