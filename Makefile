@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.shardshape-installed
 
-.PHONY: run test test-fast lint bench clean
+.PHONY: run test test-slow test-all lint bench clean browser-deps
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,15 +12,29 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-# The example pools let the worker plan from the start; set SHARDSHAPE_POOLS_CONFIG to your own.
+# The demo: broker, topics, a worker planning with the example pools (or your own
+# SHARDSHAPE_POOLS_CONFIG), the example service and its load; Ctrl-C stops it all.
 run: $(STAMP)
-	SHARDSHAPE_POOLS_CONFIG=$${SHARDSHAPE_POOLS_CONFIG:-examples/pools.toml} $(BIN)/shardshape run
+	SHARDSHAPE_POOLS_CONFIG=$${SHARDSHAPE_POOLS_CONFIG:-examples/pools.toml} $(BIN)/shardshape demo
 
+# The suite on a real broker, without the scenario tests marked slow (several minutes each
+# at most; `make test-slow` runs those, CI runs both).
 test: $(STAMP)
+	$(BIN)/python -m pytest -m 'not slow'
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
+
+test-all: $(STAMP)
 	$(BIN)/python -m pytest
 
-test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m 'not slow'
+# Debian's chromium for the dashboard's browser test (CI runs it; without it the test skips).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	@chromium --version 2>/dev/null
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -3,7 +3,8 @@
 It reads the compacted plans topic from its start (so a restarted client gets the plan in
 force at once), validates every message, and hands each plan newer than the one applied to a
 :class:`PlanBackend`. Malformed plans, plans of other services and stale versions are ignored
-with a logged reason; a backend that fails keeps the last good plan in force.
+with a logged reason; a backend that fails keeps the last good plan in force. With a signer,
+plans not signed with the shared key are ignored the same way (:mod:`streams.signing`).
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from streams.contracts import AllocationPlan, ContractError, decode
 from streams.follower import TopicFollower
+from streams.signing import Signer, signer_from
+
+if TYPE_CHECKING:
+    from infra.settings import Settings
 
 log = logging.getLogger("shardshape.allocator")
 
@@ -40,6 +45,8 @@ class AllocatorClient:
         Where plans go.
     on_applied
         Called with each plan once the backend took it (e.g. to report the version).
+    signer
+        When given, plans not signed with its key are ignored (``signing_key``).
     """
 
     def __init__(
@@ -49,6 +56,8 @@ class AllocatorClient:
         service: str,
         backend: PlanBackend,
         on_applied: Callable[[AllocationPlan], None] = lambda plan: None,
+        *,
+        signer: Signer | None = None,
     ) -> None:
         self.service = service
         self.backend = backend
@@ -56,7 +65,31 @@ class AllocatorClient:
         self.applied: AllocationPlan | None = None
         self.ignored = 0
         self._changed = threading.Condition()
-        self._follower = TopicFollower(consumer_config, topic, self.handle)
+        self._follower = TopicFollower(
+            consumer_config,
+            topic,
+            self.handle,
+            signer=signer,
+            on_rejected=lambda key, reason: self._ignore(f"plan under key {key!r}: {reason}"),
+        )
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        service: str,
+        backend: PlanBackend,
+        on_applied: Callable[[AllocationPlan], None] = lambda plan: None,
+    ) -> AllocatorClient:
+        """The client of ``settings``: its security, plans topic and signing key."""
+        return cls(
+            settings.confluent_config(),
+            settings.topic_plans,
+            service,
+            backend,
+            on_applied,
+            signer=signer_from(settings),
+        )
 
     @property
     def applied_version(self) -> int:
@@ -74,6 +107,10 @@ class AllocatorClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    def wait_caught_up(self, timeout_s: float) -> bool:
+        """True once every plan on the topic at start has been read."""
+        return self._follower.caught_up.wait(timeout_s)
 
     def wait_for_version(self, version: int, timeout_s: float) -> bool:
         """Block until a plan of at least ``version`` is applied."""

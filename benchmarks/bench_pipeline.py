@@ -33,6 +33,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from confluent_kafka import Producer
+from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
 from gateway.routing_table import RoutingTable
 from infra.broker import kafka_bootstrap
@@ -40,6 +41,7 @@ from infra.net import ensure_port_free
 from infra.settings import Settings, load_settings
 from infra.topics import create_topics
 from models.synthetic import SyntheticStream
+from streams.app import faust_credentials
 from streams.columns import decode_columns
 from streams.contracts import RequestBatch, encode
 from streams.replay import replay
@@ -54,7 +56,11 @@ async def raw_consumer_rate(settings: Settings, expected: int) -> float:
     """Events/s of a bare aiokafka consumer that decodes every batch (the ceiling), with the
     agent's own fast decoder (``streams.columns``)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, group_id=None
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        # The worker's own security settings (TLS, SASL), as Faust hands them to aiokafka.
+        **credentials_to_aiokafka_auth(faust_credentials(settings)),
     )
     await consumer.start()
     try:
@@ -112,8 +118,7 @@ def run(args: argparse.Namespace) -> None:
         print(f"raw aiokafka consumer + decode:  {ceiling:>10,.0f} events/s")
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("SHARDSHAPE_")}
-        env.update({f"SHARDSHAPE_{k.upper()}": str(v) for k, v in settings.model_dump().items()
-                    if v is not None and k not in ("sasl_password",)})  # fmt: skip
+        env.update(settings.as_environment())  # secrets included: the worker must connect
         env["SHARDSHAPE_DATA_DIR"] = tempfile.mkdtemp(prefix="bench-")
         log = Path(env["SHARDSHAPE_DATA_DIR"]) / "worker.log"
         command = [str(Path(sys.executable).with_name("shardshape")), "worker"]

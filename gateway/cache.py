@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 import cachetools
@@ -28,6 +29,19 @@ import cachetools
 from streams.contracts import CachePolicy
 
 DEFAULT_TTL_S = 60.0  # a "ttl" policy that does not say how long
+
+
+class CacheLookup:
+    """Whether a request's first lookup in a shard cache hit (``None``: it looked nothing up)."""
+
+    __slots__ = ("hit",)
+
+    def __init__(self) -> None:
+        self.hit: bool | None = None
+
+
+# Set per request by the pools; a sync handler's thread sees it through the copied context.
+request_lookup: ContextVar[CacheLookup | None] = ContextVar("shardshape_lookup", default=None)
 
 
 def new_cache(policy: CachePolicy, timer: Callable[[], float] = time.monotonic) -> cachetools.Cache:
@@ -65,8 +79,10 @@ class ShardCache:
                 value = self._cache[key]
             except KeyError:
                 self.misses += 1
+                _note(False)
                 return default
             self.hits += 1
+            _note(True)
             return value
 
     def set(self, key: Hashable, value: Any) -> None:
@@ -118,3 +134,9 @@ class ShardCache:
                     fresh[key] = value
             self._cache = fresh
             self.policy = policy
+
+
+def _note(hit: bool) -> None:
+    lookup = request_lookup.get()
+    if lookup is not None and lookup.hit is None:
+        lookup.hit = hit

@@ -30,6 +30,7 @@ from starlette.routing import Match
 from gateway.pools import ShardPools, ShardRejected
 from gateway.routing_table import ArrivingRequest, ShardAssignment
 from streams.contracts import MAX_ID_CHARS, RequestEvent
+from streams.metrics import CACHE_HIT_ATTRIBUTE
 
 log = logging.getLogger("shardshape.gateway.middleware")
 
@@ -131,6 +132,7 @@ class ShapingMiddleware:
         response = _Response(send)
         status = "error"
         arm = None
+        attributes = event.attributes
         try:
             async with self.pools.slot(
                 shard, expected_memory_mib=memory, key=event.user_id or event.request_id
@@ -139,6 +141,8 @@ class ShapingMiddleware:
                 if slot.pool.bucket.rate > 0:
                     response.slot = slot
                 await self.app(scope, receive, response.send)
+                if slot.cache_hit is not None:
+                    attributes = {**attributes, CACHE_HIT_ATTRIBUTE: slot.cache_hit}
             status = "error" if response.status >= 500 else "ok"
         except ShardRejected as rejected:
             status = "rejected"
@@ -155,6 +159,7 @@ class ShapingMiddleware:
                         "shard_id": shard,
                         "arm": arm,
                         "response_bytes": float(response.bytes),
+                        "attributes": attributes,
                     }
                 )
             )

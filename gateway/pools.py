@@ -30,20 +30,19 @@ banks no credit.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import contextvars
+import itertools
 import logging
-import random
 import threading
 import time
-import zlib
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
+from allocator.arms import ArmAssigner
 from gateway.bandwidth import TokenBucket
-from gateway.cache import ShardCache
+from gateway.cache import CacheLookup, ShardCache, request_lookup
 from gateway.limits import (
     PoolDefaults,
     PoolLimits,
@@ -180,10 +179,11 @@ class Slot:
     """A request's place in a pool, handed out by ``async with pools.slot(...)``.
 
     ``cache`` is the pool's cache; ``throttle(n)`` waits until ``n`` more response bytes may
-    go out under the pool's bandwidth limit.
+    go out under the pool's bandwidth limit; ``cache_hit`` says whether the request's first
+    lookup in ``cache`` hit (``None`` until it looks something up).
     """
 
-    __slots__ = ("_started", "arm", "cache", "memory_mib", "pool", "waited_s")
+    __slots__ = ("_lookup", "_started", "arm", "cache", "memory_mib", "pool", "waited_s")
 
     def __init__(self, pool: ShardPool, memory_mib: float, waited_s: float) -> None:
         self.pool = pool
@@ -192,6 +192,11 @@ class Slot:
         self.memory_mib = memory_mib
         self.waited_s = waited_s
         self._started = time.monotonic()
+        self._lookup = CacheLookup()
+
+    @property
+    def cache_hit(self) -> bool | None:
+        return self._lookup.hit
 
     async def throttle(self, nbytes: int) -> None:
         await self.pool.bucket.consume(nbytes)
@@ -216,17 +221,23 @@ def _shares(weights: list[float]) -> list[float]:
 
 
 class _Arms:
-    __slots__ = ("cumulative", "pools")
+    __slots__ = ("assigner", "pools")
 
-    def __init__(self, pools: list[ShardPool], shares: list[float]) -> None:
+    def __init__(self, assigner: ArmAssigner, pools: list[ShardPool]) -> None:
+        self.assigner = assigner
         self.pools = pools
-        self.cumulative = [sum(shares[: i + 1]) for i in range(len(shares))]
 
     def pick(self, key: str) -> ShardPool:
-        # Hashing the key keeps a user on one arm for the whole experiment.
-        u = zlib.crc32(key.encode()) / 2**32 if key else random.random()
-        index = bisect.bisect_right(self.cumulative, u)
-        return self.pools[min(index, len(self.pools) - 1)]
+        # The same hash as every other gateway (allocator.arms): a user stays in one arm.
+        return self.pools[self.assigner.index(key or _anonymous_key())]
+
+
+_anonymous = itertools.count()
+
+
+def _anonymous_key() -> str:
+    """A key of its own for a request that brings none (callers that pass no ``key``)."""
+    return f"anonymous-{next(_anonymous)}"
 
 
 @dataclass(frozen=True)
@@ -235,12 +246,12 @@ class _Layout:
 
     version: int
     pools: dict[PoolKey, PoolLimits]
-    arms: dict[int, list[tuple[str, float]]]
+    arms: dict[int, ArmAssigner]
     shared: PoolLimits
 
 
 class _SlotContext:
-    __slots__ = ("_key", "_memory", "_pools", "_shard", "_slot", "_token")
+    __slots__ = ("_key", "_lookup_token", "_memory", "_pools", "_shard", "_slot", "_token")
 
     def __init__(self, pools: ShardPools, shard_id: int, memory: float, key: str) -> None:
         self._pools = pools
@@ -251,9 +262,11 @@ class _SlotContext:
     async def __aenter__(self) -> Slot:
         self._slot = await self._pools._acquire(self._shard, self._memory, self._key)
         self._token = _current.set(self._slot)
+        self._lookup_token = request_lookup.set(self._slot._lookup)
         return self._slot
 
     async def __aexit__(self, *exc_info: object) -> None:
+        request_lookup.reset(self._lookup_token)
         _current.reset(self._token)
         self._pools._release(self._slot)
 
@@ -496,7 +509,7 @@ class ShardPools:
     def _layout(self, plan: AllocationPlan) -> _Layout:
         experiments = running_experiments(plan)
         pools: dict[PoolKey, PoolLimits] = {}
-        arms: dict[int, list[tuple[str, float]]] = {}
+        arms: dict[int, ArmAssigner] = {}
         shard_limits = []
         for spec in plan.shards:
             limits = limits_of_shard(spec, self.defaults)
@@ -506,10 +519,9 @@ class ShardPools:
                 pools[PoolKey(spec.shard_id)] = limits
                 continue
             shares = _shares([arm.weight for arm in experiment.arms])
-            arms[spec.shard_id] = []
+            arms[spec.shard_id] = ArmAssigner(experiment)
             for arm, share in zip(experiment.arms, shares, strict=True):
                 pools[PoolKey(spec.shard_id, arm.name)] = limits_of_arm(limits, arm, share)
-                arms[spec.shard_id].append((arm.name, share))
         shared = self.defaults.default_pool()
         if shard_limits:
             shared = shard_limits[0]
@@ -543,10 +555,8 @@ class ShardPools:
             if key.shard_id is not None and key.arm is None
         }
         self._arms = {
-            shard: _Arms(
-                [self._pools[PoolKey(shard, name)] for name, _ in arms], [w for _, w in arms]
-            )
-            for shard, arms in layout.arms.items()
+            shard: _Arms(assigner, [self._pools[PoolKey(shard, name)] for name in assigner.names])
+            for shard, assigner in layout.arms.items()
         }
         self._shared.reconfigure(layout.shared)
         self.plan_version = layout.version

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import socket
 import threading
 import time
 from collections import OrderedDict, deque
@@ -77,6 +79,16 @@ class ReporterStats:
     @property
     def dropped_total(self) -> int:
         return sum(self.dropped.values())
+
+
+def default_gateway_id() -> str:
+    """``<host name>:<pid>``: one id per service replica, what :class:`Reporter` needs.
+
+    >>> host, pid = default_gateway_id().rsplit(":", 1)
+    >>> int(pid) == os.getpid()
+    True
+    """
+    return f"{socket.gethostname()[: MAX_ID_CHARS - 12]}:{os.getpid()}"
 
 
 class _Batch(NamedTuple):

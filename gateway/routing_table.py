@@ -6,6 +6,19 @@ service, and predicts a request's shard without any network call:
 a key lookup, or the snapshot's small model for keys it has not seen. A malformed message is
 logged with its reason and ignored; the last good entry or snapshot stays in force, so the
 gateway keeps routing when Kafka is unreachable.
+
+Memory is bounded: at most ``max_routes`` entries are held, and the least recently seen one
+(looked up by ``predict`` or updated by the topic) is evicted first and counted; an evicted key
+is predicted by the snapshot's model until its entry comes again. With a signer, messages not
+signed with the shared key are rejected (:mod:`streams.signing`).
+
+>>> from streams.contracts import encode
+>>> table = RoutingTable({"bootstrap.servers": "127.0.0.1:1"}, "routing", max_routes=2)
+>>> for user in ("u1", "u2", "u3"):
+...     entry = RoutingEntry(service="s", key=f"s|t|{user}", shard_id=1, snapshot_version=1)
+...     table.apply(entry.key.encode(), encode(entry))
+>>> len(table), table.evicted, table.entry("s|t|u1") is None
+(2, 1, True)
 """
 
 from __future__ import annotations
@@ -13,8 +26,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from models.features import profile_key
 from models.predictor import ShardPredictor
@@ -26,6 +40,10 @@ from streams.contracts import (
     decode,
 )
 from streams.follower import TopicFollower
+from streams.signing import Signer, signer_from
+
+if TYPE_CHECKING:
+    from infra.settings import Settings
 
 log = logging.getLogger("shardshape.gateway.routing")
 
@@ -59,16 +77,46 @@ class RoutingTable:
         The routing topic.
     default_shard
         The shard served before any snapshot has arrived.
+    max_routes
+        Most entries held (``gateway_max_routes``); the least recently seen go first.
+    signer
+        When given, messages not signed with its key are rejected (``signing_key``).
     """
 
-    def __init__(self, consumer_config: dict, topic: str, default_shard: int = 0) -> None:
-        self._follower = TopicFollower(consumer_config, topic, self.apply)
+    def __init__(
+        self,
+        consumer_config: dict,
+        topic: str,
+        default_shard: int = 0,
+        *,
+        max_routes: int = 1_000_000,
+        signer: Signer | None = None,
+    ) -> None:
+        if max_routes < 1:
+            raise ValueError(f"max_routes must be at least 1 (gateway_max_routes): {max_routes}")
+        self._follower = TopicFollower(
+            consumer_config, topic, self.apply, signer=signer, on_rejected=self._reject_unsigned
+        )
         self.topic = topic
         self.default_shard = default_shard
-        self._entries: dict[str, RoutingEntry] = {}
+        self.max_routes = max_routes
+        # Oldest first: predict() and updates move a key to the end, eviction pops the front.
+        self._entries: OrderedDict[str, RoutingEntry] = OrderedDict()
         self._models: dict[str, tuple[ShardSnapshot, ShardPredictor]] = {}
         self._snapshot_seen = threading.Condition()
-        self.rejected = 0
+        self.rejected = 0  # malformed, unsigned or forged messages
+        self.evicted = 0  # entries dropped to stay within max_routes
+
+    @classmethod
+    def from_settings(cls, settings: Settings, default_shard: int = 0) -> RoutingTable:
+        """The routing table of ``settings``: its security, topic, bound and signing key."""
+        return cls(
+            settings.confluent_config(),
+            settings.topic_routing,
+            default_shard,
+            max_routes=settings.gateway_max_routes,
+            signer=signer_from(settings),
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> RoutingTable:
@@ -117,9 +165,13 @@ class RoutingTable:
     def predict(self, request: ArrivingRequest) -> ShardAssignment:
         """The shard of an arriving request, from local state only."""
         model = self._models.get(request.service)
-        entry = self._entries.get(
-            profile_key(request.service, request.request_type, request.user_id)
-        )
+        key = profile_key(request.service, request.request_type, request.user_id)
+        entry = self._entries.get(key)
+        if entry is not None:
+            try:  # noqa: SIM105 (contextlib.suppress costs more than this lookup)
+                self._entries.move_to_end(key)  # seen: the last to be evicted
+            except KeyError:  # evicted or retired by the follower thread meanwhile
+                pass
         if model is None:
             if entry is not None:
                 return ShardAssignment(
@@ -146,14 +198,28 @@ class RoutingTable:
             elif value is None:
                 self._entries.pop(text_key, None)  # tombstone: the key was retired
             else:
-                entry = decode(RoutingEntry, value)
-                self._entries[entry.key] = entry
+                self._put(decode(RoutingEntry, value))
         except ContractError as error:
             self.rejected += 1
             log.warning("ignored routing message %r: %s", text_key[:80], error.reason)
         except Exception as error:  # a well-formed snapshot whose model cannot be built
             self.rejected += 1
             log.warning("ignored routing message %r: %s", text_key[:80], error)
+
+    def _put(self, entry: RoutingEntry) -> None:
+        entries = self._entries
+        entries[entry.key] = entry
+        entries.move_to_end(entry.key)
+        while len(entries) > self.max_routes:
+            try:
+                entries.popitem(last=False)
+            except KeyError:  # emptied meanwhile (cannot happen with max_routes >= 1)
+                break
+            self.evicted += 1
+
+    def _reject_unsigned(self, key: bytes | None, reason: str) -> None:
+        self.rejected += 1
+        log.warning("ignored routing message %r: %s", (key or b"")[:80], reason)
 
     def _apply_snapshot(self, snapshot: ShardSnapshot) -> None:
         if snapshot.version <= self.snapshot_version(snapshot.service):

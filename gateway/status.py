@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from allocator.client import AllocatorClient
     from gateway.pools import PoolState, ShardPools
+    from gateway.reporter import Reporter
     from gateway.routing_table import RoutingTable
 
 STATUS_PATH = "/shardshape/gateway/status"
@@ -61,19 +62,49 @@ class ShardPoolStatus(BaseModel):
     draining: bool = False
 
 
+class ReporterStatus(BaseModel):
+    """The counters of the gateway's reporter (:class:`gateway.reporter.ReporterStats`), in
+    events since start."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, from_attributes=True)
+
+    reported: Count = 0
+    sent: Count = 0
+    delivered: Count = Field(0, description="Acknowledged by Kafka (live and replayed).")
+    dropped: dict[str, Count] = Field(default_factory=dict, description="Dropped, by reason.")
+    spooled: Count = 0
+    replayed: Count = 0
+    buffered: Count = 0
+    in_flight: Count = 0
+    spool_bytes: Count = 0
+    last_error: str | None = None
+    kafka_reachable: bool = True
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+
 class GatewayStatus(BaseModel):
-    """A gateway's routing table, plan and pools."""
+    """A gateway's routing table, plan, pools and, when it reports, its reporter."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     service: str = ""
     gateway_id: str = ""
     routing_entries: Count = Field(0, description="Profile keys in the routing table.")
+    routing_evicted: Count = Field(
+        0, description="Entries evicted since start to stay within gateway_max_routes."
+    )
+    routing_rejected: Count = Field(
+        0, description="Routing messages ignored: malformed, unsigned or forged."
+    )
     snapshot_versions: dict[str, Count] = Field(
         default_factory=dict, description="Shard snapshot version per service."
     )
     plan_version: Count = Field(0, description="Version of the plan applied (0: none yet).")
     pools: list[ShardPoolStatus] = Field(default_factory=list)
+    reporter: ReporterStatus | None = Field(None, description="None: the gateway reports nowhere.")
 
     def to_json(self) -> bytes:
         return self.model_dump_json().encode()
@@ -115,11 +146,12 @@ def gateway_status(
     *,
     gateway_id: str = "",
     process_pools: Iterable[ShardPoolStatus] = (),
+    reporter: Reporter | None = None,
 ) -> dict[str, Any]:
     """The JSON body of the status endpoint for a gateway built of these parts.
 
     ``process_pools`` adds the shards of a process-mode pool
-    (:meth:`gateway.isolation.ProcessShardPool.status`).
+    (:meth:`gateway.isolation.ProcessShardPool.status`); ``reporter`` adds its counters.
     """
     plan_version = allocator.applied_version if allocator else 0
     if not plan_version and pools is not None:
@@ -128,12 +160,15 @@ def gateway_status(
         service=service,
         gateway_id=gateway_id,
         routing_entries=len(routing) if routing else 0,
+        routing_evicted=routing.evicted if routing else 0,
+        routing_rejected=routing.rejected if routing else 0,
         snapshot_versions={service: routing.snapshot_version(service)} if routing else {},
         plan_version=plan_version,
         pools=[
             *(in_process_status(state) for state in (pools.states() if pools else ())),
             *process_pools,
         ],
+        reporter=ReporterStatus.model_validate(reporter.stats()) if reporter else None,
     )
     return status.model_dump(mode="json")
 
@@ -207,4 +242,32 @@ def status_report(status: GatewayStatus) -> list[RenderableType]:
             "-" if pool.workers is None else str(pool.workers),
             str(pool.failures),
         )
-    return [summary, table]
+    parts: list[RenderableType] = [summary, table]
+    if status.reporter is not None:
+        parts.append(Text(_reporter_line(status.reporter)))
+    return parts
+
+
+def _reporter_line(reporter: ReporterStatus) -> str:
+    """One line of the reporter's counters.
+
+    >>> line = _reporter_line(ReporterStatus(reported=9, delivered=5, kafka_reachable=False,
+    ...                                      dropped={"kafka_unreachable": 4}, last_error="down"))
+    >>> line.split(", ")[:3]
+    ['reporter: 9 reported', '5 delivered', '4 dropped (kafka_unreachable 4)']
+    >>> line.split("; ")[1]
+    'Kafka unreachable (last error: down)'
+    """
+    dropped = f"{reporter.dropped_total:,} dropped"
+    if reporter.dropped:
+        dropped += " (" + ", ".join(f"{why} {n:,}" for why, n in sorted(reporter.dropped.items()))
+        dropped += ")"
+    kafka = "Kafka reachable" if reporter.kafka_reachable else "Kafka unreachable"
+    if reporter.last_error and not reporter.kafka_reachable:
+        kafka += f" (last error: {reporter.last_error})"
+    spool = f" ({reporter.spool_bytes:,} bytes to replay)" if reporter.spool_bytes else ""
+    return (
+        f"reporter: {reporter.reported:,} reported, {reporter.delivered:,} delivered, {dropped}, "
+        f"{reporter.spooled:,} spooled{spool}, {reporter.buffered:,} buffered, "
+        f"{reporter.in_flight:,} in flight; {kafka}"
+    )

@@ -7,7 +7,6 @@ Every command reads its settings from ``SHARDSHAPE_*`` environment variables (se
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import threading
 from importlib.metadata import version
@@ -18,8 +17,10 @@ from rich.console import Console
 from rich.table import Table
 
 from infra.broker import BrokerError, EmbeddedBroker, kafka_bootstrap
+from infra.logs import configure_logging
 from infra.net import PortInUseError
 from infra.settings import ENV_PREFIX, Settings, SettingsError, load_settings
+from infra.simulate_command import simulate
 from infra.topics import create_topics, describe_topics
 
 console = Console(stderr=True)
@@ -39,11 +40,7 @@ def _settings(ctx: click.Context) -> Settings:
             root.obj = load_settings()
         except SettingsError as exc:
             raise CommandError(str(exc)) from None
-        logging.basicConfig(
-            level=_LOG_LEVELS[root.obj.log_level],
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+        configure_logging(root.obj.log_level, root.obj.log_format)
     return root.obj
 
 
@@ -68,13 +65,7 @@ def cli() -> None:
     """
 
 
-_LOG_LEVELS = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warn": logging.WARNING,
-    "error": logging.ERROR,
-    "critical": logging.CRITICAL,
-}
+cli.add_command(simulate)
 
 
 @cli.command()
@@ -103,6 +94,73 @@ def run(ctx: click.Context) -> None:
         pass
     finally:
         click.echo("shardshape stopped", err=True)
+
+
+@cli.command()
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Stop by itself after this many seconds [default: run until Ctrl-C].",
+)
+@click.option(
+    "--trace",
+    "traces",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Replay this CSV request trace instead of running the example service and its "
+    "load (repeatable; needs --mapping).",
+)
+@click.option(
+    "--mapping",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML column mapping of --trace (see examples/traces/).",
+)
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Replay --trace at X times its own pace.",
+)
+@click.option(
+    "--max-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Replay --trace at most N events per second.",
+)
+@click.pass_context
+def demo(
+    ctx: click.Context,
+    duration: float | None,
+    traces: tuple[Path, ...],
+    mapping: Path | None,
+    speed: float | None,
+    max_rate: float | None,
+) -> None:
+    """Watch shardshape learn: broker, topics, a worker with the example pools, the example
+    service behind the shaping middleware and its tenants' load (one of them a scraper), or
+    a replayed trace.
+
+    A live view shows shards appearing with their profiles, plans moving blocks, each
+    shard's p99 against its SLO and quarantined keys; the dashboard is on the worker's web
+    port (SHARDSHAPE_WEB_PORT), /metrics beside it. Ctrl-C stops everything, then a summary
+    is printed. Logs of each part go to $SHARDSHAPE_DATA_DIR/demo/.
+    """
+    from allocator.pools_config import PoolsConfigError
+    from infra.demo.examples import ExampleMissing
+    from infra.demo.run import DemoError, DemoOptions, demo_settings, run_demo
+
+    if traces and mapping is None:
+        raise click.UsageError("--trace needs --mapping (e.g. examples/traces/genai.toml)")
+    if (speed or max_rate or mapping) and not traces:
+        raise click.UsageError("--mapping, --speed and --max-rate go with --trace")
+    try:
+        settings = demo_settings(_settings(ctx))
+        options = DemoOptions(duration, traces, mapping, speed, max_rate)
+        code = run_demo(settings, options, Console(highlight=False, soft_wrap=True))
+    except (BrokerError, PortInUseError, DemoError, ExampleMissing, SettingsError) as exc:
+        raise CommandError(str(exc)) from None
+    except PoolsConfigError as exc:
+        raise CommandError(f"SHARDSHAPE_POOLS_CONFIG: {exc}") from None
+    ctx.exit(code)
 
 
 @cli.command()
@@ -258,6 +316,7 @@ def _latest_plans(ctx: click.Context, command: str, service: str | None) -> list
     """The newest plan of each service (or of ``service``) on the plans topic, by name."""
     from streams.contracts import AllocationPlan, ContractError, decode
     from streams.follower import TopicFollower
+    from streams.signing import signer_from
 
     settings = _bootstrapped(_settings(ctx), command)
     latest: dict[str, AllocationPlan] = {}
@@ -271,7 +330,9 @@ def _latest_plans(ctx: click.Context, command: str, service: str | None) -> list
         if held is None or found.version > held.version:
             latest[found.service] = found
 
-    follower = TopicFollower(settings.confluent_config(), settings.topic_plans, keep).start()
+    follower = TopicFollower(
+        settings.confluent_config(), settings.topic_plans, keep, signer=signer_from(settings)
+    ).start()
     caught_up = follower.caught_up.wait(15)
     follower.stop()
     if not caught_up:
@@ -671,3 +732,7 @@ def _print_topic_outcome(outcome: dict[str, str]) -> None:
 
 def main() -> None:
     cli(prog_name="shardshape")
+
+
+if __name__ == "__main__":
+    main()

@@ -52,6 +52,17 @@ class Settings(BaseSettings):
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+    signing_key: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key (at least 32 characters): workers sign routing entries, "
+        "snapshots and plans; gateways and workers then drop unsigned or forged ones "
+        "(docs/security.md).",
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="Bearer token that web endpoints which change state require; "
+        "unset, such endpoints refuse every call.",
+    )
 
     # Topics
     topic_requests: str = Field("shardshape.requests", min_length=1, max_length=249)
@@ -77,7 +88,19 @@ class Settings(BaseSettings):
     commit_interval_s: float = Field(2.8, gt=0, le=600, description="Offset commit interval.")
     web_port: int = Field(6066, ge=0, le=65_535)
     web_enabled: bool = True
+    web_bind: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        max_length=253,
+        description="Address the worker's web views (dashboard, /metrics, stats) listen on; "
+        "loopback unless you put them behind your own access control.",
+    )
     log_level: LogLevel = "info"
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="json: one JSON object a line, with the service, shard, snapshot and plan "
+        "versions known at the time (docs/observability.md).",
+    )
 
     # Profiling
     max_shards: int = Field(8, ge=1, le=64, description="Most behaviour shards per service.")
@@ -89,6 +112,13 @@ class Settings(BaseSettings):
         ge=0,
         le=3_600,
         description="Longest a changed key's statistics wait to be written to the key-stats table.",
+    )
+    max_keys: int = Field(
+        1_000_000,
+        ge=10_000,
+        le=100_000_000,
+        description="Most profile keys a worker keeps per service (memory and the key-stats "
+        "table); the least recently seen are evicted and counted.",
     )
     metrics_write_interval_s: float = Field(
         1.0,
@@ -165,6 +195,13 @@ class Settings(BaseSettings):
         description="Slots shared by all pools (0: none); when plans over-commit it, "
         "waiting shards are served in proportion to their io_weight.",
     )
+    gateway_max_routes: int = Field(
+        1_000_000,
+        ge=1_000,
+        le=100_000_000,
+        description="Most routing entries a gateway's routing table holds; the least recently "
+        "seen are evicted and counted (their keys are predicted by the snapshot's model).",
+    )
     gateway_user_header: str = Field(
         "x-user-id", min_length=1, max_length=128, description="Header naming the request's user."
     )
@@ -214,6 +251,12 @@ class Settings(BaseSettings):
                 f"{ENV_PREFIX}REPORTER_DELIVERY_TIMEOUT_MS={self.reporter_delivery_timeout_ms}: "
                 "a stall is noticed before a batch times out"
             )
+        if self.signing_key is not None and len(self.signing_key.get_secret_value()) < 32:
+            raise ValueError(
+                f"{ENV_PREFIX}SIGNING_KEY has {len(self.signing_key.get_secret_value())} "
+                "characters: use at least 32 random ones (e.g. `openssl rand -hex 32`), the same "
+                "on every worker and gateway"
+            )
         if self.security_protocol.startswith("SASL") and not self.sasl_mechanism:
             raise ValueError(
                 f"security_protocol {self.security_protocol} needs {ENV_PREFIX}SASL_MECHANISM "
@@ -236,6 +279,25 @@ class Settings(BaseSettings):
             "routing": self.topic_routing,
             "plans": self.topic_plans,
         }
+
+    def as_environment(self) -> dict[str, str]:
+        """These settings as ``SHARDSHAPE_*`` variables, for a child process to load them again.
+
+        >>> env = Settings(kafka_bootstrap="k:9092", web_enabled=False).as_environment()
+        >>> env["SHARDSHAPE_KAFKA_BOOTSTRAP"], env["SHARDSHAPE_WEB_ENABLED"]
+        ('k:9092', 'false')
+        """
+        env = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"{ENV_PREFIX}{name.upper()}"] = (
+                str(value).lower() if isinstance(value, bool) else str(value)
+            )
+        return env
 
     def with_bootstrap(self, bootstrap: str) -> Settings:
         """The same settings pointed at ``bootstrap`` (e.g. an embedded broker just started)."""

@@ -8,8 +8,12 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from infra.settings import Settings
+from streams.contracts import MAX_MESSAGE_BYTES
 
 COMPACTED = {"cleanup.policy": "compact"}
+# A dead letter carries a whole rejected message in base64 (4/3 of it) plus the reason; the
+# brokers' 1 MB default would refuse the letters of large messages.
+DEAD_LETTERS = {"max.message.bytes": str(2 * MAX_MESSAGE_BYTES)}
 _SHOWN_CONFIGS = ("cleanup.policy", "retention.ms", "max.message.bytes")
 
 
@@ -32,7 +36,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     """The topics shardshape needs, as the settings name and size them."""
     return [
         TopicSpec("requests", settings.topic_requests, settings.requests_partitions, {}),
-        TopicSpec("dlq", settings.topic_dlq, settings.dlq_partitions, {}),
+        TopicSpec("dlq", settings.topic_dlq, settings.dlq_partitions, DEAD_LETTERS),
         TopicSpec("routing", settings.topic_routing, settings.routing_partitions, COMPACTED),
         TopicSpec("plans", settings.topic_plans, settings.plans_partitions, COMPACTED),
     ]

@@ -18,11 +18,19 @@ mean for a young key, a fading one afterwards, so a key's old behaviour fades.
 >>> table.records["api|GET /a|u2"] = stored
 >>> table.get("api|GET /a|u2")[SHARD], len(table), [key for key, _ in table]
 (2, 2, ['api|GET /a|u1', 'api|GET /a|u2'])
+
+A full table evicts the keys seen longest ago:
+
+>>> small = KeyTable(max_keys=3)
+>>> for i, ts in enumerate([5.0, 1.0, 9.0, 7.0]):
+...     _ = small.update(f"k{i}", ts, [1.0, 0.0, 0.0, 0.0])
+>>> sorted(small.slots), small.evicted
+(['k0', 'k2', 'k3'], 1)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from itertools import repeat
 
 import numpy as np
@@ -58,10 +66,15 @@ class KeyTable:
     min_alpha
         Floor of the EWMA step: about ``1 / min_alpha`` recent events dominate a key's means.
     max_keys
-        When exceeded, the least recently seen half of the keys is dropped.
+        Most keys held. When a new key would exceed it, the least recently seen tenth of
+        the keys (by their last event's time) is dropped and counted in :attr:`evicted`.
 
     Attributes
     ----------
+    evicted
+        Keys evicted since the table was made.
+    on_evict
+        Called with the keys of each eviction (e.g. to retire their stored copies too).
     data
         ``(capacity, RECORD_LENGTH)`` floats; row ``slots[key]`` is the key's record.
     slots
@@ -73,6 +86,8 @@ class KeyTable:
     def __init__(self, min_alpha: float = 0.05, max_keys: int = 1_000_000) -> None:
         self.min_alpha = min_alpha
         self.max_keys = max_keys
+        self.evicted = 0
+        self.on_evict: Callable[[list[str]], None] | None = None
         self.slots: dict[str, int] = {}
         self._keys: list[str] = []  # row -> key
         self.data = np.zeros((1024, RECORD_LENGTH))
@@ -126,8 +141,9 @@ class KeyTable:
 
         ``keep``: keys that must survive an eviction (those of the batch being processed).
         """
-        if len(self.slots) + len(keys) > self.max_keys:
-            self._evict(set(keep))
+        excess = len(self.slots) + len(keys) - self.max_keys
+        if excess > 0:
+            self._evict(max(excess, self.max_keys // 10), set(keep))
         start = len(self._keys)
         end = start + len(keys)
         if end > len(self.data):
@@ -158,10 +174,15 @@ class KeyTable:
         self._keys = [self._keys[slot] for slot in kept]
         self.slots = {key: slot for slot, key in enumerate(self._keys)}
 
-    def _evict(self, keep: set[str]) -> None:
+    def _evict(self, count: int, keep: set[str]) -> None:
+        """Drop the ``count`` least recently seen keys, sparing ``keep``."""
         ts = self.data[: len(self._keys), LAST_TS]
-        by_age = [self._keys[slot] for slot in np.argsort(ts, kind="stable").tolist()]
-        self.remove([key for key in by_age[: len(by_age) // 2] if key not in keep])
+        oldest = np.argsort(ts, kind="stable")[: count + len(keep)].tolist()
+        drop = [key for key in map(self._keys.__getitem__, oldest) if key not in keep][:count]
+        self.remove(drop)
+        self.evicted += len(drop)
+        if self.on_evict is not None:
+            self.on_evict(drop)
 
 
 class _Records(MutableMapping):

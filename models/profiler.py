@@ -82,6 +82,8 @@ class ProfilerConfig:
     min_gain: float = 0.005
     regression_halflife: float = 1_500
     key_min_alpha: float = 0.05
+    # Most keys held (``max_keys``); the least recently seen are evicted (models.keystats).
+    max_keys: int = 1_000_000
     decide_every: int = 4
     margin: float = 0.25
     patience: int = 3
@@ -140,7 +142,7 @@ class Profiler:
         self.config = cfg = config or ProfilerConfig()
         self.quarantine_shard = cfg.max_shards
         self.space = FeatureSpace(cfg.n_buckets)
-        self.keys = KeyTable(min_alpha=cfg.key_min_alpha)
+        self.keys = KeyTable(min_alpha=cfg.key_min_alpha, max_keys=cfg.max_keys)
         self.clusterer = BehaviourClusterer(
             max_shards=cfg.max_shards,
             n_micro=cfg.n_micro,

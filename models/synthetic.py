@@ -142,3 +142,17 @@ class SyntheticStream:
             status="error" if rng.random() < 0.8 else "ok",
             attributes={"region": "eu"},
         )
+
+
+def distinct_users(n: int, start: int = 0, seed: int = 0) -> Iterator[RequestEvent]:
+    """``n`` events of the synthetic profiles, each from a user never seen before: user ids
+    ``user-<start>`` on, and times after those of any call with a smaller ``start``.
+
+    A stream of ever new profile keys, for memory bounds.
+
+    >>> [e.user_id for e in distinct_users(3, start=10)]
+    ['user-10', 'user-11', 'user-12']
+    """
+    stream = SyntheticStream(seed=seed, rate_per_s=1_000.0, start_ts=1_700_000_000.0 + start)
+    for i, event in enumerate(stream.events(n)):
+        yield event.model_copy(update={"user_id": f"user-{start + i}"})

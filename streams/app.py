@@ -19,17 +19,21 @@ import orjson
 from faust.types.auth import CredentialsT
 
 from allocator.pools_config import load_pools_config
+from infra.logs import use_log_format
 from infra.net import ensure_port_free
 from infra.settings import Settings
 from models.blas import limit_blas_threads
 from models.profiler import ProfilerConfig
-from streams.contracts import encode, snapshot_key
+from streams.contracts import MAX_ID_CHARS, MAX_MESSAGE_BYTES, encode, snapshot_key
+from streams.dashboard.views import add_web_views
 from streams.fetch_wait import set_fetch_max_wait
 from streams.follower import TopicFollower
 from streams.metrics import WindowRecorder, aggregate, partition_of
+from streams.partitioning import partition_for
 from streams.planning import PlanningLoop, ReplicaTracker, WindowReporter, plan_listener
 from streams.profiling import KeyCheckpoints, ProfilingWorker, SnapshotMerger, snapshot_listener
 from streams.publisher import RoutingPublisher, flush_before_commits
+from streams.signing import Signer, signer_from
 from streams.validation import MessageOrigin, validate_message
 
 log = logging.getLogger("shardshape.worker")
@@ -102,6 +106,8 @@ def create_app(settings: Settings) -> faust.App:
         # A fetch returns up to this much per partition: with 100+ kB batches, aiokafka's 1 MB
         # default leaves the agent idle a third of the time, waiting for the next fetch.
         consumer_max_fetch_size=16 * 1024 * 1024,
+        # A dead letter carries a whole rejected message (up to MAX_MESSAGE_BYTES) in base64.
+        producer_max_request_size=2 * MAX_MESSAGE_BYTES,
         datadir=str(settings.data_dir / "worker"),
         store="memory://",
         # Topics carry raw bytes (contracts decode them); table keys, such as the windowed
@@ -112,14 +118,15 @@ def create_app(settings: Settings) -> faust.App:
         topic_replication_factor=settings.replication_factor,
         web_enabled=settings.web_enabled,
         web_port=settings.web_port,
-        web_bind="127.0.0.1",
+        web_bind=settings.web_bind,
         autodiscover=False,
     )
 
     requests = _raw_topic(app, settings.topic_requests, settings.requests_partitions)
     dlq = _raw_topic(app, settings.topic_dlq)
     # Routing entries and snapshots go out through librdkafka (see streams.publisher).
-    routing = RoutingPublisher(settings.confluent_config(), settings.topic_routing)
+    signer = signer_from(settings)
+    routing = RoutingPublisher(settings.confluent_config(), settings.topic_routing, signer)
     # Internal: each worker's model summary; one partition, so exactly one worker merges.
     summaries = _raw_topic(app, f"{settings.app_id}-summaries", partitions=1)
     # Per-key statistics survive a worker's loss through this table's changelog (JSON bytes).
@@ -170,12 +177,18 @@ def create_app(settings: Settings) -> faust.App:
     # Federated: workers predict with the merged global snapshot, never a local model.
     # BLAS is limited once for the whole worker (run_worker), not around every batch.
     profiler_config = ProfilerConfig(
-        max_shards=settings.max_shards, federated=True, blas_threads=None
+        max_shards=settings.max_shards,
+        federated=True,
+        blas_threads=None,
+        max_keys=settings.max_keys,
     )
     profiling = ProfilingWorker(profiler_config, worker_id)
     merger = SnapshotMerger(profiler_config)
     follower = TopicFollower(
-        settings.confluent_config(), settings.topic_routing, snapshot_listener(profiling, merger)
+        settings.confluent_config(),
+        settings.topic_routing,
+        snapshot_listener(profiling, merger),
+        signer=signer,
     )
     app.shardshape_counters = counters  # read by tests and web views
     app.shardshape_profiling = profiling
@@ -183,6 +196,20 @@ def create_app(settings: Settings) -> faust.App:
     def recover_key(key: str) -> list | None:
         stored = key_stats.get(key)
         return orjson.loads(stored)["rec"] if stored else None
+
+    def retire_evicted() -> None:
+        # Keys evicted for max_keys leave the key-stats table and the routing topic too, so
+        # neither (nor a gateway's routing table, nor a recovering worker) keeps them.
+        evicted = profiling.take_evicted()
+        if not evicted:
+            return
+        checkpoints.forget(evicted)
+        stored = key_stats.data
+        for key in evicted:
+            routing.publish(key[:MAX_ID_CHARS].encode(), None)
+            if stored.pop(key, None) is not None:
+                partition = partition_for(key, settings.requests_partitions)
+                key_stats.send_changelog(partition, key, None, value_serializer="raw")
 
     @app.agent(requests, name="shardshape.profile")
     async def profile_requests(stream: faust.StreamT) -> None:
@@ -201,6 +228,7 @@ def create_app(settings: Settings) -> faust.App:
                 outcome = profiling.process(batch, recover=recover_key)
                 for entry in outcome.changes:
                     routing.publish(entry.key.encode(), encode(entry))
+                retire_evicted()  # after the entries: a key evicted meanwhile stays retired
                 routing.poll()
                 now = time.time()
                 checkpoints.mark(message.partition, outcome.keys)
@@ -247,12 +275,26 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page("/shardshape/stats")
     async def stats(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
-        return web.json({**counters.as_dict(), "snapshot_versions": profiling.versions()})
+        return web.json(
+            {
+                **counters.as_dict(),
+                "snapshot_versions": profiling.versions(),
+                "keys": profiling.key_counts(),
+                "keys_stored": len(key_stats.data),  # key-stats table entries held here
+            }
+        )
 
     if planning is not None:
         window = settings.plan_window
         _add_planning(
-            app, settings, planning, metric_tables[window], recorders[window], worker_id, replicas
+            app,
+            settings,
+            planning,
+            metric_tables[window],
+            recorders[window],
+            worker_id,
+            replicas,
+            signer,
         )
 
     @app.page("/shardshape/shards")
@@ -264,6 +306,15 @@ def create_app(settings: Settings) -> faust.App:
                 for name, table in metric_tables.items()
             }
         )
+
+    # The dashboard and /metrics (streams.dashboard), fed with the 10 s windows.
+    add_web_views(
+        app,
+        settings,
+        counters=counters,
+        windows=lambda: window_slots(metric_tables["10s"], recorders["10s"].unwritten()),
+        signer=signer,
+    )
 
     @app.task
     async def follow_routing() -> None:
@@ -292,6 +343,7 @@ def _add_planning(
     recorder: WindowRecorder,
     worker_id: str,
     replicas: ReplicaTracker,
+    signer: Signer | None = None,
 ) -> None:
     """Every worker reports its closed metric windows; the owner of the one-partition reports
     topic learns from all of them and publishes plans."""
@@ -299,7 +351,7 @@ def _add_planning(
     plans = _raw_topic(app, settings.topic_plans)
     reporter = WindowReporter(worker_id, grace_s=2.0)
     follower = TopicFollower(
-        settings.confluent_config(), settings.topic_plans, plan_listener(planning)
+        settings.confluent_config(), settings.topic_plans, plan_listener(planning), signer=signer
     )
 
     @app.timer(1.0)
@@ -317,7 +369,9 @@ def _add_planning(
     @app.timer(1.0)
     async def publish_plans() -> None:
         for plan in planning.tick(time.time()):
-            await plans.send(key=plan.service.encode(), value=encode(plan))
+            key, value = plan.service.encode(), encode(plan)
+            headers = signer.headers(key, value) if signer is not None else None
+            await plans.send(key=key, value=value, headers=headers)
             log.info("published plan %s v%d: %s", plan.service, plan.version,
                      plan.rationale.splitlines()[0] if plan.rationale else "")  # fmt: skip
 
@@ -408,6 +462,7 @@ class _Worker(faust.Worker):
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         super().on_setup_root_logger(logger, level)
+        use_log_format(logger, self.app.shardshape_settings.log_format)
         # The frameworks are chatty at INFO; at that level only shardshape's own lines show.
         if level >= logging.INFO:
             for name in ("faust", "aiokafka", "mode"):
@@ -419,7 +474,11 @@ class _Worker(faust.Worker):
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
         settings: Settings = self.app.shardshape_settings
-        web = f", web on http://127.0.0.1:{settings.web_port}" if settings.web_enabled else ""
+        web = (
+            f", web on http://{settings.web_bind}:{settings.web_port}"
+            if settings.web_enabled
+            else ""
+        )
         print(
             f"{READY_LINE}: consuming {settings.topic_requests} on {settings.kafka_bootstrap}, "
             f"invalid messages to {settings.topic_dlq}{web}",

@@ -33,6 +33,7 @@ from streams.contracts import (
     CONTRACT_VERSION,
     MAX_ATTRIBUTES,
     MAX_BATCH_EVENTS,
+    MAX_COUNT,
     MAX_ID_CHARS,
     MAX_LABEL_CHARS,
     MAX_MESSAGE_BYTES,
@@ -104,7 +105,7 @@ class _Event(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     response_bytes: _NonNegative | None = None
     latency_ms: _NonNegative | None = None
     status: Literal["ok", "error", "timeout", "rejected"] = "ok"
-    shard_id: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    shard_id: Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)] | None = None
     arm: _OptionalId | None = None
     attributes: Annotated[
         dict[_AttrName, _Finite | bool | _Label], msgspec.Meta(max_length=MAX_ATTRIBUTES)

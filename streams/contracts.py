@@ -32,6 +32,7 @@ MAX_LABEL_CHARS = 256
 MAX_TEXT_CHARS = 4_096
 MAX_SHARDS = 256
 MAX_FEATURES = 512
+MAX_COUNT = 2**63 - 1  # counts, ids and versions fit a signed 64-bit integer in any language
 _MAX_DEAD_LETTER_BYTES = 2 * MAX_MESSAGE_BYTES  # base64 of a whole message plus the reason
 _UNSUPPORTED_VERSION = f"v: unsupported contract version (this build speaks v{CONTRACT_VERSION})"
 
@@ -42,7 +43,7 @@ Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
 AttrName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 NonNegative = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
-Count = Annotated[int, Field(ge=0)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 Status = Literal["ok", "error", "timeout", "rejected"]
 CachePolicyName = Literal["lru", "lfu", "ttl", "none"]
 

@@ -2,7 +2,9 @@
 
 Gateways follow the routing topic this way to build their routing table; workers follow it to
 adopt the global shard snapshot. Each message goes to ``on_message(key, value)``; the follower
-never commits offsets, so every start replays the topic's current (compacted) state.
+never commits offsets, so every start replays the topic's current (compacted) state. With a
+:class:`~streams.signing.Signer`, only messages signed with its key are passed on; the others
+go to ``on_rejected(key, reason)`` (by default a logged warning) and are counted.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from streams.signing import Signer
+
 log = logging.getLogger("shardshape.follower")
 
 OnMessage = Callable[[bytes | None, bytes | None], None]
+OnRejected = Callable[[bytes | None, str], None]
 
 
 class TopicFollower:
@@ -27,7 +32,15 @@ class TopicFollower:
     False
     """
 
-    def __init__(self, consumer_config: dict, topic: str, on_message: OnMessage) -> None:
+    def __init__(
+        self,
+        consumer_config: dict,
+        topic: str,
+        on_message: OnMessage,
+        *,
+        signer: Signer | None = None,
+        on_rejected: OnRejected | None = None,
+    ) -> None:
         self._config = {
             **consumer_config,
             "group.id": f"shardshape-follower-{uuid.uuid4().hex[:8]}",
@@ -39,6 +52,9 @@ class TopicFollower:
         }
         self.topic = topic
         self.on_message = on_message
+        self.signer = signer
+        self.on_rejected = on_rejected or self._log_rejected
+        self.rejected = 0  # messages dropped for a missing or wrong signature
         self.caught_up = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -63,7 +79,7 @@ class TopicFollower:
                     continue
                 error = message.error()
                 if error is None:
-                    self.on_message(message.key(), message.value())
+                    self._deliver(message.key(), message.value(), message.headers())
                 elif error.code() == KafkaError._PARTITION_EOF:
                     pending_eof.discard(message.partition())
                     if not pending_eof:
@@ -74,6 +90,18 @@ class TopicFollower:
             log.exception("following %s stopped; the last good state stays in force", self.topic)
         finally:
             consumer.close()
+
+    def _deliver(self, key: bytes | None, value: bytes | None, headers: list | None) -> None:
+        if self.signer is not None:
+            reason = self.signer.check(key, value, headers)
+            if reason is not None:
+                self.rejected += 1
+                self.on_rejected(key, reason)
+                return
+        self.on_message(key, value)
+
+    def _log_rejected(self, key: bytes | None, reason: str) -> None:
+        log.warning("%s: ignored message %r: %s", self.topic, (key or b"")[:80], reason)
 
     def _assign_from_start(self, consumer: Consumer) -> list[int]:
         while not self._stop.is_set():

@@ -60,6 +60,10 @@ class KeyCheckpoints:
     (2, 1)
     >>> checkpoints.due(0, now=102.0)
     []
+    >>> checkpoints.mark(0, ["a|t|u4", "a|t|u5"])
+    >>> checkpoints.forget(["a|t|u4"])  # evicted: never written
+    >>> checkpoints.due(0, now=200.0)
+    ['a|t|u5']
     """
 
     def __init__(self, every_s: float, per_batch: int = 250) -> None:
@@ -70,6 +74,14 @@ class KeyCheckpoints:
 
     def mark(self, partition: int, keys: Iterable[str]) -> None:
         self._dirty.setdefault(partition, set()).update(keys)
+
+    def forget(self, keys: Iterable[str]) -> None:
+        """Write no checkpoint of ``keys`` any more (they were evicted)."""
+        keys = set(keys)
+        for dirty in self._dirty.values():
+            dirty -= keys
+        for partition, writing in self._writing.items():
+            self._writing[partition] = [key for key in writing if key not in keys]
 
     def due(self, partition: int, now: float) -> list[str]:
         """The keys of ``partition`` to write with this batch (forgotten here)."""
@@ -92,13 +104,27 @@ class ProfilingWorker:
         self.profilers: dict[str, Profiler] = {}
         self._offered: dict[str, ShardSnapshot] = {}
         self._shared: dict[str, int] = {}  # service -> clusterer samples at the last summary
+        self._evicted: list[str] = []  # keys evicted since take_evicted()
         self._lock = threading.Lock()
 
     def profiler(self, service: str) -> Profiler:
         profiler = self.profilers.get(service)
         if profiler is None:
             profiler = self.profilers[service] = Profiler(service, self.config)
+            profiler.keys.on_evict = self._evicted.extend
         return profiler
+
+    def take_evicted(self) -> list[str]:
+        """Profile keys evicted (``max_keys``) since the last call, to retire their copies."""
+        evicted, self._evicted[:] = list(self._evicted), []
+        return evicted
+
+    def key_counts(self) -> dict[str, dict[str, int]]:
+        """Per service: profile keys held and evicted since start."""
+        return {
+            service: {"keys": len(p.keys), "evicted": p.keys.evicted}
+            for service, p in self.profilers.items()
+        }
 
     def process(
         self, events: Sequence[RequestEvent] | EventColumns, recover: Recover | None = None

@@ -18,14 +18,20 @@ from collections.abc import Callable
 import faust
 from confluent_kafka import KafkaError, Message, Producer
 
+from streams.signing import Signer
+
 log = logging.getLogger("shardshape.worker")
 
 
 class RoutingPublisher:
-    """Produces (key, value) messages to one topic; :meth:`flush` waits for their delivery."""
+    """Produces (key, value) messages to one topic; :meth:`flush` waits for their delivery.
 
-    def __init__(self, producer_config: dict, topic: str) -> None:
+    With a ``signer`` every message carries its signature (:mod:`streams.signing`).
+    """
+
+    def __init__(self, producer_config: dict, topic: str, signer: Signer | None = None) -> None:
         self.topic = topic
+        self.signer = signer
         self.failed = 0
         self._producer = Producer(
             {
@@ -36,10 +42,14 @@ class RoutingPublisher:
             }
         )
 
-    def publish(self, key: bytes, value: bytes) -> None:
+    def publish(self, key: bytes, value: bytes | None) -> None:
+        """Produce one message (``value`` None: a tombstone, retiring ``key``)."""
+        headers = self.signer.headers(key, value) if self.signer is not None else None
         while True:
             try:
-                self._producer.produce(self.topic, value=value, key=key, on_delivery=self._sent)
+                self._producer.produce(
+                    self.topic, value=value, key=key, headers=headers, on_delivery=self._sent
+                )
                 return
             except BufferError:  # librdkafka's queue is full: let it drain
                 self._producer.poll(0.05)

@@ -17,6 +17,10 @@ from streams.contracts import (
     salvage_requests,
 )
 
+_EMPTY = ContractError(
+    "empty message: a request message is a JSON RequestBatch or RequestEvent", "empty"
+)
+
 
 @dataclass(frozen=True)
 class MessageOrigin:
@@ -35,14 +39,22 @@ class ValidatedMessage:
     gateway_id: str = ""  # the sending gateway (a replica of the service); "" when unknown
 
 
-def validate_message(value: bytes, origin: MessageOrigin, worker: str = "") -> ValidatedMessage:
+def validate_message(
+    value: bytes | None, origin: MessageOrigin, worker: str = ""
+) -> ValidatedMessage:
     """Decode a requests-topic message; every rejected part becomes a :class:`DeadLetter`.
 
     A batch with some bad events keeps its good ones: only the bad events go to the DLQ, each
     with its own reason. A message that cannot be read at all goes to the DLQ whole. Plain
     valid batches take the fast path (:func:`streams.columns.decode_columns`); anything else
-    goes through the schema, which gives the reasons.
+    goes through the schema, which gives the reasons. An empty message or a null value (a
+    tombstone) is a dead letter too.
+
+    >>> validate_message(None, MessageOrigin("requests")).dead_letters[0].reason
+    'empty message: a request message is a JSON RequestBatch or RequestEvent'
     """
+    if not value:
+        return ValidatedMessage(columns_of([]), [_letter(b"", _EMPTY, origin, worker)])
     fast = decode_columns(value)
     if fast is not None:
         return ValidatedMessage(fast[1], gateway_id=fast[0])

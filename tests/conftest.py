@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -75,13 +75,7 @@ def settings(kafka_bootstrap: str, unique: str, tmp_path: Path) -> Settings:
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a ``shardshape`` subprocess use ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHARDSHAPE_")}
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        if value is not None:
-            env[f"SHARDSHAPE_{name.upper()}"] = (
-                str(value).lower() if isinstance(value, bool) else str(value)
-            )
-    return env
+    return {**env, **settings.as_environment()}
 
 
 def shardshape_command(*args: str) -> list[str]:
@@ -126,3 +120,39 @@ def pid_alive(pid: int) -> bool:
             return stat.read().split(") ")[-1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(") ", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def descendant_pids(pid: int) -> set[int]:
+    """Children, grandchildren and so on of ``pid``, as they are now."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in child_pids(todo.pop()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def wait_gone(pids: Iterable[int], timeout_s: float = 10.0) -> list[int]:
+    """Wait until none of ``pids`` runs; return those still running when time is up."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = sorted(pid for pid in pids if pid_alive(pid))
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)

@@ -7,6 +7,7 @@ import subprocess
 
 from infra.settings import Settings
 from infra.topics import create_topics, describe_topics
+from streams.contracts import MAX_MESSAGE_BYTES
 from tests.conftest import settings_env, shardshape_command
 
 
@@ -24,6 +25,8 @@ def test_create_is_idempotent_with_configured_partitions_and_compaction(settings
     assert infos[settings.topic_routing].config["cleanup.policy"] == "compact"
     assert infos[settings.topic_plans].config["cleanup.policy"] == "compact"
     assert infos[settings.topic_requests].config.get("cleanup.policy", "delete") == "delete"
+    # The DLQ takes the dead letter of a message of the largest size accepted.
+    assert int(infos[settings.topic_dlq].config["max.message.bytes"]) >= 2 * MAX_MESSAGE_BYTES
 
 
 def test_cli_topics_create_twice_and_list(settings: Settings) -> None:

@@ -6,11 +6,12 @@
   ``rows`` rows of CPU work in a worker thread); expects 64 MiB, for memory admission;
 - ``GET /downloads/{name}``: a large download of ``mib`` MiB streamed in 64 KiB chunks (paced
   by the shard's bandwidth);
-- ``GET /shardshape/gateway/status``: routing table, plan and pool states (what
-  ``shardshape doctor`` reads); ``GET /healthz``.
+- ``GET /shardshape/gateway/status``: routing table, plan, pool states and the reporter's
+  counters (what ``shardshape doctor --gateway-url`` reads); ``GET /healthz``.
 
-With a broker (``SHARDSHAPE_KAFKA_BOOTSTRAP``) the gateway follows the routing and plans topics;
-without one every request runs in the default pool. Run it with::
+With a broker (``SHARDSHAPE_KAFKA_BOOTSTRAP``) the gateway follows the routing and plans topics
+and reports every completed request to the requests topic; without one every request runs in
+the default pool and is reported nowhere. Run it with::
 
     python examples/service/app.py --port 8000
 
@@ -36,6 +37,7 @@ from starlette.routing import Route
 from allocator.client import AllocatorClient
 from gateway.middleware import ShapingMiddleware
 from gateway.pools import ShardPools, current_slot
+from gateway.reporter import Reporter, default_gateway_id
 from gateway.routing_table import RoutingTable
 from gateway.status import STATUS_PATH, gateway_status
 from infra.settings import Settings, load_settings
@@ -98,20 +100,41 @@ def _expected_memory_mib(event: RequestEvent, shard_id: int) -> float:
     return EXPORT_MEMORY_MIB if event.request_type.startswith("GET /exports/") else 0.0
 
 
+def _report_nowhere(event: RequestEvent) -> None:
+    return None
+
+
 def create_app(
-    settings: Settings, report: Callable[[RequestEvent], None] | None = None
+    settings: Settings,
+    report: Callable[[RequestEvent], None] | None = None,
+    *,
+    reporter: Reporter | None = None,
 ) -> Starlette:
-    """The example service; with a bootstrap set it follows routing and plans from Kafka."""
+    """The example service; with a bootstrap set it follows routing and plans from Kafka and
+    reports each completed request with a :class:`~gateway.reporter.Reporter`.
+
+    Without ``report`` and ``reporter``, the service makes its own reporter (when a bootstrap
+    is set) and closes it when it shuts down. A ``reporter`` given is the caller's to close;
+    its counters show in the status page. A ``report`` given is called instead of the
+    reporter's (e.g. to count each event, then hand it to ``reporter.report``).
+    """
     pools = ShardPools.from_settings(settings)
     routing: RoutingTable | None = None
     allocator: AllocatorClient | None = None
+    own_reporter: Reporter | None = None
     if settings.kafka_bootstrap:
-        config = settings.confluent_config()
-        routing = RoutingTable(config, settings.topic_routing)
-        allocator = AllocatorClient(config, settings.topic_plans, SERVICE, pools)
+        routing = RoutingTable.from_settings(settings)
+        allocator = AllocatorClient.from_settings(settings, SERVICE, pools)
+        if reporter is None and report is None:
+            reporter = own_reporter = Reporter(settings, gateway_id=default_gateway_id())
+    if report is None:
+        report = reporter.report if reporter is not None else _report_nowhere
+    gateway_id = reporter.gateway_id if reporter is not None else ""
 
     async def status(request: Request) -> Response:
-        state = gateway_status(SERVICE, pools, routing, allocator)
+        state = gateway_status(
+            SERVICE, pools, routing, allocator, gateway_id=gateway_id, reporter=reporter
+        )
         return JSONResponse({**state, "shaping": pools.shaping})
 
     async def healthz(request: Request) -> Response:
@@ -126,6 +149,10 @@ def create_app(
         try:
             yield
         finally:
+            if own_reporter is not None:
+                # Requests have stopped: send what is held, for as long as it takes to notice
+                # a stalled Kafka, then drop (counted) what is left.
+                await asyncio.to_thread(own_reporter.close, settings.reporter_stall_ms / 1000)
             for follower in (allocator, routing):
                 if follower is not None:
                     await asyncio.to_thread(follower.stop)
@@ -146,7 +173,7 @@ def create_app(
         service=SERVICE,
         pools=pools,
         routing=routing,
-        report=report or (lambda event: None),
+        report=report,
         user_header=settings.gateway_user_header,
         expected_memory_mib=_expected_memory_mib,
         unshaped_paths={"/healthz", STATUS_PATH},

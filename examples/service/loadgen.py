@@ -26,20 +26,35 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Workload:
-    """``clients`` closed-loop clients of user ``user`` requesting ``path`` (``{n}`` numbered)."""
+    """``clients`` closed-loop clients of user ``user`` requesting ``path`` (``{n}`` numbered).
+
+    With ``users > 1`` the requests come from users ``<user>-0`` to ``<user>-<users - 1>`` in
+    turn: a tenant of many users, each calling at a fraction of the tenant's rate. A client
+    waits ``think_s`` after each answer before its next request.
+    """
 
     name: str
     path: str
     user: str
     clients: int = 1
     max_backoff_s: float = 0.5
+    users: int = 1
+    think_s: float = 0.0
+
+    def user_of(self, n: int) -> str:
+        """The user of request number ``n``.
+
+        >>> Workload("w", "/", "shopper", users=3).user_of(7)
+        'shopper-1'
+        """
+        return f"{self.user}-{n % self.users}" if self.users > 1 else self.user
 
     @classmethod
     def parse(cls, text: str) -> Workload:
         """``name:path:user:clients``.
 
         >>> Workload.parse("reads:/items/{n}:reader:4")
-        Workload(name='reads', path='/items/{n}', user='reader', clients=4, max_backoff_s=0.5)
+        Workload(name='reads', path='/items/{n}', user='reader', clients=4, ...)
         """
         name, _, rest = text.partition(":")
         parts = rest.rsplit(":", 2)
@@ -71,12 +86,12 @@ class Result:
 async def _client(
     http: httpx.AsyncClient, workload: Workload, numbers: itertools.count, until: float, out: Result
 ) -> None:
-    headers = {"x-user-id": workload.user}
     while time.monotonic() < until:
-        path = workload.path.replace("{n}", str(next(numbers)))
+        n = next(numbers)
+        path = workload.path.replace("{n}", str(n))
         started = time.perf_counter()
         try:
-            response = await http.get(path, headers=headers)
+            response = await http.get(path, headers={"x-user-id": workload.user_of(n)})
             await response.aread()
         except httpx.HTTPError as error:
             out.failures[type(error).__name__] += 1
@@ -88,6 +103,8 @@ async def _client(
         elif response.status_code == 503:
             retry = float(response.headers.get("retry-after", "1"))
             await asyncio.sleep(min(retry, workload.max_backoff_s))
+        if workload.think_s:
+            await asyncio.sleep(workload.think_s)
 
 
 async def run_load(

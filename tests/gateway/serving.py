@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import socket
 import sys
 import time
@@ -16,6 +15,7 @@ from types import ModuleType
 import httpx
 import uvicorn
 
+from infra.demo.examples import example_module
 from tests.conftest import REPO_ROOT, running
 
 EXAMPLE_DIR = REPO_ROOT / "examples" / "service"
@@ -23,15 +23,7 @@ EXAMPLE_DIR = REPO_ROOT / "examples" / "service"
 
 def example(name: str) -> ModuleType:
     """A module of examples/service (``app`` or ``loadgen``), imported from its file."""
-    module_name = f"example_service_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, EXAMPLE_DIR / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
+    return example_module(name)
 
 
 @contextlib.asynccontextmanager

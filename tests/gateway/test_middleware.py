@@ -13,12 +13,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from allocator.arms import ArmAssigner
 from gateway.limits import PoolDefaults
 from gateway.middleware import ShapingMiddleware
 from gateway.pools import ShardPools, current_slot
 from gateway.routing_table import RoutingTable
 from models.features import profile_key
-from streams.contracts import CachePolicy, RequestEvent, RoutingEntry, encode
+from streams.contracts import Arm, CachePolicy, Experiment, RequestEvent, RoutingEntry, encode
+from streams.metrics import CACHE_HIT_ATTRIBUTE
 from tests.gateway.plans import plan, shard
 from tests.gateway.serving import serve
 
@@ -214,3 +216,23 @@ def _middleware_of(app: Starlette) -> ShapingMiddleware:
 @pytest.fixture(autouse=True)
 def _quiet_middleware_log(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("CRITICAL", logger="shardshape.gateway.middleware")
+
+
+async def test_a_cache_lookup_is_reported_as_a_hit_or_miss_with_the_arm() -> None:
+    experiment = Experiment(
+        experiment_id="cache-1",
+        shard_id=0,
+        arms=[Arm(name="control", weight=0.5), Arm(name="lfu", weight=0.5)],
+    )
+    pools = ShardPools()
+    lru = CachePolicy(policy="lru", size=10)
+    pools.apply(plan(1, shard(0, concurrency=4, cache=lru), experiments=(experiment,)))
+    events: list[RequestEvent] = []
+    async with serve(shop(pools, events)) as url, httpx.AsyncClient(base_url=url) as http:
+        answers = [(await http.get("/cached", headers={"x-user-id": "ann"})).text for _ in "ab"]
+        await http.get("/items/1", headers={"x-user-id": "ann"})  # looks nothing up
+    assert answers == ["miss", "hit"]  # a sync handler: its lookups reach the event all the same
+    miss, hit, plain = events
+    assert miss.attributes[CACHE_HIT_ATTRIBUTE] is False and hit.attributes[CACHE_HIT_ATTRIBUTE]
+    assert CACHE_HIT_ATTRIBUTE not in plain.attributes
+    assert miss.arm == hit.arm == plain.arm == ArmAssigner(experiment).pick("ann")

@@ -10,6 +10,7 @@ from collections import Counter
 
 import pytest
 
+from allocator.arms import ArmAssigner
 from gateway.limits import PoolDefaults
 from gateway.pools import PoolKey, ShardPools, ShardRejected
 from streams.contracts import Arm, ArmOverrides, CachePolicy, Experiment
@@ -258,13 +259,16 @@ async def test_experiment_arms_get_their_own_pools_and_keep_a_key_on_one_arm() -
         )
     )
     arms = Counter()
+    assigner = ArmAssigner(experiment)  # what every other gateway and the planner compute
     for user in range(200):
         async with pools.slot(2, key=f"u{user}") as slot:
             arms[slot.arm] += 1
             first = slot.arm
         async with pools.slot(2, key=f"u{user}") as slot:
-            assert slot.arm == first
+            assert slot.arm == first == assigner.pick(f"u{user}")
     assert 60 <= arms["a"] <= 140 and arms["a"] + arms["b"] == 200
+    async with pools.slot(2) as slot:  # no key: an arm all the same
+        assert slot.arm in {"a", "b"}
     a, b = pools.state(2, "a"), pools.state(2, "b")
     assert (a.limits.concurrency, a.limits.cache.policy, a.limits.cache.size) == (4, "lru", 50)
     assert (b.limits.concurrency, b.limits.cache.policy) == (1, "lfu")

@@ -1,0 +1,304 @@
+"""The two comparisons: equal budget and equal target, each strategy tuned by one knob.
+
+Every strategy has one knob that trades blocks for latency, the one its operator would turn:
+
+=================  ======================  ============================================
+strategy           knob                    more blocks when
+=================  ======================  ============================================
+shared-reactive    ``target_utilisation``  lower (the autoscaler's target)
+static-by-type     ``total_blocks``        higher (shared out by the history's peaks)
+shardshape         ``target_utilisation``  lower (the plans' headroom, ``[planning]``)
+oracle             ``target_utilisation``  lower (same planner, perfect information)
+=================  ======================  ============================================
+
+* **Equal budget**: a budget of block-hours ``B`` (by default what ``shardshape`` holds at
+  the pools config's own target utilisation). Each strategy's knob is set so that it holds
+  ``B`` (static: ``round(B / hours)`` blocks; the others: a secant search on the
+  utilisation, using that block-hours go as ``1 / utilisation``, until within ``tolerance``).
+  Compare SLO attainment and p99.
+* **Equal target**: each strategy gets the fewest blocks that make every profile with an
+  SLO attain ``target``: a bisection on its knob for the cheapest setting that meets it.
+  Compare block-hours.
+
+Runs are deterministic (same workload, same seeds), so a knob value is simulated once and
+reused by both comparisons.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from allocator.pools_config import PlanningPolicy, PoolsConfig
+from allocator.simulate.baselines import SharedReactive, StaticByType
+from allocator.simulate.engine import RunResult, Simulation, Strategy
+from allocator.simulate.oracle import Oracle
+from allocator.simulate.results import meets, summarise
+from allocator.simulate.shaped import Shardshape
+from allocator.simulate.workload import Workload
+
+STRATEGIES = ("shared-reactive", "static-by-type", "shardshape", "oracle")
+_UTILISATION = (0.05, 0.97)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """A scenario ready to simulate: the workload, its history, the pools and the settings."""
+
+    name: str
+    workload: Workload
+    history: Workload
+    config: PoolsConfig
+    seed: int = 0
+    max_shards: int = 8
+    window_s: float = 60.0
+    horizon_s: float = 120.0
+    tick_s: float = 10.0
+    max_wait_s: float = 120.0
+    default_slots: int = 16  # the gateway's default pool (gateway_default_concurrency)
+
+    @property
+    def default_utilisation(self) -> float:
+        return self.config.planning.target_utilisation
+
+
+@dataclass
+class Outcome:
+    """One strategy in one comparison: the knob it got, its run and its summary."""
+
+    strategy: str
+    knob: str
+    value: float
+    result: RunResult
+    summary: dict[str, object]
+    runs: int = 1
+    meets_target: bool | None = None
+
+    def as_json(self) -> dict[str, object]:
+        out = {"knob": {self.knob: self.value}, **self.summary, "runs": self.runs}
+        if self.meets_target is not None:
+            out["meets_target"] = self.meets_target
+        return out
+
+
+@dataclass
+class Comparison:
+    name: str
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    budget_block_hours: float | None = None
+    target: float | None = None
+
+    def as_json(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        if self.budget_block_hours is not None:
+            out["budget_block_hours"] = round(self.budget_block_hours, 3)
+        if self.target is not None:
+            out["target"] = self.target
+        out["strategies"] = {name: o.as_json() for name, o in self.outcomes.items()}
+        return out
+
+
+Progress = Callable[[str, float], None]
+
+
+class Runner:
+    """Runs strategies on a :class:`Setup`, once per knob value (results are cached).
+
+    ``progress(description, fraction)`` is called during each run.
+    """
+
+    def __init__(self, setup: Setup, progress: Progress | None = None) -> None:
+        self.setup = setup
+        self.progress = progress
+        self._cache: dict[tuple[str, float], tuple[RunResult, dict[str, object]]] = {}
+
+    def knob(self, strategy: str) -> str:
+        return "total_blocks" if strategy == "static-by-type" else "target_utilisation"
+
+    def run(self, strategy: str, value: float) -> tuple[RunResult, dict[str, object]]:
+        """Simulate ``strategy`` with its knob at ``value`` (cached)."""
+        value = float(round(value, 4)) if strategy != "static-by-type" else float(round(value))
+        key = (strategy, value)
+        if key not in self._cache:
+            s = self.setup
+            sim = Simulation(
+                s.workload, self.build(strategy, value), tick_s=s.tick_s, max_wait_s=s.max_wait_s
+            )
+            label = f"{strategy} ({self.knob(strategy)} {value:g})"
+            report = None if self.progress is None else (lambda f: self.progress(label, f))
+            result = sim.run(report)
+            self._cache[key] = (result, summarise(result))
+        return self._cache[key]
+
+    def build(self, strategy: str, value: float) -> Strategy:
+        """The strategy object with its knob at ``value``."""
+        s = self.setup
+        if strategy == "shared-reactive":
+            return SharedReactive(s.workload, target_utilisation=value)
+        if strategy == "static-by-type":
+            return StaticByType(s.workload, s.history, total_blocks=int(value))
+        config = with_target_utilisation(s.config, value)
+        if strategy == "shardshape":
+            slots = s.workload.block_types[0].concurrency
+            return Shardshape(
+                s.workload,
+                config,
+                max_shards=s.max_shards,
+                window_s=s.window_s,
+                horizon_s=s.horizon_s,
+                seed=s.seed,
+                default_blocks=max(1, math.ceil(s.default_slots / slots)),
+            )
+        if strategy == "oracle":
+            return Oracle(
+                s.workload,
+                config,
+                quarantine_shard=s.max_shards,
+                window_s=s.window_s,
+                horizon_s=s.horizon_s,
+            )
+        raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+
+    def outcome(self, strategy: str, value: float, runs: int = 1) -> Outcome:
+        result, summary = self.run(strategy, value)
+        value = int(value) if strategy == "static-by-type" else value
+        return Outcome(strategy, self.knob(strategy), value, result, summary, runs)
+
+    # -- the comparisons ------------------------------------------------------------------
+    def equal_budget(
+        self, strategies: tuple[str, ...], budget: float | None = None, tolerance: float = 0.02
+    ) -> Comparison:
+        """Every strategy tuned to hold ``budget`` block-hours (default: shardshape's own)."""
+        if budget is None:
+            _, own = self.run("shardshape", self.setup.default_utilisation)
+            budget = float(own["block_hours"])  # type: ignore[arg-type]
+        comparison = Comparison("equal budget", budget_block_hours=budget)
+        for name in strategies:
+            if name == "static-by-type":
+                blocks = max(
+                    len(self.setup.history.type_names), round(budget / self.setup.workload.hours)
+                )
+                comparison.outcomes[name] = self.outcome(name, blocks)
+            else:
+                comparison.outcomes[name] = self._match(name, budget, tolerance)
+        return comparison
+
+    def equal_target(self, strategies: tuple[str, ...], target: float) -> Comparison:
+        """Every strategy at the cheapest knob value that meets ``target`` on every SLO."""
+        comparison = Comparison("equal target", target=target)
+        for name in strategies:
+            if name == "static-by-type":
+                comparison.outcomes[name] = self._fewest_blocks(target)
+            else:
+                comparison.outcomes[name] = self._highest_utilisation(name, target)
+        return comparison
+
+    # -- searches -------------------------------------------------------------------------
+    def _match(self, name: str, budget: float, tolerance: float, max_runs: int = 7) -> Outcome:
+        """Secant search (in ``1 / utilisation``) for the utilisation holding ``budget``."""
+        lo_u, hi_u = _UTILISATION
+        u = self.setup.default_utilisation
+        tried: list[tuple[float, float]] = []
+        for _ in range(max_runs):
+            _, summary = self.run(name, u)
+            held = float(summary["block_hours"])  # type: ignore[arg-type]
+            tried.append((u, held))
+            if abs(held - budget) <= tolerance * budget:
+                break
+            if len(tried) >= 2 and tried[-1][1] != tried[-2][1]:
+                (u1, b1), (u2, b2) = tried[-2], tried[-1]
+                x = 1 / u2 + (budget - b2) * (1 / u2 - 1 / u1) / (b2 - b1)
+                nxt = 1 / x if x > 0 else hi_u
+            else:
+                nxt = u * held / budget
+            nxt = min(max(nxt, lo_u), hi_u)
+            if round(nxt, 4) == round(u, 4):
+                break
+            u = nxt
+        best_u, _ = min(tried, key=lambda t: abs(t[1] - budget))
+        return self.outcome(name, best_u, runs=len(tried))
+
+    def _highest_utilisation(self, name: str, target: float, steps: int = 5) -> Outcome:
+        """Bisection for the highest utilisation target whose run meets ``target``."""
+        lo_u, hi_u = _UTILISATION
+        u = self.setup.default_utilisation
+        runs = 1
+        if meets(self.run(name, u)[1], target):
+            good, bad = u, hi_u
+            runs += 1
+            if meets(self.run(name, hi_u)[1], target):
+                return self._met(name, hi_u, runs, True)
+        else:
+            good, bad = lo_u, u
+            runs += 1
+            if not meets(self.run(name, lo_u)[1], target):
+                return self._met(name, lo_u, runs, False)
+        for _ in range(steps):
+            mid = (good + bad) / 2
+            runs += 1
+            if meets(self.run(name, mid)[1], target):
+                good = mid
+            else:
+                bad = mid
+        return self._met(name, good, runs, True)
+
+    def _fewest_blocks(self, target: float, limit: int = 100_000) -> Outcome:
+        """Bisection over whole blocks for the fewest that meet ``target``."""
+        name = "static-by-type"
+        least = len(self.setup.history.type_names)
+        hi = max(least, 8)
+        runs = 1
+        worst = _worst(self.run(name, hi)[1])
+        while not meets(self.run(name, hi)[1], target):
+            if hi >= limit:
+                return self._met(name, hi, runs, False)
+            least, hi = hi + 1, min(hi * 2, limit)
+            runs += 1
+            now = _worst(self.run(name, hi)[1])
+            if now <= worst:  # twice the blocks, no better: the target is out of reach
+                return self._met(name, hi, runs, False)
+            worst = now
+        lo = least
+        while lo < hi:
+            mid = (lo + hi) // 2
+            runs += 1
+            if meets(self.run(name, mid)[1], target):
+                hi = mid
+            else:
+                lo = mid + 1
+        return self._met(name, hi, runs, True)
+
+    def _met(self, name: str, value: float, runs: int, met: bool) -> Outcome:
+        outcome = self.outcome(name, value, runs)
+        outcome.meets_target = met
+        return outcome
+
+
+def _worst(summary: dict[str, object]) -> float:
+    """The lowest attainment of any profile with an SLO."""
+    shares = summary["slo_attainment"]
+    assert isinstance(shares, dict)
+    return min((v for k, v in shares.items() if k != "overall"), default=1.0)
+
+
+def with_target_utilisation(config: PoolsConfig, utilisation: float) -> PoolsConfig:
+    """``config`` with ``[planning] target_utilisation`` set (the release band kept below it).
+
+    >>> from allocator.simulate.mixed import pools_config
+    >>> with_target_utilisation(pools_config(), 0.9).planning.target_utilisation
+    0.9
+    """
+    if not 0 < utilisation <= 1:
+        raise ValueError(f"target utilisation {utilisation}: must be in (0, 1]")
+    release = min(config.planning.release_below_utilisation, utilisation - 0.1)
+    if release < 0:
+        release = utilisation / 2
+    planning = PlanningPolicy(
+        **{
+            **config.planning.model_dump(),
+            "target_utilisation": utilisation,
+            "release_below_utilisation": math.floor(release * 1000) / 1000,
+        },
+    )
+    return PoolsConfig.model_validate({**config.model_dump(), "planning": planning.model_dump()})

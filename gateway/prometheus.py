@@ -1,0 +1,206 @@
+"""Prometheus metrics of a gateway, with the standard client: requests per shard (a counter by
+status and a latency histogram, from the events the middleware reports), each pool's slots,
+requests in flight and queued, occupancy and rejections, the plan and snapshot versions in
+force, and what the reporter did with the events.
+
+Wire it around the report callable and the app::
+
+    metrics = GatewayMetrics("shop", reporter=reporter)
+    app = create_app(settings, report=metrics.observing(reporter.report))
+    metrics.pools = app.state.pools
+    app = with_metrics(app, metrics)  # GET /metrics answered before the shaping middleware
+
+>>> from streams.contracts import RequestEvent
+>>> metrics = GatewayMetrics("shop")
+>>> metrics.observe(RequestEvent(request_id="r", ts=0, service="shop", request_type="GET /",
+...                              latency_ms=12.0, shard_id=2))
+>>> 'shardshape_gateway_requests_total{arm="",service="shop",shard="2",status="ok"} 1.0' in (
+...     metrics.exposition().decode())
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from streams.contracts import RequestEvent
+from streams.prometheus import CONTENT_TYPE, LATENCY_BUCKETS_S
+
+if TYPE_CHECKING:
+    from gateway.pools import ShardPools
+    from gateway.reporter import Reporter
+    from gateway.routing_table import RoutingTable
+
+METRICS_PATH = "/metrics"
+
+
+class GatewayMetrics:
+    """A gateway's metrics in a registry of their own.
+
+    Parameters
+    ----------
+    service
+        The service name, a label of every series.
+    pools, reporter, routing
+        Read at scrape time when given (they may also be set later as attributes).
+    """
+
+    def __init__(
+        self,
+        service: str,
+        pools: ShardPools | None = None,
+        *,
+        reporter: Reporter | None = None,
+        routing: RoutingTable | None = None,
+    ) -> None:
+        self.service = service
+        self.pools = pools
+        self.reporter = reporter
+        self.routing = routing
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._requests = Counter(
+            "shardshape_gateway_requests",
+            "Requests completed by the gateway, per shard, experiment arm and status.",
+            ["service", "shard", "arm", "status"],
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            "shardshape_gateway_request_duration_seconds",
+            "Response time per shard, measured around the app (queueing in the pool included).",
+            ["service", "shard"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.registry.register(_StateCollector(self))
+
+    def observe(self, event: RequestEvent) -> None:
+        """Count one completed request (the middleware's reported event)."""
+        shard = "" if event.shard_id is None else str(event.shard_id)
+        self._requests.labels(event.service, shard, event.arm or "", event.status).inc()
+        if event.latency_ms is not None:
+            self._latency.labels(event.service, shard).observe(event.latency_ms / 1000)
+
+    def observing(
+        self, report: Callable[[RequestEvent], None] | None = None
+    ) -> Callable[[RequestEvent], None]:
+        """A report callable for the middleware that counts each event, then hands it on."""
+
+        def observe_and_report(event: RequestEvent) -> None:
+            self.observe(event)
+            if report is not None:
+                report(event)
+
+        return observe_and_report
+
+    def exposition(self) -> bytes:
+        """The text exposition (serve it with :data:`CONTENT_TYPE`)."""
+        return generate_latest(self.registry)
+
+
+class _StateCollector(Collector):
+    """Pools, versions and reporter counters, read when scraped."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> list[Metric]:
+        return []  # series come and go with the plans; nothing to check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        yield from self._pools(m)
+        versions = GaugeMetricFamily(
+            "shardshape_gateway_version",
+            "Plan and shard snapshot versions the gateway applies (0: none yet).",
+            labels=["service", "of"],
+        )
+        if m.pools is not None:
+            versions.add_metric([m.service, "plan"], m.pools.plan_version)
+        if m.routing is not None:
+            versions.add_metric([m.service, "snapshot"], m.routing.snapshot_version(m.service))
+        yield versions
+        if m.reporter is not None:
+            yield from self._reporter(m)
+
+    def _pools(self, m: GatewayMetrics) -> Iterator[Metric]:
+        labels = ["service", "pool"]
+        slots = GaugeMetricFamily(
+            "shardshape_gateway_pool_slots", "Concurrency slots of each shard pool.", labels=labels
+        )
+        in_flight = GaugeMetricFamily(
+            "shardshape_gateway_pool_in_flight", "Requests holding a slot.", labels=labels
+        )
+        queued = GaugeMetricFamily(
+            "shardshape_gateway_pool_queued", "Requests waiting for a slot.", labels=labels
+        )
+        occupancy = GaugeMetricFamily(
+            "shardshape_gateway_pool_occupancy",
+            "Share of a pool's slots in use (in flight / slots).",
+            labels=labels,
+        )
+        rejections = CounterMetricFamily(
+            "shardshape_gateway_pool_rejections",
+            "Requests a pool turned away (503), by reason, since the pool was created.",
+            labels=[*labels, "reason"],
+        )
+        for state in m.pools.states() if m.pools is not None else ():
+            pool = [m.service, state.name]
+            slots.add_metric(pool, state.limits.concurrency)
+            in_flight.add_metric(pool, state.in_use)
+            queued.add_metric(pool, state.queued)
+            occupancy.add_metric(pool, state.in_use / state.limits.concurrency)
+            for reason, n in sorted(state.rejected.items()):
+                rejections.add_metric([*pool, reason], n)
+        yield from (slots, in_flight, queued, occupancy, rejections)
+
+    def _reporter(self, m: GatewayMetrics) -> Iterator[Metric]:
+        stats = m.reporter.stats()  # type: ignore[union-attr]
+        events = CounterMetricFamily(
+            "shardshape_gateway_reporter_events",
+            "Completed requests by what the reporter did with them.",
+            labels=["service", "outcome"],
+        )
+        for outcome, n in (
+            ("reported", stats.reported),
+            ("delivered", stats.delivered),
+            ("spooled", stats.spooled),
+        ):
+            events.add_metric([m.service, outcome], n)
+        for reason, n in sorted(stats.dropped.items()):
+            events.add_metric([m.service, f"dropped_{reason}"], n)
+        reachable = GaugeMetricFamily(
+            "shardshape_gateway_kafka_reachable",
+            "1 while the reporter's batches are acknowledged by Kafka.",
+            labels=["service"],
+        )
+        reachable.add_metric([m.service], 1.0 if stats.kafka_reachable else 0.0)
+        yield from (events, reachable)
+
+
+def with_metrics(app: Any, metrics: GatewayMetrics, path: str = METRICS_PATH) -> Any:
+    """An ASGI app that answers ``GET path`` with ``metrics`` and hands the rest to ``app``
+    (so scrapes are neither pooled nor reported as requests)."""
+
+    async def serve(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != path:
+            await app(scope, receive, send)
+            return
+        body = metrics.exposition()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", CONTENT_TYPE.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    return serve

@@ -1,0 +1,1 @@
+"""The worker's dashboard: what it shows (:mod:`.state`) and its web views (:mod:`.views`)."""

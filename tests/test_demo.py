@@ -1,0 +1,250 @@
+"""`shardshape demo` as a user runs it: its own embedded broker, a worker, the example service
+and its load, all real processes. While one demo runs: the worker's and the gateway's /metrics,
+and the dashboard in headless Chromium; then its clean exit. Another demo is stopped with
+Ctrl-C (SIGINT) halfway.
+
+The browser test needs Debian's chromium (`make browser-deps` installs it); without it the test
+skips, except in CI (CI=true), where it fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from infra.demo.run import free_port
+from tests.conftest import (
+    REPO_ROOT,
+    descendant_pids,
+    shardshape_command,
+    wait_for_line,
+    wait_gone,
+)
+
+pytestmark = pytest.mark.slow
+
+DURATION_S = 50  # enough for a plan and two closed windows on a busy 2-core machine
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SHARD_LINE = re.compile(r"^\[(\d+):(\d\d)\] shop: new shard (\d+) \((.*)\)", re.M)
+
+
+@dataclass
+class Demo:
+    process: subprocess.Popen[bytes]
+    output: Path
+    data_dir: Path
+    web: str
+    seen: set[int] = field(default_factory=set)  # every descendant seen while it ran
+
+    def text(self) -> str:
+        return self.output.read_text(errors="replace")
+
+    def started_pids(self) -> dict[str, int]:
+        """The pids the demo printed: its children's and the embedded broker's."""
+        text = self.text()
+        pids = {m[1]: int(m[2]) for m in re.finditer(r"started (\w+) \(pid (\d+)", text)}
+        broker = re.search(r"embedded broker pid (\d+)", text)
+        if broker:
+            pids["broker"] = int(broker[1])
+        return pids
+
+    def service_url(self) -> str:
+        found = re.search(r"started service \(pid \d+, (http://[\d.:]+)", self.text())
+        assert found, self.text()
+        return found[1]
+
+
+@contextlib.contextmanager
+def demo(tmp_path: Path, *args: str, **env_vars: str) -> Iterator[Demo]:
+    """Run ``shardshape demo *args`` on its own ports and data dir, noting its descendants."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHARDSHAPE_")}
+    web_port = free_port()
+    env.update(SHARDSHAPE_DATA_DIR=str(tmp_path / "data"), SHARDSHAPE_WEB_PORT=str(web_port),
+               **env_vars)  # fmt: skip
+    output = tmp_path / "demo.out"
+    with open(output, "wb") as out:
+        process = subprocess.Popen(
+            shardshape_command("demo", *args), env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    run = Demo(process, output, tmp_path / "data", f"http://127.0.0.1:{web_port}")
+    watching = threading.Event()
+
+    def watch() -> None:
+        while process.poll() is None and not watching.is_set():
+            run.seen |= descendant_pids(process.pid)
+            time.sleep(0.5)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield run
+    finally:
+        watching.set()
+        watcher.join()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for pid in wait_gone(run.seen, timeout_s=1):
+            os.kill(pid, signal.SIGKILL)  # never leave them behind, even on a failure
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read().decode()
+
+
+def series(text: str, name: str) -> dict[str, float]:
+    """Samples of metric ``name`` by shard label."""
+    pattern = re.compile(rf'^{name}\{{[^}}]*shard="(\d+)"[^}}]*\}} (\S+)$', re.M)
+    return {shard: float(value) for shard, value in pattern.findall(text)}
+
+
+def poll(check, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
+    """The first truthy result of ``check()`` within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            last = check()
+            if last:
+                return last
+        time.sleep(1.0)
+    pytest.fail(f"{what} not seen within {timeout_s}s; last: {last!r}")
+
+
+@pytest.fixture(scope="module")
+def running_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    tmp_path = tmp_path_factory.mktemp("demo")
+    with demo(tmp_path, "--duration", str(DURATION_S), SHARDSHAPE_LOG_FORMAT="json") as run:
+        wait_for_line(run.output, "dashboard: ", run.process, 120)
+        yield run
+
+
+def test_metrics_show_per_shard_series_during_the_demo(running_demo: Demo) -> None:
+    def worker_series() -> dict[str, float] | None:
+        text = get(f"{running_demo.web}/metrics")
+        requests = series(text, "shardshape_shard_requests_total")
+        observed = series(text, "shardshape_shard_latency_seconds_count")
+        busy = {s for s, n in requests.items() if n > 0 and observed.get(s, 0) > 0}
+        return requests if len(busy) >= 2 else None
+
+    requests = poll(worker_series, 60, "two shards with requests in the worker's /metrics")
+    assert sum(requests.values()) > 0
+    gateway = poll(lambda: get(f"{running_demo.service_url()}/metrics"), 10, "gateway /metrics")
+    assert sum(series(gateway, "shardshape_gateway_requests_total").values()) > 0
+    slots = re.findall(r"^shardshape_gateway_pool_slots\{[^}]*\} (\S+)$", gateway, re.M)
+    assert slots and all(float(n) >= 1 for n in slots)
+
+
+def chromium() -> str:
+    """Debian's chromium, or skip (fail in CI, which installs it with `make browser-deps`)."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    why = "no chromium binary on PATH: `make browser-deps` installs Debian's chromium"
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the browser test: {why}")
+    pytest.skip(why)
+
+
+def test_dashboard_shows_shards_plan_and_charts_in_a_browser(
+    running_demo: Demo, tmp_path: Path
+) -> None:
+    executable = chromium()
+    from playwright.sync_api import sync_playwright
+
+    requested: list[str] = []
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),  # a fresh user-data-dir
+            executable_path=executable,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        try:
+            page = browser.new_page()
+            page.on("request", lambda request: requested.append(request.url))
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(f"{running_demo.web}/dashboard")
+            page.wait_for_function(
+                """() => {
+                    const rows = document.querySelectorAll('[data-testid=shard-row]');
+                    const chart = document.querySelector('svg[data-testid^=chart-throughput]');
+                    return rows.length >= 2 && document.querySelector('[data-testid=plan]')
+                        && chart && Number(chart.dataset.points) >= 2;
+                }""",
+                timeout=(DURATION_S + 10) * 1000,
+            )
+            rows = page.locator("[data-testid=shard-row]")
+            summaries = [rows.nth(i).locator("td").nth(1).inner_text() for i in range(rows.count())]
+            plan = page.locator("[data-testid=plan]").first.inner_text()
+            line = page.locator("svg[data-testid^=chart-throughput] polyline").first
+            points = line.get_attribute("points").split()
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        finally:
+            browser.close()
+    assert any("GET /items/{item_id}" in s for s in summaries), summaries
+    assert re.search(r"shard \d+: forecast", plan), plan  # the rationale, shard by shard
+    assert len(points) >= 2 and all("," in p for p in points)
+    assert not errors, errors
+    hosts = {url.split("/")[2] for url in requested}
+    assert hosts == {running_demo.web.split("/")[2]}  # no CDN, nothing off this machine
+    assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+
+
+def test_demo_shows_shards_within_a_minute_and_exits_cleanly(running_demo: Demo) -> None:
+    code = running_demo.process.wait(DURATION_S + 90)
+    text = running_demo.text()
+    assert code == 0, text
+    shards = [(int(m), int(s), summary) for m, s, _, summary in SHARD_LINE.findall(text)]
+    assert len([1 for m, s, _ in shards if m * 60 + s < 60]) >= 2, text
+    assert "demo summary after" in text and "plans published" in text
+    started = running_demo.started_pids()
+    assert {"broker", "worker", "service", "load"} <= started.keys(), text
+    assert set(started.values()) <= running_demo.seen  # the watch saw them all
+    assert wait_gone([*started.values(), *running_demo.seen]) == []
+    lines = [
+        json.loads(line)
+        for line in (running_demo.data_dir / "demo" / "worker.log").read_text().splitlines()
+        if line.startswith("{")
+    ]
+    events = [line for line in lines if line.get("event") == "shard"]
+    assert events and all(isinstance(line["shard"], int) for line in events)
+    assert any("snapshot" in line.get("versions", {}).get("shop", {}) for line in lines)
+
+
+def test_ctrl_c_stops_the_demo_and_everything_it_started(tmp_path: Path) -> None:
+    with demo(tmp_path) as run:
+        wait_for_line(run.output, "shop: new shard", run.process, 120)
+        started = run.started_pids()
+        run.process.send_signal(signal.SIGINT)
+        code = run.process.wait(90)
+        text = run.text()
+    assert code == 0, text
+    assert "stopping (Ctrl-C)" in text and "demo summary after" in text
+    assert {"broker", "worker", "service", "load"} <= started.keys(), text
+    assert wait_gone([*started.values(), *run.seen]) == [], text

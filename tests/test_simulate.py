@@ -1,0 +1,262 @@
+"""The simulator: its queues against queueing arithmetic, its strategies, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from allocator.blocks import BlockType
+from allocator.simulate.baselines import SharedReactive, partition_sizes
+from allocator.simulate.compare import Runner, with_target_utilisation
+from allocator.simulate.engine import Simulation
+from allocator.simulate.mixed import mixed_history, mixed_workload, pools_config
+from allocator.simulate.results import OVERALL, summarise
+from allocator.simulate.scenarios import evaluate, mixed_setup, trace_setup
+from allocator.simulate.workload import Profile, Workload
+from tests.conftest import shardshape_command
+from tests.trace_data import GENAI_MAPPING, GENAI_TRACE, needs_genai_trace
+
+ONE_SLOT = BlockType(name="b", cpu_millicores=1000, memory_mib=1, concurrency=1, cost=1)
+
+
+def _workload(arrival: list[float], service: list[float], end: float) -> Workload:
+    n = len(arrival)
+    return Workload(
+        "svc",
+        (Profile("p", slo_ms=1_000),),
+        (ONE_SLOT,),
+        np.asarray(arrival, float),
+        np.zeros(n, int),
+        np.zeros(n, int),
+        ("GET",),
+        ["u"] * n,
+        np.zeros(n),
+        np.zeros(n),
+        np.zeros(n, bool),
+        np.asarray(service, float)[:, None],
+        [{}] * n,
+        0.0,
+        0.0,
+        end,
+    )
+
+
+class _Fixed:
+    """One queue whose blocks change at given times."""
+
+    name = "fixed"
+
+    def __init__(self, blocks: int, changes: dict[float, int] | None = None) -> None:
+        self.blocks, self.changes = blocks, dict(changes or {})
+
+    def start(self, workload):
+        return {"q": {"b": self.blocks}}
+
+    def route(self, lo, hi, now):
+        return ["q"] * (hi - lo)
+
+    def observe(self, done, now):
+        pass
+
+    def control(self, now, view):
+        due = [t for t in self.changes if t <= now]
+        if not due:
+            return None
+        return {"q": {"b": self.changes.pop(max(due))}}
+
+
+def test_one_server_matches_the_lindley_recursion() -> None:
+    rng = np.random.default_rng(1)
+    arrival = np.cumsum(rng.exponential(1.0, 2_000))
+    service = rng.exponential(0.8, 2_000)
+    result = Simulation(_workload(arrival, service, arrival[-1] + 1), _Fixed(1), tick_s=7.0).run()
+    wait, expected = 0.0, []
+    for i in range(len(arrival)):
+        if i:
+            wait = max(0.0, wait + service[i - 1] - (arrival[i] - arrival[i - 1]))
+        expected.append(wait + service[i])
+    assert np.allclose(result.latency_s, expected)
+
+
+def test_added_slots_serve_the_queue_at_the_boundary_and_removed_ones_finish_first() -> None:
+    # Four 10 s requests at t=0 on one slot; a second slot arrives at t=5 (the tick's end).
+    w = _workload([0.0, 0.0, 0.0, 0.0], [10.0] * 4, end=100.0)
+    grown = Simulation(w, _Fixed(1, {5.0: 2}), tick_s=5.0).run()
+    assert grown.latency_s.tolist() == [10.0, 15.0, 20.0, 25.0]
+    # Shrinking from 2 slots to 1 at t=5: the busy slots finish their requests, then one goes.
+    shrunk = Simulation(w, _Fixed(2, {5.0: 1}), tick_s=5.0).run()
+    assert shrunk.latency_s.tolist() == [10.0, 10.0, 20.0, 30.0]
+    assert grown.block_hours == pytest.approx((5 * 1 + 95 * 2) / 3600)
+
+
+def test_requests_that_wait_too_long_are_rejected_and_hold_no_slot() -> None:
+    w = _workload([0.0, 0.1, 0.2], [100.0, 1.0, 1.0], end=300.0)
+    result = Simulation(w, _Fixed(1), tick_s=10.0, max_wait_s=30.0).run()
+    assert result.rejected.tolist() == [False, True, True]
+    assert result.latency_s[1:].tolist() == [30.0, 30.0]
+    summary = summarise(result)
+    assert summary["rejected"] == 2
+    assert summary["slo_attainment"][OVERALL] == 0.0
+
+
+def test_mixed_workload_is_deterministic_and_shaped_as_documented() -> None:
+    a = mixed_workload(hours=1.0, warmup_h=0.5, seed=5, start_h=10.0)
+    b = mixed_workload(hours=1.0, warmup_h=0.5, seed=5, start_h=10.0)
+    assert np.array_equal(a.arrival, b.arrival) and a.user == b.user
+    names = [a.profiles[p].name for p in a.profile.tolist()]
+    assert {"interactive", "export", "download", "scraper"} <= set(names)
+    scraper = a.profile == 4
+    assert {a.user[i] for i in np.flatnonzero(scraper)} == {"scraper-bot"}
+    assert a.error[scraper].mean() > 0.7
+    # Exports are CPU-heavy, downloads bandwidth-heavy: both hold a slot for seconds.
+    assert np.median(a.service_s[a.profile == 1, 0]) > 100 * np.median(a.service_s[a.profile == 0])
+    assert np.median(a.service_s[a.profile == 3, 0]) > 5.0
+
+
+def test_static_partitions_follow_the_history_and_keep_one_block_per_type() -> None:
+    sizes = partition_sizes(mixed_history(), 30, "block")
+    assert sum(sizes.values()) == 30 and min(sizes.values()) >= 1
+    assert sizes["GET /download"] > sizes["GET /api/item"]
+    with pytest.raises(ValueError, match="at least one block per request type"):
+        partition_sizes(mixed_history(), 2, "block")
+
+
+def test_the_autoscaler_grows_under_load_and_shrinks_after_its_window() -> None:
+    arrival = np.arange(0.0, 600.0, 0.05)  # 20/s of 1 s requests: 20 busy slots
+    w = _workload(arrival.tolist(), [1.0] * len(arrival), end=1_800.0)
+    scaler = SharedReactive(w, target_utilisation=0.5, initial_blocks=1, ready_delay_s=20.0)
+    result = Simulation(w, scaler, tick_s=10.0).run()
+    blocks = result.timeline["shared"]
+    assert blocks.max() >= 35  # about 20 / 0.5 slots
+    assert blocks[-1] <= 2  # idle after 600 s: back down once the window has passed
+
+
+def test_with_target_utilisation_keeps_the_release_band_below() -> None:
+    config = with_target_utilisation(pools_config(), 0.3)
+    assert config.planning.target_utilisation == 0.3
+    assert config.planning.release_below_utilisation < 0.3
+
+
+def test_runs_are_cached_and_deterministic() -> None:
+    setup = mixed_setup(hours=0.2, warmup_h=0.2, start_h=9.0)
+    runner = Runner(setup)
+    first = runner.run("oracle", 0.7)
+    assert runner.run("oracle", 0.7) is first
+    again = Runner(setup).run("oracle", 0.7)
+    assert np.array_equal(first[0].latency_s, again[0].latency_s, equal_nan=True)
+
+
+def test_unknown_strategy_is_refused_with_the_choices() -> None:
+    with pytest.raises(ValueError, match="choose from"):
+        evaluate(mixed_setup(hours=0.1, warmup_h=0.0), strategies=("autoscale",))
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        shardshape_command(*args), capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_cli_help_explains_strategies_and_comparisons() -> None:
+    done = _cli("simulate", "--help")
+    assert done.returncode == 0, done.stderr
+    for word in ("shared-reactive", "static-by-type", "shardshape", "oracle", "--report"):
+        assert word in done.stdout
+
+
+def test_cli_json_has_every_figure_per_comparison_and_strategy(tmp_path) -> None:
+    done = _cli(
+        "simulate",
+        "--hours",
+        "0.2",
+        "--warmup-hours",
+        "0.2",
+        "--start-hour",
+        "9",
+        "--strategies",
+        "shared-reactive,static-by-type,oracle",
+        "--budget",
+        "4",
+        "--json",
+        "--report",
+        str(tmp_path),
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert set(out["comparisons"]) == {"equal_budget", "equal_target"}
+    for comparison in out["comparisons"].values():
+        assert set(comparison["strategies"]) == {"shared-reactive", "static-by-type", "oracle"}
+        for figures in comparison["strategies"].values():
+            assert {"slo_attainment", "p50_ms", "p99_ms", "block_hours", "rejected"} <= set(figures)
+            assert OVERALL in figures["slo_attainment"] and "interactive" in figures["p99_ms"]
+    assert out["comparisons"]["equal_budget"]["budget_block_hours"] == 4
+    report = (tmp_path / "report.md").read_text()
+    assert "latency.png" in report and (tmp_path / "blocks.png").stat().st_size > 0
+
+
+def test_cli_refuses_a_trace_scenario_without_a_trace() -> None:
+    done = _cli("simulate", "--scenario", "trace")
+    assert done.returncode == 2
+    assert "--trace FILE" in done.stderr
+
+
+def _attainment(out: dict, comparison: str = "equal_budget") -> dict[str, dict[str, float]]:
+    strategies = out["comparisons"][comparison]["strategies"]
+    return {name: figures["slo_attainment"] for name, figures in strategies.items()}
+
+
+def test_shaping_with_perfect_information_beats_scaling_at_equal_budget() -> None:
+    # 09:00-10:00 after an hour of warm-up: the batch tenant bursts into the shared FIFO.
+    setup = mixed_setup(hours=1.0, warmup_h=1.0, start_h=9.0)
+    _, status_quo = Runner(setup).run("shared-reactive", 0.7)
+    out = evaluate(
+        setup,
+        strategies=("shared-reactive", "oracle"),
+        comparisons=("budget",),
+        budget=status_quo["block_hours"],
+    )
+    att = _attainment(out)
+    held = {
+        n: s["block_hours"] for n, s in out["comparisons"]["equal_budget"]["strategies"].items()
+    }
+    assert held["oracle"] <= 1.02 * held["shared-reactive"]
+    assert att["shared-reactive"]["interactive"] < 0.99
+    assert att["oracle"]["interactive"] >= 0.999
+    assert att["oracle"][OVERALL] > att["shared-reactive"][OVERALL]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="shardshape holds 2-3x the oracle's blocks for the same SLOs (ghost shards keep "
+    "blocks, conservative forecasts and capacities) and its anomaly detector quarantines "
+    "normal keys over hours: see docs/results.md",
+)
+def test_equal_budget_orders_oracle_shardshape_shared() -> None:
+    setup = mixed_setup(hours=1.0, warmup_h=1.0, start_h=9.0)
+    out = evaluate(
+        setup, strategies=("shared-reactive", "shardshape", "oracle"), comparisons=("budget",)
+    )
+    att = {name: shares[OVERALL] for name, shares in _attainment(out).items()}
+    assert att["oracle"] >= att["shardshape"] > att["shared-reactive"]
+
+
+@needs_genai_trace
+def test_trace_scenario_replays_the_genai_trace() -> None:
+    setup = trace_setup([GENAI_TRACE], GENAI_MAPPING, speed=20.0)
+    w = setup.workload
+    assert w.service == "genai" and set(w.type_names) >= {"TXT_2_IMG", "IMG_2_IMG"}
+    # Time runs 20x faster; service times are the trace's own execution times.
+    assert w.arrival[-1] == pytest.approx((11 * 86_400 + 7 * 3600) / 20, rel=0.05)
+    assert w.service_s.min() >= 0 and np.median(w.service_s) > 1.0
+    out = evaluate(
+        setup,
+        strategies=("shared-reactive", "static-by-type"),
+        comparisons=("budget",),
+        budget=300.0,
+    )
+    for figures in out["comparisons"]["equal_budget"]["strategies"].values():
+        assert sum(figures["requests"].values()) == out["requests"] == int(w.scored.sum())
+        assert figures["p99_ms"][OVERALL] >= figures["p50_ms"][OVERALL] > 0
