@@ -67,6 +67,7 @@ class _Load:
         self._clients = [asyncio.create_task(self._client()) for _ in range(CLIENTS)]
 
     async def stop(self) -> None:
+        """Let each client finish its request and return (again: nothing to do)."""
         self._stop.set()
         await asyncio.gather(*self._clients)
 
@@ -136,31 +137,34 @@ async def test_a_paused_broker_leaves_the_service_answering_and_reporting_resume
             await _status_when(http, lambda s: s.plan_version == 1 and s.routing_entries == 1, 30)
             load = _Load(http)
             load.start()
-            before = await _status_when(
-                http, lambda s: s.reporter is not None and s.reporter.delivered >= 50, 30
-            )
-            during: list[GatewayStatus] = []
-            with _paused(own_broker):
-                load.phase = "paused"
-                until = time.monotonic() + PAUSE_S
-                while time.monotonic() < until:
-                    during.append(await _status(http))
-                    await asyncio.sleep(0.5)
-            load.phase = "resumed"  # from here on, nothing but the load: no manual step
-            resumed = await _status_when(
-                http,
-                lambda s: (
-                    s.reporter.kafka_reachable
-                    and s.reporter.delivered > during[-1].reporter.delivered
-                ),
-                60,
-            )
-            load.phase = "after"
-            await asyncio.sleep(1.5)
-            await load.stop()
-            final = await _status_when(
-                http, lambda s: s.reporter.buffered == s.reporter.in_flight == 0, 30
-            )
+            try:
+                before = await _status_when(
+                    http, lambda s: s.reporter is not None and s.reporter.delivered >= 50, 30
+                )
+                during: list[GatewayStatus] = []
+                with _paused(own_broker):
+                    load.phase = "paused"
+                    until = time.monotonic() + PAUSE_S
+                    while time.monotonic() < until:
+                        during.append(await _status(http))
+                        await asyncio.sleep(0.5)
+                load.phase = "resumed"  # from here on, nothing but the load: no manual step
+                resumed = await _status_when(
+                    http,
+                    lambda s: (
+                        s.reporter.kafka_reachable
+                        and s.reporter.delivered > during[-1].reporter.delivered
+                    ),
+                    60,
+                )
+                load.phase = "after"
+                await asyncio.sleep(1.5)
+                await load.stop()
+                final = await _status_when(
+                    http, lambda s: s.reporter.buffered == s.reporter.in_flight == 0, 30
+                )
+            finally:
+                await load.stop()  # also when a check above failed
 
     answers = load.answers
     paused = load.of("paused")
@@ -204,6 +208,7 @@ async def test_a_paused_broker_leaves_the_service_answering_and_reporting_resume
     assert after and after <= set(received), "requests after the pause reach the topic"
     assert set(received.values()) == {1}, "each event once"
     possibly_written = final_reporter.dropped.get("delivery_failed", 0)
+    print(f"on the requests topic: {sum(received.values())} events")
     assert (
         final_reporter.delivered
         <= sum(received.values())
