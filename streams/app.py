@@ -28,6 +28,7 @@ from streams.contracts import MAX_ID_CHARS, MAX_MESSAGE_BYTES, encode, snapshot_
 from streams.dashboard.views import add_web_views
 from streams.fetch_wait import set_fetch_max_wait
 from streams.follower import TopicFollower
+from streams.highwater import correct_faust_highwaters
 from streams.metrics import WindowRecorder, aggregate, partition_of
 from streams.partitioning import partition_for
 from streams.planning import PlanningLoop, ReplicaTracker, WindowReporter, plan_listener
@@ -211,6 +212,34 @@ def create_app(settings: Settings) -> faust.App:
                 partition = partition_for(key, settings.requests_partitions)
                 key_stats.send_changelog(partition, key, None, value_serializer="raw")
 
+    owned: set[int] = set()  # requests partitions owned since the last rebalance
+
+    @app.on_partitions_assigned.connect
+    async def after_rebalance(app: faust.App, assigned: set, **kwargs: object) -> None:
+        # Every partition resumes from its committed offset, and state of a partition this
+        # worker did not own throughout may be stale (another worker changed it meanwhile):
+        # such state is read again from the tables, restored from their changelogs.
+        now = {tp.partition for tp in assigned if tp.topic == settings.topic_requests}
+        kept = owned & now
+        n = settings.requests_partitions
+        for recorder in recorders.values():
+            recorder.forget()  # the stored offsets then skip what is replayed
+        checkpoints.forget_partitions(kept)
+        dropped = profiling.forget_keys(lambda key: partition_for(key, n) not in kept)
+        # Faust's memory store forgets the values it restored of partitions gone elsewhere,
+        # not those written here: views would count them next to their new owner's.
+        for table in metric_tables.values():
+            data = table.table.data
+            for key in [key for key in data if partition_of(key[0]) not in now]:
+                del data[key]
+        stored = key_stats.data
+        for key in [key for key in stored if partition_for(key, n) not in now]:
+            del stored[key]
+        log.info("partitions of %s now %s (were %s); %d keys left for their new owners",
+                 settings.topic_requests, sorted(now), sorted(owned), dropped)  # fmt: skip
+        owned.clear()
+        owned.update(now)
+
     @app.agent(requests, name="shardshape.profile")
     async def profile_requests(stream: faust.StreamT) -> None:
         async for event in stream.events():
@@ -281,6 +310,7 @@ def create_app(settings: Settings) -> faust.App:
                 "snapshot_versions": profiling.versions(),
                 "keys": profiling.key_counts(),
                 "keys_stored": len(key_stats.data),  # key-stats table entries held here
+                "assignment": _assignment(app),
             }
         )
 
@@ -326,6 +356,14 @@ def create_app(settings: Settings) -> faust.App:
         routing.flush(10.0)
 
     return app
+
+
+def _assignment(app: faust.App) -> dict[str, list[int]]:
+    """The partitions this worker's consumer owns now, per topic (changelogs included)."""
+    owned: dict[str, list[int]] = {}
+    for tp in sorted(app.consumer.assignment()):
+        owned.setdefault(tp.topic, []).append(tp.partition)
+    return owned
 
 
 def _raw_topic(app: faust.App, name: str, partitions: int | None = None) -> faust.TopicT:
@@ -506,6 +544,7 @@ def run_worker(settings: Settings) -> None:
         ensure_port_free(settings.web_port, "WEB_PORT")
     (settings.data_dir / "worker").mkdir(parents=True, exist_ok=True)
     set_fetch_max_wait(settings.fetch_max_wait_ms)
+    correct_faust_highwaters(settings.confluent_config())  # table recovery on Tansu
     app = create_app(settings)
     app.shardshape_settings = settings
     _tune_process()

@@ -214,9 +214,12 @@ class WindowRecorder:
 
     ``get(slot, window_start)`` returns the stored bytes of a slot in the window that starts
     there (None when empty); ``put(slot, window_start, data)`` stores them. A slot is a series
-    of one source partition, so each partition's changelog holds only its own sums, and a
-    replayed message (offset at or below the slot's stored offset, after a worker restart) is
-    skipped instead of counted twice.
+    of one source partition, so each partition's changelog holds only its own sums, and each
+    slot stores the last source offset folded in. A replayed message is skipped instead of
+    counted twice: one at or below the last offset this recorder folded in for its partition
+    (Faust seeks back to the committed offsets after a rebalance), and, once windows are read
+    from the table again (after a restart, a rebalance or a takeover), one at or below the
+    slot's stored offset.
 
     Totals are kept in memory and written per partition at most every ``write_every_s``, and
     when the partition's window rolls over (see :mod:`streams.cadence`); :meth:`unwritten`
@@ -225,13 +228,26 @@ class WindowRecorder:
     >>> table = {}
     >>> recorder = WindowRecorder(lambda s, w: table.get((s, w)),
     ...                           lambda s, w, d: table.__setitem__((s, w), d), size_s=10.0)
-    >>> batch = {"api|1|": ShardStats()}
-    >>> recorder.record(batch, partition=0, offset=7, timestamp=103.0, now=0.0)
+    >>> one = ShardStats()
+    >>> one.count = 1
+    >>> recorder.record({"api|1|": one}, partition=0, offset=7, timestamp=103.0, now=0.0)
     >>> sorted(table), recorder.unwritten()
     ([('api|1|#0', 100.0)], {})
-    >>> recorder.record(batch, partition=0, offset=8, timestamp=104.0, now=0.5)
-    >>> [(slot, start, stored_offset(data)) for (slot, start), data in recorder.unwritten().items()]
-    [('api|1|#0', 100.0, 8)]
+    >>> for offset in (8, 8, 7):  # 8 and 7 again: replays
+    ...     recorder.record({"api|1|": one}, partition=0, offset=offset, timestamp=104.0, now=0.5)
+    >>> [(slot, ShardStats.from_bytes(data).count, stored_offset(data))
+    ...  for (slot, _), data in recorder.unwritten().items()]
+    [('api|1|#0', 2, 8)]
+
+    After a rebalance (:meth:`forget`) windows are read from the table again, and the stored
+    offset skips replays:
+
+    >>> recorder.record({"api|1|": one}, partition=0, offset=9, timestamp=104.0, now=2.0)
+    >>> recorder.forget()
+    >>> recorder.record({"api|1|": one}, partition=0, offset=9, timestamp=104.0, now=3.0)
+    >>> stored = table[("api|1|#0", 100.0)]
+    >>> ShardStats.from_bytes(stored).count, stored_offset(stored), recorder.unwritten()
+    (3, 9, {})
     """
 
     def __init__(self, get, put, size_s: float, write_every_s: float = 1.0) -> None:  # type: ignore[no-untyped-def]
@@ -239,6 +255,7 @@ class WindowRecorder:
         self.size_s = size_s
         self._clock = PartitionClock(write_every_s)
         self._open: dict[int, _OpenWindow] = {}  # source partition -> its current window
+        self._folded: dict[int, int] = {}  # source partition -> last offset folded in
 
     def record(
         self,
@@ -249,6 +266,9 @@ class WindowRecorder:
         now: float,
     ) -> None:
         """Fold ``batch`` (from :func:`aggregate`) of message ``offset`` (at ``timestamp``) in."""
+        if offset <= self._folded.get(partition, -1):
+            return  # folded in already: Faust seeks back to committed offsets after rebalances
+        self._folded[partition] = offset
         start = timestamp - timestamp % self.size_s
         window = self._open.get(partition)
         if window is not None and window.start != start:
@@ -285,6 +305,19 @@ class WindowRecorder:
         for window in self._open.values():
             window.changed.clear()
         return unwritten
+
+    def forget(self) -> None:
+        """Drop the open windows, so that each partition's next batch reads its table again.
+
+        Called after a rebalance. Faust then resumes every partition from its committed
+        offset, and a commit may fail while the group rebalances, so even a partition kept
+        throughout can replay messages these totals hold; a partition owned meanwhile by
+        another worker has newer totals in the table. Read again, the stored offset skips the
+        replays. Nothing is lost: Faust flushes (and so :meth:`take_unwritten` runs) before
+        it gives partitions up.
+        """
+        self._open.clear()
+        self._folded.clear()
 
     def _write(self, window: _OpenWindow) -> None:
         for slot in window.changed:

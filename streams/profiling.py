@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -64,6 +64,10 @@ class KeyCheckpoints:
     >>> checkpoints.forget(["a|t|u4"])  # evicted: never written
     >>> checkpoints.due(0, now=200.0)
     ['a|t|u5']
+    >>> checkpoints.mark(1, ["a|t|u6"])
+    >>> checkpoints.forget_partitions(keep={0})  # partition 1 moved to another worker
+    >>> checkpoints.due(1, now=300.0)
+    []
     """
 
     def __init__(self, every_s: float, per_batch: int = 250) -> None:
@@ -82,6 +86,12 @@ class KeyCheckpoints:
             dirty -= keys
         for partition, writing in self._writing.items():
             self._writing[partition] = [key for key in writing if key not in keys]
+
+    def forget_partitions(self, keep: Collection[int]) -> None:
+        """Write no checkpoints for partitions not in ``keep`` (another worker owns them)."""
+        for pending in (self._dirty, self._writing):
+            for partition in [p for p in pending if p not in keep]:
+                del pending[partition]
 
     def due(self, partition: int, now: float) -> list[str]:
         """The keys of ``partition`` to write with this batch (forgotten here)."""
@@ -153,6 +163,19 @@ class ProfilingWorker:
                 keys[i], shards[i] = key, shard
             changes += profiler.routing_changes()
         return BatchOutcome(changes, keys, shards)
+
+    def forget_keys(self, moved: Callable[[str], bool]) -> int:
+        """Drop the statistics of every key for which ``moved(key)`` is true; how many.
+
+        For keys whose partition another worker owns, or owned since this one last did: the
+        next event of such a key seeds it again from the key-stats table.
+        """
+        dropped = 0
+        for profiler in self.profilers.values():
+            keys = [key for key in profiler.keys.slots if moved(key)]
+            profiler.keys.remove(keys)
+            dropped += len(keys)
+        return dropped
 
     def records(self, keys: Iterable[str]) -> dict[str, list]:
         """The current statistics of ``keys`` (profile keys), for checkpoints."""

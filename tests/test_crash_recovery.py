@@ -1,0 +1,128 @@
+"""A worker killed with SIGKILL in the middle of a replay: the survivor takes its partitions
+over, every event is counted exactly once in the shard metrics (before and after the killed
+worker is restarted), and the planner's leadership fails over so plans keep coming."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from infra.settings import Settings
+from infra.topics import create_topics
+from models.synthetic import SyntheticStream
+from streams.contracts import AllocationPlan, decode
+from streams.follower import TopicFollower
+from streams.replay import replay
+from tests.conftest import REPO_ROOT, pid_alive
+from tests.worker_support import Worker, counted_by, wait_until, worker
+
+PARTITIONS = 6
+RATE = 2_000  # events/s: the replay lasts about 15 s
+EVENTS = 30_000
+WARM_UP = 2_000  # events before the replay, so that a plan is out before the kill
+KILL_AFTER_S = 6.0
+
+WORKER_ENV = {
+    "pools_config": str(REPO_ROOT / "examples" / "pools.toml"),
+    "plan_window": "10s",
+    "plan_horizon_s": "30",
+    "snapshot_interval_s": "1",
+}
+
+
+class _Plans:
+    """The plan versions published on the plans topic, as they arrive."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.versions: list[int] = []
+        self._follower = TopicFollower(settings.confluent_config(), settings.topic_plans, self._add)
+
+    def _add(self, key: bytes | None, value: bytes | None) -> None:
+        self.versions.append(decode(AllocationPlan, value).version)
+
+    def __enter__(self) -> _Plans:
+        self._follower.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._follower.stop()
+
+
+def _send(settings: Settings, events: list, **pacing: float) -> None:
+    replay(events, settings.confluent_config(), settings.topic_requests, PARTITIONS, **pacing)
+
+
+def _exactly_once(workers: list[Worker], produced: int) -> None:
+    for size in ("1m", "10s"):
+        wait_until(lambda s=size: counted_by(workers, s) >= produced, 90, "all counted", workers)
+    time.sleep(2)  # a replay counted twice would show by now
+    for size in ("1m", "10s"):
+        each = {w.name: counted_by([w], size) for w in workers}
+        assert sum(each.values()) == produced, f"{size} windows counted {each} of {produced}"
+
+
+@pytest.mark.slow
+def test_a_killed_worker_loses_nothing_counts_nothing_twice_and_hands_over_planning(
+    settings: Settings, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(update={"requests_partitions": PARTITIONS})
+    create_topics(settings)
+    events = list(SyntheticStream(seed=21, rate_per_s=RATE).events(WARM_UP + EVENTS))
+    warm_up, load = events[:WARM_UP], events[WARM_UP:]
+    with (
+        _Plans(settings) as plans,
+        worker(settings, tmp_path, "a", **WORKER_ENV) as a,
+        worker(settings, tmp_path, "b", **WORKER_ENV) as b,
+    ):
+        wait_until(
+            lambda: a.partitions(settings.topic_requests) and b.partitions(settings.topic_requests),
+            90, "both workers own partitions", [a, b],
+        )  # fmt: skip
+        _send(settings, warm_up, max_rate=RATE)
+        wait_until(lambda: plans.versions, 90, "a first plan", [a, b])
+        planner, survivor = (a, b) if "published plan" in a.log.read_text() else (b, a)
+
+        sender = threading.Thread(target=_send, args=(settings, load), kwargs={"max_rate": RATE})
+        started = time.monotonic()
+        sender.start()
+        time.sleep(KILL_AFTER_S)
+        counted_at_kill = counted_by([planner, survivor])
+        before_kill = max(plans.versions)
+        os.kill(planner.process.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        sender.join(60)
+        replay_s = time.monotonic() - started
+        assert not pid_alive(planner.process.pid) and not sender.is_alive()
+        assert WARM_UP < counted_at_kill < WARM_UP + EVENTS, "killed in the middle of the replay"
+
+        wait_until(
+            lambda: survivor.partitions(settings.topic_requests) == set(range(PARTITIONS)),
+            90, "the survivor owns every partition", [survivor],
+        )  # fmt: skip
+        took_over_s = time.monotonic() - killed
+        _exactly_once([survivor], WARM_UP + EVENTS)
+
+        # Leadership moved: the survivor plans, continuing after the versions published.
+        wait_until(lambda: max(plans.versions) > before_kill, 120, "a newer plan", [survivor])
+        planned_s = time.monotonic() - killed
+        newest = max(plans.versions)
+        assert f"published plan shop v{newest}:" in survivor.log.read_text()
+
+        # Restarted, the killed worker takes partitions back; still each event counted once.
+        with worker(settings, tmp_path, "a-restarted", **WORKER_ENV) as restarted:
+            wait_until(
+                lambda: restarted.partitions(settings.topic_requests), 90, "a rebalance",
+                [survivor, restarted],
+            )  # fmt: skip
+            _exactly_once([survivor, restarted], WARM_UP + EVENTS)
+    print(
+        f"\nreplay {EVENTS:,} events in {replay_s:.1f} s, worker killed after {KILL_AFTER_S} s "
+        f"({counted_at_kill:,} counted by then); survivor owned every partition "
+        f"{took_over_s:.1f} s later; plan v{before_kill} before the kill, v{newest} "
+        f"{planned_s:.1f} s after it"
+    )

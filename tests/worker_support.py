@@ -1,0 +1,161 @@
+"""Worker processes for the scale-out, crash and outage tests: start one with its own web
+port, read its pages, and count the events its shard-metrics windows hold."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from subprocess import Popen
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from infra.net import ensure_port_free
+from infra.settings import Settings
+from streams.contracts import decode_requests
+from streams.follower import TopicFollower
+from streams.highwater import end_offsets
+from streams.metrics import merged_series
+from tests.conftest import running, settings_env, shardshape_command, wait_for_line
+
+
+@dataclass
+class Worker:
+    """One ``shardshape worker`` process and where to read it."""
+
+    name: str
+    process: Popen
+    log: Path
+    port: int
+
+    def page(self, path: str) -> dict:
+        url = f"http://127.0.0.1:{self.port}{path}"
+        with urllib.request.urlopen(url, timeout=20) as response:  # a busy worker is slow
+            return json.loads(response.read())
+
+    def stats(self) -> dict:
+        return self.page("/shardshape/stats")
+
+    def windows(self, size: str = "1m") -> list[dict]:
+        """This worker's windows of one metrics table (``/shardshape/shards``)."""
+        return self.page("/shardshape/shards")[size]
+
+    def partitions(self, topic: str) -> set[int]:
+        """The partitions of ``topic`` this worker owns now."""
+        return set(self.stats()["assignment"].get(topic, []))
+
+    def tail(self, chars: int = 3_000) -> str:
+        return f"--- {self.name} ---\n{self.log.read_text(errors='replace')[-chars:]}"
+
+
+@contextlib.contextmanager
+def worker(settings: Settings, log_dir: Path, name: str, **env: str) -> Iterator[Worker]:
+    """A worker on ``settings`` with its web views on a free port, ready (joined the group)
+    on entry and stopped on exit; ``env`` adds ``SHARDSHAPE_*`` variables."""
+    port = ensure_port_free(0, "WEB_PORT")
+    variables = settings_env(settings)
+    variables.update(
+        SHARDSHAPE_WEB_ENABLED="true",
+        SHARDSHAPE_WEB_PORT=str(port),
+        SHARDSHAPE_WORKER_ID=name,
+        **{f"SHARDSHAPE_{key.upper()}": value for key, value in env.items()},
+    )
+    log = log_dir / f"{name}.log"
+    with running(shardshape_command("worker"), variables, log) as process:
+        wait_for_line(log, "shardshape worker ready", process, 120)
+        yield Worker(name, process, log, port)
+
+
+def counted(windows: Iterable[dict]) -> int:
+    """Events in windows of one size (every event is in exactly one tumbling window)."""
+    return sum(
+        stats.count
+        for window in windows
+        for stats in merged_series(
+            (slot, data.encode()) for slot, data in window["slots"].items()
+        ).values()
+    )
+
+
+def counted_by(workers: Iterable[Worker], size: str = "1m") -> int:
+    """Events in the ``size`` windows of all ``workers`` together."""
+    return sum(counted(w.windows(size)) for w in workers)
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout_s: float, what: str, logs: Iterable[Worker] = ()
+) -> None:
+    """Poll ``condition`` (a failed page read counts as False); fail naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, KeyError):
+            if condition():
+                return
+        time.sleep(0.5)
+    tails = "\n".join(w.tail() for w in logs)
+    pytest.fail(f"{what}: not within {timeout_s:.0f} s\n{tails}")
+
+
+def all_committed(settings: Settings) -> bool:
+    """True when the workers' group has committed every requests-topic message: stopping or
+    moving a partition now replays nothing."""
+    ends = end_offsets(settings.confluent_config(), settings.topic_requests,
+                       settings.requests_partitions)  # fmt: skip
+    consumer = Consumer(settings.confluent_config(**{"group.id": settings.app_id}))
+    try:
+        committed = consumer.committed(
+            [TopicPartition(settings.topic_requests, p) for p in ends], timeout=10
+        )
+    finally:
+        consumer.close()
+    return all(tp.offset == ends[tp.partition] for tp in committed)
+
+
+def read_table(settings: Settings, table: str, timeout_s: float = 30.0) -> dict[bytes, bytes]:
+    """The latest value of every key in a worker table's changelog topic."""
+    latest: dict[bytes, bytes] = {}
+
+    def keep(key: bytes | None, value: bytes | None) -> None:
+        if key is not None and value is not None:
+            latest[key] = value
+
+    topic = f"{settings.app_id}-{table}-changelog"
+    follower = TopicFollower(settings.confluent_config(), topic, keep).start()
+    try:
+        if not follower.caught_up.wait(timeout_s):
+            pytest.fail(f"could not read {topic} to its end within {timeout_s:.0f} s")
+    finally:
+        follower.stop()
+    return latest
+
+
+def topic_request_ids(settings: Settings) -> Counter[str]:
+    """How often each request id is on the requests topic, read to its end."""
+    ends = end_offsets(settings.confluent_config(), settings.topic_requests,
+                       settings.requests_partitions)  # fmt: skip
+    consumer = Consumer(settings.confluent_config(**{"group.id": "ids-" + uuid.uuid4().hex[:8]}))
+    consumer.assign(
+        [TopicPartition(settings.topic_requests, p, OFFSET_BEGINNING) for p in ends if ends[p]]
+    )
+    ids: Counter[str] = Counter()
+    left = {p for p, end in ends.items() if end}
+    deadline = time.monotonic() + 60
+    try:
+        while left and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error() is not None:
+                continue
+            ids.update(event.request_id for event in decode_requests(message.value()))
+            if message.offset() + 1 >= ends[message.partition()]:
+                left.discard(message.partition())
+    finally:
+        consumer.close()
+    assert not left, f"partitions {sorted(left)} not read to their end"
+    return ids
