@@ -38,8 +38,6 @@ DEMO_DEFAULTS: dict[str, Any] = {
     "plan_window": "10s",
     "snapshot_interval_s": 2.0,
     "session_timeout_s": 6.0,
-    # Behaviour shards 0-6 and quarantine shard 7, as examples/pools.toml configures them.
-    "max_shards": 7,
 }
 STATE_PATH = "/dashboard/api/state"
 _STATUS_EVERY_S = 10.0
@@ -65,8 +63,8 @@ def demo_settings(settings: Settings) -> Settings:
     """``settings`` with the demo's defaults for what the environment leaves unset, and the
     example pools when no pools config is set.
 
-    >>> demo_settings(Settings(plan_window="1m")).plan_window, demo_settings(Settings()).max_shards
-    ('1m', 7)
+    >>> demo_settings(Settings(plan_window="1m")).plan_window, demo_settings(Settings()).plan_window
+    ('1m', '10s')
     """
     update = {k: v for k, v in DEMO_DEFAULTS.items() if k not in settings.model_fields_set}
     if settings.pools_config is None and POOLS_EXAMPLE.is_file():
