@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -156,3 +157,16 @@ def wait_gone(pids: Iterable[int], timeout_s: float = 10.0) -> list[int]:
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def paused_broker(broker: EmbeddedBroker) -> Iterator[None]:
+    """SIGSTOP the broker's process group (it has its own), SIGCONT it on the way out."""
+    assert broker.process is not None
+    group = os.getpgid(broker.process.pid)
+    assert group == broker.process.pid, "the broker leads its own process group"
+    os.killpg(group, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(group, signal.SIGCONT)

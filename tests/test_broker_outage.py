@@ -18,7 +18,7 @@ from infra.broker import EmbeddedBroker
 from infra.settings import Settings
 from infra.topics import create_topics
 from streams.contracts import RequestEvent
-from tests.gateway.test_reporter import _paused
+from tests.conftest import paused_broker
 from tests.worker_support import counted_by, topic_request_ids, wait_until, worker
 
 PAUSE_S = 30.0
@@ -75,7 +75,7 @@ def test_worker_and_reporter_ride_out_a_paused_broker(
         wait_until(lambda: counted_by([w]) == len(before), 60, "counted before the pause", [w])
         assert table.wait_for_snapshot("shop", timeout_s=60), "a snapshot before the pause"
 
-        with _paused(own_broker):
+        with paused_broker(own_broker):
             during = _report(reporter, PAUSE_S, "during")
             paused = reporter.stats()
         version_at_pause_end = table.snapshot_version("shop")

@@ -3,17 +3,8 @@
 from __future__ import annotations
 
 from gateway.routing_table import RoutingTable
-from models.profiler import Profiler, ProfilerConfig
-from models.synthetic import SyntheticStream
 from streams.contracts import RoutingEntry, ShardSnapshot, encode, snapshot_key
-
-
-def _trained(n: int = 6_000) -> tuple[Profiler, list]:
-    profiler = Profiler("shop", ProfilerConfig())
-    events = list(SyntheticStream(seed=4).events(n))
-    for i in range(0, n, 500):
-        profiler.process_batch(events[i : i + 500])
-    return profiler, events
+from tests.trained import trained_profiler
 
 
 def _table() -> RoutingTable:
@@ -22,7 +13,7 @@ def _table() -> RoutingTable:
 
 
 def test_before_any_snapshot_it_serves_the_default_shard() -> None:
-    _, events = _trained(500)
+    _, events = trained_profiler(500)
     assignment = _table().predict(events[0])
     assert (assignment.shard_id, assignment.source, assignment.snapshot_version) == (
         7,
@@ -32,7 +23,7 @@ def test_before_any_snapshot_it_serves_the_default_shard() -> None:
 
 
 def test_snapshot_and_entries_drive_predictions() -> None:
-    profiler, events = _trained()
+    profiler, events = trained_profiler()
     table = _table()
     snapshot = profiler.snapshot()
     table.apply(snapshot_key("shop"), encode(snapshot))
@@ -65,7 +56,7 @@ def test_snapshot_and_entries_drive_predictions() -> None:
 
 
 def test_malformed_messages_are_ignored_and_the_last_good_state_kept() -> None:
-    profiler, events = _trained()
+    profiler, events = trained_profiler()
     table = _table()
     good = profiler.snapshot()
     table.apply(snapshot_key("shop"), encode(good))
@@ -81,7 +72,7 @@ def test_malformed_messages_are_ignored_and_the_last_good_state_kept() -> None:
 
 
 def test_older_snapshots_do_not_replace_newer_and_tombstones_retire_keys() -> None:
-    profiler, _ = _trained()
+    profiler, _ = trained_profiler()
     table = _table()
     newer = profiler.snapshot().model_copy(update={"version": 5})
     older = profiler.snapshot().model_copy(update={"version": 4})

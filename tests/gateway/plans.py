@@ -1,13 +1,16 @@
-"""Small plans for the gateway tests."""
+"""Small plans and routing entries for the gateway tests."""
 
 from __future__ import annotations
 
+from models.features import profile_key
 from streams.contracts import (
     AllocationPlan,
     CachePolicy,
     Experiment,
     ResourceSpec,
+    RoutingEntry,
     ShardSpec,
+    encode,
 )
 
 
@@ -50,3 +53,10 @@ def plan(
         shards=list(shards),
         experiments=list(experiments),
     )
+
+
+def route_entry(service: str, request_type: str, user: str, shard_id: int) -> tuple[bytes, bytes]:
+    """A routing-topic message (key, value) sending one user's requests to ``shard_id``."""
+    key = profile_key(service, request_type, user)
+    entry = RoutingEntry(service=service, key=key, shard_id=shard_id, snapshot_version=1)
+    return key.encode(), encode(entry)

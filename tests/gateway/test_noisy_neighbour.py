@@ -20,10 +20,9 @@ from confluent_kafka import Producer
 from gateway.status import STATUS_PATH
 from infra.settings import Settings
 from infra.topics import create_topics
-from models.features import profile_key
-from streams.contracts import RoutingEntry, encode
+from streams.contracts import encode
 from tests.conftest import settings_env
-from tests.gateway.plans import plan, shard
+from tests.gateway.plans import plan, route_entry, shard
 from tests.gateway.serving import example, example_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker]
@@ -31,12 +30,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.broker]
 READ = "/items/{n}?read_ms=30"
 EXPORT = "/exports/r{n}?scan_ms=150&rows=0"
 SECONDS = 3.0
-
-
-def _route(service: str, request_type: str, user: str, shard_id: int) -> tuple[bytes, bytes]:
-    key = profile_key(service, request_type, user)
-    entry = RoutingEntry(service=service, key=key, shard_id=shard_id, snapshot_version=1)
-    return key.encode(), encode(entry)
 
 
 def _wait_for_plan(url: str, timeout_s: float = 30) -> dict:
@@ -83,8 +76,8 @@ def test_shaping_keeps_reads_fast_next_to_saturated_exports_and_one_pool_does_no
     create_topics(settings)
     service = example("app").SERVICE
     routes = [
-        _route(service, "GET /items/{item_id}", "reader", 0),
-        _route(service, "GET /exports/{report}", "exporter", 1),
+        route_entry(service, "GET /items/{item_id}", "reader", 0),
+        route_entry(service, "GET /exports/{report}", "exporter", 1),
     ]
     layout = plan(
         1,

@@ -7,8 +7,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import os
-import signal
 import time
 import urllib.request
 import uuid
@@ -17,7 +15,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from gateway.reporter import Reporter, ReporterStats
 from infra.broker import EmbeddedBroker
@@ -28,7 +25,14 @@ from models.features import profile_key
 from streams.contracts import RequestBatch, RequestEvent, decode, encode
 from streams.metrics import merged_series
 from streams.partitioning import partition_for
-from tests.conftest import running, settings_env, shardshape_command, wait_for_line
+from tests.conftest import (
+    paused_broker,
+    running,
+    settings_env,
+    shardshape_command,
+    wait_for_line,
+)
+from tests.gateway.reporting import batch_ids, consume_batches, has_all
 
 PAUSE_S = 20.0
 # A call that waited on Kafka would take a request or connection timeout: seconds, not this.
@@ -51,41 +55,6 @@ def _event(i: int, tag: str) -> RequestEvent:
     )
 
 
-def _consume(
-    settings: Settings, done: Callable[[list[tuple[int, RequestBatch]]], bool], timeout_s: float
-) -> list[tuple[int, RequestBatch]]:
-    """(partition, batch) of every requests-topic message, read until ``done`` or timeout."""
-    consumer = Consumer(
-        settings.confluent_config(
-            **{"group.id": f"reader-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
-        )
-    )
-    consumer.assign(
-        [
-            TopicPartition(settings.topic_requests, p, OFFSET_BEGINNING)
-            for p in range(settings.requests_partitions)
-        ]
-    )
-    batches: list[tuple[int, RequestBatch]] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while not done(batches) and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is not None and message.error() is None:
-                batches.append((message.partition(), decode(RequestBatch, message.value())))
-    finally:
-        consumer.close()
-    return batches
-
-
-def _ids(batches: list[tuple[int, RequestBatch]]) -> Counter[str]:
-    return Counter(event.request_id for _, batch in batches for event in batch.events)
-
-
-def _has_all(ids: set[str]) -> Callable[[list[tuple[int, RequestBatch]]], bool]:
-    return lambda batches: ids <= set(_ids(batches))
-
-
 def _balanced(stats: ReporterStats) -> bool:
     """Every event is somewhere: delivered, dropped, spooled, buffered or in flight."""
     return stats.reported + stats.replayed == (
@@ -105,8 +74,8 @@ def test_events_arrive_as_batches_on_their_key_partitions(settings: Settings) ->
     assert (stats.reported, stats.delivered, stats.dropped, stats.buffered) == (2_000, 2_000, {}, 0)
     assert _balanced(stats)
 
-    batches = _consume(settings, _has_all({e.request_id for e in events}), timeout_s=30)
-    assert _ids(batches) == Counter(e.request_id for e in events), "each event exactly once"
+    batches = consume_batches(settings, has_all({e.request_id for e in events}), timeout_s=30)
+    assert batch_ids(batches) == Counter(e.request_id for e in events), "each event exactly once"
     assert {batch.gateway_id for _, batch in batches} == {"gw-a"}
     assert len(batches) < len(events) / 10, "batched, not one message per event"
     assert max(len(batch.events) for _, batch in batches) <= 100
@@ -168,8 +137,8 @@ def test_a_spool_left_by_an_earlier_process_is_replayed(settings: Settings, tmp_
         stats = reporter.stats()
     assert (stats.replayed, stats.delivered, stats.spool_bytes) == (50, 50, 0)
     assert spool.stat().st_size == 0, "a replayed spool is emptied"
-    batches = _consume(settings, _has_all({e.request_id for e in left}), timeout_s=30)
-    assert _ids(batches) == Counter(e.request_id for e in left)
+    batches = consume_batches(settings, has_all({e.request_id for e in left}), timeout_s=30)
+    assert batch_ids(batches) == Counter(e.request_id for e in left)
     assert {batch.gateway_id for _, batch in batches} == {"gw-old"}, "replayed as spooled"
 
 
@@ -197,19 +166,6 @@ def _own_settings(broker: EmbeddedBroker, tmp_path: Path, **reporter: object) ->
     )
     create_topics(settings)
     return settings
-
-
-@contextlib.contextmanager
-def _paused(broker: EmbeddedBroker) -> Iterator[None]:
-    """SIGSTOP the broker's process group (it has its own), SIGCONT it on the way out."""
-    assert broker.process is not None
-    group = os.getpgid(broker.process.pid)
-    assert group == broker.process.pid, "the broker leads its own process group"
-    os.killpg(group, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.killpg(group, signal.SIGCONT)
 
 
 @contextlib.contextmanager
@@ -256,7 +212,7 @@ def test_a_paused_broker_never_blocks_report_and_reporting_resumes_by_itself(
         load = _Load(reporter)
         before = load.run(1.0, "before")
         assert reporter.flush(20) == 0
-        with _paused(own_broker):
+        with paused_broker(own_broker):
             load.run(PAUSE_S, "paused")
             paused = reporter.stats()
         longest_paused = load.longest_s
@@ -275,8 +231,8 @@ def test_a_paused_broker_never_blocks_report_and_reporting_resumes_by_itself(
     assert final.kafka_reachable and final.buffered == final.in_flight == 0
     assert final.dropped_total >= paused.dropped_total
     assert final.delivered + final.dropped_total == final.reported
-    batches = _consume(settings, _has_all(before | after), timeout_s=30)
-    assert before | after <= set(_ids(batches))
+    batches = consume_batches(settings, has_all(before | after), timeout_s=30)
+    assert before | after <= set(batch_ids(batches))
 
 
 @pytest.mark.slow
@@ -293,7 +249,7 @@ def test_a_paused_broker_with_a_spool_keeps_batches_within_its_bound(
         load = _Load(reporter)
         load.run(0.5, "before")
         assert reporter.flush(20) == 0
-        with _paused(own_broker):
+        with paused_broker(own_broker):
             sizes = [spool.stat().st_size]
             for _ in range(16):
                 load.run(0.5, "paused")
@@ -318,8 +274,8 @@ def test_a_paused_broker_with_a_spool_keeps_batches_within_its_bound(
     assert _balanced(paused) and _balanced(final)
     assert final.replayed >= len(spooled_ids) and final.spool_bytes == 0
     assert final.kafka_reachable and final.buffered == final.in_flight == 0
-    batches = _consume(settings, _has_all(spooled_ids), timeout_s=30)
-    assert spooled_ids <= set(_ids(batches)), "spooled batches reach the topic after resume"
+    batches = consume_batches(settings, has_all(spooled_ids), timeout_s=30)
+    assert spooled_ids <= set(batch_ids(batches)), "spooled batches reach the topic after resume"
 
 
 # -- configuration -----------------------------------------------------------------------

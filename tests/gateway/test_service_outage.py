@@ -26,11 +26,10 @@ from infra.broker import EmbeddedBroker
 from infra.settings import Settings
 from infra.topics import create_topics
 from streams.contracts import encode
-from tests.conftest import settings_env
-from tests.gateway.plans import plan, shard
+from tests.conftest import paused_broker, settings_env
+from tests.gateway.plans import plan, route_entry, shard
+from tests.gateway.reporting import batch_ids, consume_batches, has_all
 from tests.gateway.serving import example, example_server
-from tests.gateway.test_noisy_neighbour import _route
-from tests.gateway.test_reporter import _consume, _has_all, _ids, _paused
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker]
 
@@ -125,7 +124,7 @@ async def test_a_paused_broker_leaves_the_service_answering_and_reporting_resume
     )
     create_topics(settings)
     service = example("app").SERVICE
-    key, entry = _route(service, "GET /items/{item_id}", "reader", 0)
+    key, entry = route_entry(service, "GET /items/{item_id}", "reader", 0)
     producer = Producer(settings.confluent_config())
     producer.produce(settings.topic_routing, key=key, value=entry)
     last_plan = plan(1, shard(0, concurrency=SLOTS, queue=64, timeout_ms=20_000))
@@ -142,7 +141,7 @@ async def test_a_paused_broker_leaves_the_service_answering_and_reporting_resume
                     http, lambda s: s.reporter is not None and s.reporter.delivered >= 50, 30
                 )
                 during: list[GatewayStatus] = []
-                with _paused(own_broker):
+                with paused_broker(own_broker):
                     load.phase = "paused"
                     until = time.monotonic() + PAUSE_S
                     while time.monotonic() < until:
@@ -203,8 +202,8 @@ async def test_a_paused_broker_leaves_the_service_answering_and_reporting_resume
     # that timed out while the broker was stopped may still have been written when it went on
     # (librdkafka's "possibly persisted"): the reporter counts it as delivery_failed.
     after = {a.request_id for a in load.of("after")}
-    batches = _consume(settings, _has_all(after), timeout_s=30)
-    received = _ids(batches)
+    batches = consume_batches(settings, has_all(after), timeout_s=30)
+    received = batch_ids(batches)
     assert after and after <= set(received), "requests after the pause reach the topic"
     assert set(received.values()) == {1}, "each event once"
     possibly_written = final_reporter.dropped.get("delivery_failed", 0)

@@ -23,7 +23,7 @@ from tests.conftest import settings_env, shardshape_command
 from tests.gateway.isolation_support import isolation_settings, parent_dirs
 from tests.gateway.plans import plan, shard
 from tests.gateway.serving import example_server
-from tests.test_routing_table import _trained
+from tests.trained import trained_profiler
 
 pytestmark = pytest.mark.broker
 
@@ -56,7 +56,7 @@ def test_doctor_shows_a_running_services_routing_snapshot_plan_pools_and_reporte
     settings: Settings, tmp_path: Path
 ) -> None:
     create_topics(settings)
-    profiler, _ = _trained(4_000)
+    profiler, _ = trained_profiler(4_000)
     snapshot = profiler.snapshot()
     entries = profiler.routing_changes()
     shard_ids = sorted(s.shard_id for s in snapshot.shards)
