@@ -31,7 +31,13 @@ from streams.follower import TopicFollower
 from streams.highwater import correct_faust_highwaters
 from streams.metrics import WindowRecorder, aggregate, partition_of
 from streams.partitioning import partition_for
-from streams.planning import PlanningLoop, ReplicaTracker, WindowReporter, plan_listener
+from streams.planning import (
+    PlanningLoop,
+    ReplicaTracker,
+    WindowReporter,
+    experiment_policy,
+    plan_listener,
+)
 from streams.profiling import KeyCheckpoints, ProfilingWorker, SnapshotMerger, snapshot_listener
 from streams.publisher import RoutingPublisher, flush_before_commits
 from streams.signing import Signer, signer_from
@@ -154,6 +160,7 @@ def create_app(settings: Settings) -> faust.App:
             load_pools_config(settings.pools_config),
             METRIC_WINDOWS[settings.plan_window],
             horizon_s=settings.plan_horizon_s,
+            experiments=experiment_policy(settings),
         )
         if settings.pools_config
         else None

@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -24,11 +26,39 @@ from allocator.experiments import ExperimentManager, ExperimentPolicy
 from allocator.plan import build_plan
 from allocator.planner import PoolPlanner, calibrator_for, shard_demands
 from allocator.pools_config import PoolsConfig
+from allocator.sequential import TestDesign
 from models.forecast import DemandForecaster
 from streams.contracts import AllocationPlan, ContractError, decode
 from streams.metrics import ShardStats, merged_series, split_metric_key
 
+if TYPE_CHECKING:
+    from infra.settings import Settings
+
 log = logging.getLogger("shardshape.planning")
+
+
+def experiment_policy(settings: Settings) -> ExperimentPolicy:
+    """The planner's :class:`ExperimentPolicy` from the ``experiments_*`` settings; what they
+    leave out keeps the policy's defaults.
+
+    >>> from infra.settings import Settings
+    >>> policy = experiment_policy(Settings(experiments_trigger_windows=1))
+    >>> policy.trigger_windows, policy.budget, policy.design.min_requests
+    (1, 0.2, 200)
+    """
+    return ExperimentPolicy(
+        enabled=settings.experiments_enabled,
+        budget=settings.experiments_budget,
+        variant_weight=settings.experiments_variant_weight,
+        min_variant_weight=settings.experiments_min_variant_weight,
+        max_duration_s=settings.experiments_max_duration_s,
+        min_window_requests=settings.experiments_min_window_requests,
+        trigger_windows=settings.experiments_trigger_windows,
+        low_hit_rate=settings.experiments_low_hit_rate,
+        cache_size=settings.experiments_cache_size,
+        cooldown_s=settings.experiments_cooldown_s,
+        design=replace(TestDesign(), min_requests=settings.experiments_min_requests),
+    )
 
 
 class ReplicaTracker:
