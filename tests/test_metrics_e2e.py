@@ -17,22 +17,12 @@ from streams.contracts import RequestEvent
 from streams.metrics import latest_window, merged_series
 from streams.replay import replay
 from tests.conftest import running, settings_env, shardshape_command, wait_for_line
+from tests.worker_support import counted
 
 
 def _windows(port: int) -> dict:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/shardshape/shards", timeout=5) as r:
         return json.loads(r.read())
-
-
-def _counted(windows: list[dict]) -> int:
-    """Events in all windows of one size (each event is in exactly one tumbling window)."""
-    return sum(
-        stats.count
-        for window in windows
-        for stats in merged_series(
-            (slot, data.encode()) for slot, data in window["slots"].items()
-        ).values()
-    )
 
 
 def test_windowed_shard_metrics_count_every_event_once(settings: Settings, tmp_path: Path) -> None:
@@ -50,11 +40,11 @@ def test_windowed_shard_metrics_count_every_event_once(settings: Settings, tmp_p
         replay(events, settings.confluent_config(), settings.topic_requests,
                settings.requests_partitions)  # fmt: skip
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and _counted(_windows(port)["10s"]) < len(events):
+        while time.monotonic() < deadline and counted(_windows(port)["10s"]) < len(events):
             time.sleep(0.5)
         windows = _windows(port)
-        assert _counted(windows["10s"]) == len(events)
-        assert _counted(windows["1m"]) == len(events)
+        assert counted(windows["10s"]) == len(events)
+        assert counted(windows["1m"]) == len(events)
 
         everything = merged_series(
             (slot, data.encode()) for w in windows["1m"] for slot, data in w["slots"].items()
@@ -89,11 +79,11 @@ def test_windowed_shard_metrics_count_every_event_once(settings: Settings, tmp_p
     with running(shardshape_command("worker"), env, log) as worker:
         wait_for_line(log, "shardshape worker ready", worker, 90)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and _counted(_windows(port)["1m"]) < len(events):
+        while time.monotonic() < deadline and counted(_windows(port)["1m"]) < len(events):
             time.sleep(0.5)
         time.sleep(2)  # a double count would show by now
-        assert _counted(_windows(port)["1m"]) == len(events)
-        assert _counted(_windows(port)["10s"]) == len(events)
+        assert counted(_windows(port)["1m"]) == len(events)
+        assert counted(_windows(port)["10s"]) == len(events)
 
 
 def test_shards_command_says_how_to_start_a_worker() -> None:
