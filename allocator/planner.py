@@ -27,10 +27,12 @@ holds for all of them together.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
-from allocator.calibration import Calibrator, ShardKey
+from allocator.calibration import Calibrator, CapacityEstimate, ShardKey
 from allocator.optimiser import Allocation, ShardDemand, Smoothing, solve
 from allocator.pools_config import PoolsConfig
 
@@ -127,25 +129,36 @@ def shard_demands(
     calibrator: Calibrator,
     pool_id: str,
     forecasts: Mapping[ShardKey, float],
+    means: Mapping[ShardKey, float] | None = None,
 ) -> list[ShardDemand]:
     """Optimiser inputs for every forecast shard of the services in ``pool_id``.
 
     ``forecasts`` maps (service, shard id) to the forecast at ``[planning].forecast_quantile``;
-    shards of services in other pools are ignored. Capacities are the calibrator's
-    conservative estimates for the block types the shard may use.
+    shards of services in other pools are ignored. With the mean forecasts (``means``), a
+    shard's capacities are :func:`joint_capacity`: demand and capacity uncertainty make one
+    quantile of load together. Without, they are the calibrator's conservative estimates.
     """
     services = set(config.services_of(pool_id))
+    q = config.planning.forecast_quantile
     demands = []
     for (service, shard_id), rps in sorted(forecasts.items()):
         if service not in services:
             continue
         settings = config.shard_settings(service, shard_id)
+        if means is None:
+            capacity = calibrator.capacities(service, shard_id, settings.block_types)
+        else:
+            mean = means.get((service, shard_id), rps)
+            capacity = {
+                t: joint_capacity(calibrator.estimate(service, shard_id, t), mean, rps, q)
+                for t in settings.block_types
+            }
         demands.append(
             ShardDemand(
                 service=service,
                 shard_id=shard_id,
                 demand_rps=rps,
-                capacity_rps=calibrator.capacities(service, shard_id, settings.block_types),
+                capacity_rps=capacity,
                 priority=settings.priority,
                 min_blocks=settings.min_blocks,
                 target_utilisation=settings.target_utilisation,
@@ -154,6 +167,40 @@ def shard_demands(
             )
         )
     return demands
+
+
+def joint_capacity(
+    estimate: CapacityEstimate, mean_rps: float, quantile_rps: float, q: float
+) -> float:
+    """The per-block capacity that makes ``quantile_rps`` over it the ``q`` quantile of load.
+
+    Load (blocks needed) is demand over capacity, two independent uncertain quantities.
+    Planning with the ``q`` quantile of demand over a low quantile of capacity stacks two
+    margins: both would have to go wrong at once, which is rarer than ``q`` says. Taken as
+    log-normal, ``log(load)`` has sd ``hypot(s_d, s_c)``: ``s_d`` is the forecast's (from its
+    quantile over its mean), ``s_c`` the calibration's relative sd. The capacity returned is
+    ``mean * exp(-z (hypot(s_d, s_c) - s_d))`` with ``z`` the normal ``q`` quantile, so the
+    demand quantile over it is the ``q`` quantile of load: only the part of the capacity
+    uncertainty the demand band does not already cover is added.
+
+    >>> est = CapacityEstimate(mean_rps=10.0, sd_rps=1.0, conservative_rps=9.0,
+    ...                        confidence=0.8, completions=1e4)
+    >>> round(joint_capacity(est, 100.0, 100.0, 0.9), 2)  # no demand spread: capacity's alone
+    8.8
+    >>> round(joint_capacity(est, 100.0, 130.0, 0.9), 2)  # a wide demand band covers most
+    9.71
+    """
+    mean_c = estimate.mean_rps
+    if mean_c <= 0:
+        return 0.0
+    z = NormalDist().inv_cdf(q)
+    if z <= 0:
+        return mean_c
+    s_c = estimate.sd_rps / mean_c
+    if quantile_rps > 0 and mean_rps <= 0:
+        return mean_c  # a band with no mean under it covers any capacity spread
+    s_d = math.log(quantile_rps / mean_rps) / z if quantile_rps > mean_rps > 0 else 0.0
+    return mean_c * math.exp(-z * (math.hypot(s_d, s_c) - s_d))
 
 
 def calibrator_for(config: PoolsConfig, **options: float) -> Calibrator:

@@ -215,20 +215,26 @@ class DemandForecaster(Forecaster):
         Half-life, in bins, of the weighted absolute error that ranks the candidates; default
         a quarter season (at least 2 bins).
     residual_window
-        How many recent one-step residuals the quantile is taken from.
+        How many recent residuals (per lead) the quantile is taken from.
     min_residuals
         Below this many residuals the quantile assumes Poisson-like noise with twice its
         standard deviation.
+    leads
+        Leads (steps ahead) whose residuals are measured: the forecasts made 1, 2, ...
+        ``leads`` bins before a bin are each compared with what it brought.
     candidates
         Factories of the candidate models by name; default :func:`default_candidates`.
 
     Notes
     -----
-    Residuals are normalised as ``(y - f) / sqrt(f + level)``, where ``f`` is the one-step
-    forecast and ``level`` the recent mean demand (for counts this is a Pearson residual with
-    a floor, so quiet hours do not inherit the spread of busy ones). The ``q`` quantile ``z``
-    of those (at least 0) gives ``forecast + z * sqrt(forecast + level) * sqrt(h)`` for step
-    ``h`` of the horizon: the spread grows like a random walk's, which is on the safe side.
+    Residuals are normalised as ``(y - f) / sqrt(f + level)``, where ``f`` is the forecast
+    and ``level`` the recent mean demand (for counts this is a Pearson residual with a floor,
+    so quiet hours do not inherit the spread of busy ones). For step ``h`` of the horizon the
+    ``q`` quantile ``z`` (at least 0) of the residuals of the forecasts made ``h`` bins ahead
+    gives ``forecast + z * sqrt(forecast + level)``: the spread of each lead is measured, not
+    assumed (a random walk's ``sqrt(h)`` growth would double-count the noise a level model
+    already averages out). Beyond ``leads`` the last measured lead's spread grows like
+    ``sqrt(h)``, on the safe side.
 
     Examples
     --------
@@ -247,6 +253,7 @@ class DemandForecaster(Forecaster):
         selection_half_life: float | None = None,
         residual_window: int = 168,
         min_residuals: int = 8,
+        leads: int = 4,
         candidates: dict[str, Callable[[], Forecaster]] | None = None,
     ) -> None:
         self.season_bins = season_bins
@@ -259,10 +266,18 @@ class DemandForecaster(Forecaster):
         self._models = {name: make() for name, make in factories.items()}
         half_life = selection_half_life if selection_half_life else max(m / 4, 2.0)
         self._decay = 1.0 - 0.5 ** (1.0 / half_life)
-        self._min_scored = math.ceil(half_life)
+        # Eligible after a few scored bins, not a quarter season: with one-minute bins that
+        # would leave a new shard's forecast to its first-season profile for six hours.
+        self._min_scored = min(math.ceil(half_life), 24)
         self._error = dict.fromkeys(self._models, 0.0)
         self._scored = dict.fromkeys(self._models, 0)
-        self._residuals: deque[float] = deque(maxlen=residual_window)
+        self.leads = max(int(leads), 1)
+        # Per lead h (index h - 1): the normalised residuals of the forecasts made h bins ahead.
+        self._residuals: list[deque[float]] = [
+            deque(maxlen=residual_window) for _ in range(self.leads)
+        ]
+        # The forecasts made after each of the last ``leads`` bins, newest last.
+        self._made: deque[list[float]] = deque(maxlen=self.leads)
         self._level = EWMean(alpha=1.0 / max(m, 2))
         self._n = 0
         self.selected = next(iter(self._models))
@@ -289,13 +304,14 @@ class DemandForecaster(Forecaster):
         if not math.isfinite(y):
             raise ValueError(f"demand must be finite, got {y!r}")
         y = max(y, 0.0)
+        level = self._level.forecast(1)[0]
+        for h, made in enumerate(reversed(self._made)):  # made h + 1 bins ago
+            f = made[h]
+            self._residuals[h].append((y - f) / (math.sqrt(f + level) or 1.0))
         if self._n:
             for name, model in self._models.items():
                 if getattr(model, "ready", True):
                     f = max(float(model.forecast(1)[0]), 0.0)
-                    if name == self.selected:
-                        scale = math.sqrt(f + self._level.forecast(1)[0]) or 1.0
-                        self._residuals.append((y - f) / scale)
                     e = abs(y - f)
                     n = self._scored[name]
                     # Bias-corrected weighted mean: the first errors count fully.
@@ -307,6 +323,7 @@ class DemandForecaster(Forecaster):
         self._level.learn_one(y)
         self._n += 1
         self.selected = self._choose()
+        self._made.append(self.forecast(self.leads))
 
     def forecast(self, horizon: int, xs: list[dict] | None = None) -> list[float]:
         """Mean demand for each of the next ``horizon`` bins (0 before any data)."""
@@ -325,10 +342,15 @@ class DemandForecaster(Forecaster):
         mean = self.forecast(horizon)
         if not self._n:
             return mean
-        if len(self._residuals) >= self.min_residuals:
-            z = float(np.quantile(np.fromiter(self._residuals, float), q))
-        else:
-            z = 2.0 * NormalDist().inv_cdf(q)
-        z = max(z, 0.0)
+        spread = [self._lead_quantile(h, q) for h in range(min(horizon, self.leads))]
+        for h in range(len(spread), horizon):  # beyond the measured leads
+            spread.append(spread[self.leads - 1] * math.sqrt((h + 1) / self.leads))
         level = self._level.forecast(1)[0]
-        return [f + z * math.sqrt((f + level) * (h + 1)) for h, f in enumerate(mean)]
+        return [f + z * math.sqrt(f + level) for f, z in zip(mean, spread, strict=True)]
+
+    def _lead_quantile(self, h: int, q: float) -> float:
+        """The ``q`` quantile (at least 0) of the residuals of lead ``h + 1``."""
+        residuals = self._residuals[h]
+        if len(residuals) < self.min_residuals:
+            return 2.0 * NormalDist().inv_cdf(q) * math.sqrt(h + 1)
+        return max(float(np.quantile(np.fromiter(residuals, float), q)), 0.0)

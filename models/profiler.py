@@ -94,6 +94,9 @@ class ProfilerConfig:
     confidence_alpha: float = 0.05
     anomaly_every: int = 16
     anomaly_threshold: float = 0.8
+    # A key is anomalous where the keys around it are this much sparser than around a typical
+    # key (KeyAnomalyDetector.check_keys).
+    anomaly_density_ratio: float = 0.05
     quarantine_after: int = 3
     release_after: int = 5
     seed: int = 0
@@ -124,6 +127,59 @@ class BatchResult(NamedTuple):
 
 
 Recover = Callable[[str], list | None]
+
+# Occurrence ranks with at most this many keys left are folded in event by event.
+_FEW_KEYS = 8
+
+
+def _fold_in_order(
+    rows: list[list[float]],
+    events: list[list[int]],
+    ts: np.ndarray,
+    b: np.ndarray,
+    min_alpha: float,
+    n_after: np.ndarray,
+    mean_after: np.ndarray,
+    gap_after: np.ndarray,
+) -> list[list[float]]:
+    """Fold events into key records one at a time, with :meth:`KeyTable.update`'s float steps.
+
+    ``rows[g]`` is a key's record (a list of floats), ``events[g]`` the completed events
+    (indices into ``ts`` and ``b``) to fold into it in order, padded with -1. Each event's
+    count, means and mean gap after it go to ``n_after``, ``mean_after`` and ``gap_after``;
+    the updated records are returned.
+    """
+    flat = [j for row in events for j in row if j >= 0]
+    ts_of, b_of = ts[flat].tolist(), b[flat].tolist()
+    n_out, mean_out, gap_out = [], [], []
+    k = 0
+    for row, todo in zip(rows, events, strict=True):
+        n, last, gap_mean = row[N], row[LAST_TS], row[GAP]
+        lat, err, pay, resp = row[BEHAVIOUR_SLICE]
+        for j in todo:
+            if j < 0:
+                break
+            n += 1.0
+            if n > 1:
+                t = ts_of[k]
+                a = max(1.0 / n, min_alpha)
+                gap_mean += max(1.0 / (n - 1.0), min_alpha) * (max(t - last, 0.0) - gap_mean)
+                last = max(t, last)
+                b_lat, b_err, b_pay, b_resp = b_of[k]
+                lat += a * (b_lat - lat)
+                err += a * (b_err - err)
+                pay += a * (b_pay - pay)
+                resp += a * (b_resp - resp)
+            k += 1
+            n_out.append(n)
+            mean_out.append((lat, err, pay, resp))
+            gap_out.append(gap_mean)
+        row[N], row[LAST_TS], row[GAP] = n, last, gap_mean
+        row[BEHAVIOUR_SLICE] = lat, err, pay, resp
+    n_after[flat] = n_out
+    mean_after[flat] = mean_out
+    gap_after[flat] = gap_out
+    return rows
 
 
 class Profiler:
@@ -156,7 +212,11 @@ class Profiler:
             self.space.n_features, N_BEHAVIOUR, halflife=cfg.regression_halflife
         )
         self.router = KeyRouter(cfg.margin, cfg.patience, cfg.quarantine_after, cfg.release_after)
-        self.detector = KeyAnomalyDetector(threshold=cfg.anomaly_threshold, seed=cfg.seed)
+        self.detector = KeyAnomalyDetector(
+            threshold=cfg.anomaly_threshold,
+            density_ratio=cfg.anomaly_density_ratio,
+            seed=cfg.seed,
+        )
         self.describer = ShardDescriber()
         self._global_shards = Shards([], np.zeros((0, N_BEHAVIOUR)), np.zeros(0), np.zeros(0))
         self.version = 0
@@ -171,19 +231,26 @@ class Profiler:
         return list(map(Assignment, *self.process_many(events)))
 
     def process_many(
-        self, events: Sequence[RequestEvent] | EventColumns, recover: Recover | None = None
+        self,
+        events: Sequence[RequestEvent] | EventColumns,
+        recover: Recover | None = None,
+        batches: int = 1,
     ) -> BatchResult:
         """:meth:`process_batch` with the events and outcomes as columns (the agent's path).
 
         ``recover(key)`` gives the stored record of a key this profiler does not know (it
-        moved here from another worker), or None for a new key.
+        moved here from another worker), or None for a new key. ``batches``: how many
+        gateway batches ``events`` joins (the agent merges queued ones); each counts as a
+        batch for ``max_samples_per_batch``, so merging does not slow the clusterer down.
         """
         if not len(events):
             return BatchResult([], [], [], [])
         with blas_threads(self.config.blas_threads):
-            return self._process(columns_of(events), recover)
+            return self._process(columns_of(events), recover, batches)
 
-    def _process(self, batch: EventColumns, recover: Recover | None) -> BatchResult:
+    def _process(
+        self, batch: EventColumns, recover: Recover | None, batches: int = 1
+    ) -> BatchResult:
         """The batch path, vectorised over the batch (see the module docstring).
 
         Each event is read once. Key statistics are folded in per occurrence rank (all keys'
@@ -262,7 +329,7 @@ class Profiler:
         # 4. Models.
         used = np.flatnonzero(space.row_matrix[sigs].any(axis=0))
         cols = np.union1d(np.arange(N_FIXED), used)
-        self._learn_models(types, attrs, done_list, x[done], b, cols)
+        self._learn_models(types, attrs, done_list, x[done], b, cols, batches)
         self._n_events += n
         return BatchResult(keys, predicted, observed_list, anomalous.tolist())
 
@@ -327,9 +394,14 @@ class Profiler:
         n_after = np.empty(nd)
         mean_after = np.empty((nd, N_BEHAVIOUR))
         gap_after = np.empty(nd)
-        active = np.searchsorted(-counts[by_count], -np.arange(1, cell.shape[1] + 1), "right")
+        active = np.searchsorted(
+            -counts[by_count], -np.arange(1, cell.shape[1] + 1), "right"
+        ).tolist()
         min_alpha = table.min_alpha
-        for q, m in enumerate(active.tolist()):
+        # The last ranks hold a few busy keys' events: a numpy step per rank would cost more
+        # than folding those events in one by one with plain floats (the same float steps).
+        tail = next((q for q, m in enumerate(active) if m <= _FEW_KEYS), len(active))
+        for q, m in enumerate(active[:tail]):
             j = cell[:m, q]
             st = srt[:m]
             nn = st[:, N] + 1.0
@@ -351,6 +423,12 @@ class Profiler:
             n_after[j] = nn
             mean_after[j] = st[:, BEHAVIOUR_SLICE]
             gap_after[j] = st[:, GAP]
+        if tail < len(active):
+            groups = active[tail]
+            done_at = cell[:groups, tail:].tolist()
+            srt[:groups] = _fold_in_order(
+                srt[:groups].tolist(), done_at, ts_arr, b, min_alpha, n_after, mean_after, gap_after
+            )
         state = srt[inv]
         n_int = n_after.astype(np.int64)
 
@@ -362,9 +440,9 @@ class Profiler:
             gap, count = gap_after[due_anomaly], n_after[due_anomaly]
             with np.errstate(divide="ignore"):
                 rate = np.where(gap > 0, 1.0 / gap, np.where(count < 2, 0.0, 1e6))
-            scores = self.detector.score_and_learn_many(rate, mean_after[due_anomaly, 1])
-            flagged = (scores >= cfg.anomaly_threshold).tolist()
-            flags = dict(zip(due_anomaly.tolist(), flagged, strict=True))
+            due_keys = [keys[done_list[j]] for j in due_anomaly.tolist()]
+            flagged = self.detector.check_keys(due_keys, rate, mean_after[due_anomaly, 1])
+            flags = dict(zip(due_anomaly.tolist(), flagged.tolist(), strict=True))
 
         # Shard decisions: distances of every due key mean to every shard, at once.
         due_decide = (n_int % cfg.decide_every == 1) | (cfg.decide_every == 1)
@@ -476,6 +554,7 @@ class Profiler:
         x: np.ndarray,
         b: np.ndarray,
         cols: np.ndarray | None = None,
+        batches: int = 1,
     ) -> None:
         # A federated worker predicts with the merged model: its own coefficients go unused.
         refresh = self.regressor.learn_many(x, b, cols, solve=not self.config.federated)
@@ -483,7 +562,7 @@ class Profiler:
         start = self._n_events
         every = self.config.sample_every
         picked = [row for row, i in enumerate(done) if (start + i) % every == 0]
-        budget = self.config.max_samples_per_batch
+        budget = self.config.max_samples_per_batch * batches
         if len(picked) > budget:
             # Big batches (high load): a fixed number of river updates per batch.
             picked = picked[:: -(-len(picked) // budget)]

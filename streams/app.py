@@ -24,11 +24,13 @@ from infra.net import ensure_port_free
 from infra.settings import Settings
 from models.blas import limit_blas_threads
 from models.profiler import ProfilerConfig
+from streams.columns import concat_columns
 from streams.contracts import MAX_ID_CHARS, MAX_MESSAGE_BYTES, encode, snapshot_key
 from streams.dashboard.views import add_web_views
 from streams.fetch_wait import set_fetch_max_wait
 from streams.follower import TopicFollower
 from streams.highwater import correct_faust_highwaters
+from streams.intake import Received, merge_groups, take_queued
 from streams.metrics import WindowRecorder, aggregate, partition_of
 from streams.partitioning import partition_for
 from streams.planning import (
@@ -46,6 +48,12 @@ from streams.validation import MessageOrigin, validate_message
 log = logging.getLogger("shardshape.worker")
 
 METRIC_WINDOWS = {"10s": 10.0, "1m": 60.0}  # tumbling window sizes of the metrics tables
+# The profile agent takes up to TAKE_MESSAGES queued messages at once and profiles up to
+# MERGE_EVENTS of their events per call (streams.intake); a buffered message waits at most
+# TAKE_WITHIN_S (it normally waits not at all: the buffer goes when the queue is empty).
+TAKE_MESSAGES = 16
+MERGE_EVENTS = 1_000
+TAKE_WITHIN_S = 0.2
 WINDOWS_KEPT = 30  # windows of each size a worker keeps
 
 READY_LINE = "shardshape worker ready"
@@ -58,18 +66,21 @@ class PipelineCounters:
         self.messages = 0
         self.events = 0
         self.dead_letters = 0
+        self.profiler_calls = 0  # fewer than messages when queued messages are merged
         self.first_time = 0.0  # wall time of the first and last message handled
         self.last_time = 0.0
         self.first_cpu = 0.0  # the process's CPU seconds (all threads) at those moments
         self.last_cpu = 0.0
+        self.first_loop_cpu = 0.0  # the event loop thread's (the agent's) CPU seconds
+        self.last_loop_cpu = 0.0
         self._last_logged = (0, 0, 0)
         self._last_time = time.monotonic()
 
     def record(self, events: int, dead_letters: int) -> None:
-        now, cpu = time.time(), time.process_time()
+        now, cpu, loop_cpu = time.time(), time.process_time(), time.thread_time()
         if not self.first_time:
-            self.first_time, self.first_cpu = now, cpu
-        self.last_time, self.last_cpu = now, cpu
+            self.first_time, self.first_cpu, self.first_loop_cpu = now, cpu, loop_cpu
+        self.last_time, self.last_cpu, self.last_loop_cpu = now, cpu, loop_cpu
         self.messages += 1
         self.events += events
         self.dead_letters += dead_letters
@@ -79,9 +90,11 @@ class PipelineCounters:
             "messages": self.messages,
             "events": self.events,
             "dead_letters": self.dead_letters,
+            "profiler_calls": self.profiler_calls,
             "first_time": self.first_time,
             "last_time": self.last_time,
             "cpu_seconds": self.last_cpu - self.first_cpu,
+            "loop_cpu_seconds": self.last_loop_cpu - self.first_loop_cpu,
         }
 
     def summary(self) -> str | None:
@@ -195,7 +208,7 @@ def create_app(settings: Settings) -> faust.App:
     follower = TopicFollower(
         settings.confluent_config(),
         settings.topic_routing,
-        snapshot_listener(profiling, merger),
+        snapshot_listener(profiling, merger, planning),
         signer=signer,
     )
     app.shardshape_counters = counters  # read by tests and web views
@@ -247,36 +260,69 @@ def create_app(settings: Settings) -> faust.App:
         owned.clear()
         owned.update(now)
 
+    def profile(group: list[Received]) -> None:
+        """Profile messages' events in one call; then per message, as if one by one."""
+        batches = [message.batch for message in group if len(message.batch)]
+        if batches:
+            outcome = profiling.process(
+                concat_columns(batches), recover=recover_key, batches=len(batches)
+            )
+            counters.profiler_calls += 1
+            for entry in outcome.changes:
+                routing.publish(entry.key.encode(), encode(entry))
+            retire_evicted()  # after the entries: a key evicted meanwhile stays retired
+            routing.poll()
+        now = time.time()
+        # Records hold every event of the group: stored with their partition's last offset.
+        last_offset = {message.partition: message.offset for message in group}
+        start = 0
+        for message in group:
+            n, partition = len(message.batch), message.partition
+            if n:
+                keys, shards = outcome.keys[start : start + n], outcome.shards[start : start + n]
+                start += n
+                checkpoints.mark(partition, keys)
+                due = checkpoints.due(partition, now)
+                for key, record in profiling.records(due).items():
+                    value = orjson.dumps({"rec": record, "offset": last_offset[partition]})
+                    # key_stats[key] = value, to the message's partition (no event in context)
+                    key_stats.data[key] = value
+                    key_stats.send_changelog(partition, key, value)
+                stats = aggregate(message.batch, shards)
+                for recorder in recorders.values():
+                    recorder.record(stats, partition, message.offset, message.timestamp, now)
+            counters.record(n, message.dead_letters)
+
     @app.agent(requests, name="shardshape.profile")
     async def profile_requests(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            message = event.message
-            origin = MessageOrigin(message.topic, message.partition, message.offset, message.key)
-            result = validate_message(event.value, origin, worker_id)
-            batch = result.batch
-            if len(batch):
-                replicas.saw(result.gateway_id, set(batch.service), time.time())
-            for letter in result.dead_letters:
-                log.warning("dead letter %s[%d]@%d: %s", origin.topic, origin.partition,
-                            origin.offset, letter.reason)  # fmt: skip
-                await dlq.send(key=message.key, value=encode(letter))
-            if len(batch):
-                outcome = profiling.process(batch, recover=recover_key)
-                for entry in outcome.changes:
-                    routing.publish(entry.key.encode(), encode(entry))
-                retire_evicted()  # after the entries: a key evicted meanwhile stays retired
-                routing.poll()
-                now = time.time()
-                checkpoints.mark(message.partition, outcome.keys)
-                due = checkpoints.due(message.partition, now)
-                for key, record in profiling.records(due).items():
-                    key_stats[key] = orjson.dumps({"rec": record, "offset": message.offset})
-                stats = aggregate(batch, outcome.shards)
-                for recorder in recorders.values():
-                    recorder.record(
-                        stats, message.partition, message.offset, message.timestamp, now
+        # Queued messages are profiled together (streams.intake): under load the fixed cost
+        # of a profiler call is paid once per MERGE_EVENTS events, not once per message.
+        async for events in take_queued(stream, TAKE_MESSAGES, within=TAKE_WITHIN_S):
+            received = []
+            for event in events:
+                message = event.message
+                origin = MessageOrigin(
+                    message.topic, message.partition, message.offset, message.key
+                )
+                result = validate_message(event.value, origin, worker_id)
+                batch = result.batch
+                if len(batch):
+                    replicas.saw(result.gateway_id, set(batch.service), time.time())
+                for letter in result.dead_letters:
+                    log.warning("dead letter %s[%d]@%d: %s", origin.topic, origin.partition,
+                                origin.offset, letter.reason)  # fmt: skip
+                    await dlq.send(key=message.key, value=encode(letter))
+                received.append(
+                    Received(
+                        message.partition,
+                        message.offset,
+                        message.timestamp,
+                        batch,
+                        len(result.dead_letters),
                     )
-            counters.record(len(batch), len(result.dead_letters))
+                )
+            for group in merge_groups(received, MERGE_EVENTS):
+                profile(group)
 
     @app.agent(summaries, name="shardshape.merge")
     async def merge_summaries(stream: faust.StreamT) -> None:
@@ -441,7 +487,12 @@ def _window_store(table: faust.types.tables.WindowWrapperT):  # type: ignore[no-
         return inner.data.get((slot, window(start)))
 
     def put(slot: str, start: float, data: bytes) -> None:
-        inner[(slot, window(start))] = data  # in stream iteration: to the event's partition
+        # To the slot's source partition (the agent handles several messages' events at once,
+        # outside any one event's context), as ``inner[key] = data`` in that event's would.
+        key, partition = (slot, window(start)), partition_of(slot)
+        inner.data[key] = data
+        inner.send_changelog(partition, key, data)
+        inner._maybe_set_key_ttl(key, partition)  # Faust expires old windows by these
 
     return get, put
 

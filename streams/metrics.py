@@ -19,6 +19,7 @@ partitions and workers (latency sketches are mergeable) and summarise them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from itertools import repeat
 
 import numpy as np
 import orjson
@@ -155,9 +156,10 @@ def aggregate(
     """
     batch = columns_of(events)
     services, own, arms = batch.service, batch.shard_id, batch.arm
-    if len(set(services)) == 1 and set(own) == {None} and set(arms) == {None}:
+    n = len(services)
+    if n and services.count(services[0]) == own.count(None) == arms.count(None) == n:
         # The usual batch: one service, no experiment, shards as predicted here.
-        ids, group = np.unique(np.asarray(shards), return_inverse=True)
+        ids, group = _groups_of(np.asarray(shards, dtype=np.intp))
         keys = [metric_key(services[0], shard, None) for shard in ids.tolist()]
     else:
         index: dict[str, int] = {}
@@ -193,20 +195,47 @@ def _group_stats(batch: EventColumns, group: np.ndarray, n_groups: int) -> list[
         stats.count = int(count)
         stats.payload_bytes, stats.response_bytes, stats.latency_sum = p, r, lsum
         stats.latency = sketch
-    for i, status in enumerate(batch.status):
-        if status != "ok":
-            errors = out[group[i]].errors
-            errors[status] = errors.get(status, 0) + 1
-    for i, attrs in enumerate(batch.attributes):
-        busy = attrs.get(BUSY_ATTRIBUTE) if attrs else None
-        if isinstance(busy, int | float) and not isinstance(busy, bool) and busy >= 0:
-            out[group[i]].busy_ms += busy
-            out[group[i]].busy_reported += 1
-        hit = attrs.get(CACHE_HIT_ATTRIBUTE) if attrs else None
-        if isinstance(hit, bool):
-            out[group[i]].cache_hits += hit
-            out[group[i]].cache_reported += 1
+    statuses = batch.status
+    if statuses.count("ok") != len(statuses):
+        for i, status in enumerate(statuses):
+            if status != "ok":
+                errors = out[group[i]].errors
+                errors[status] = errors.get(status, 0) + 1
+    # Most events carry neither attribute: find those that do at C speed, then look closer.
+    n = len(statuses)
+    for name in (BUSY_ATTRIBUTE, CACHE_HIT_ATTRIBUTE):
+        try:
+            values = list(map(dict.get, batch.attributes, repeat(name)))
+        except TypeError:  # not all dicts (columns built by hand)
+            values = list(map(_attribute, batch.attributes, repeat(name)))
+        if values.count(None) == n:
+            continue
+        for i, value in enumerate(values):
+            if value is None:
+                continue
+            stats = out[group[i]]
+            if name == BUSY_ATTRIBUTE:
+                if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+                    stats.busy_ms += value
+                    stats.busy_reported += 1
+            elif isinstance(value, bool):
+                stats.cache_hits += value
+                stats.cache_reported += 1
     return out
+
+
+def _attribute(attributes: dict | None, name: str) -> object:
+    return attributes.get(name) if attributes else None
+
+
+def _groups_of(shards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(shards, return_inverse=True)`` for small shard ids, without a sort."""
+    if not len(shards) or shards.min() < 0 or shards.max() > 1_000:
+        return np.unique(shards, return_inverse=True)
+    present = np.bincount(shards) > 0
+    ids = np.flatnonzero(present)
+    index = np.cumsum(present) - 1
+    return ids, index[shards]
 
 
 class WindowRecorder:

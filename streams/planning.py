@@ -28,7 +28,7 @@ from allocator.planner import PoolPlanner, calibrator_for, shard_demands
 from allocator.pools_config import PoolsConfig
 from allocator.sequential import TestDesign
 from models.forecast import DemandForecaster
-from streams.contracts import AllocationPlan, ContractError, decode
+from streams.contracts import AllocationPlan, ContractError, ShardSnapshot, decode
 from streams.metrics import ShardStats, merged_series, split_metric_key
 
 if TYPE_CHECKING:
@@ -170,6 +170,10 @@ class PlanningLoop:
         self._reports: dict[tuple[float, float], dict[str, dict[str, ShardStats]]] = {}
         self._blocks: dict[ShardKey, dict[str, int]] = {}
         self._unplanned: set[str] = set()  # services seen that no pool serves (warned once)
+        # Per service, the version and shard ids of the latest snapshot noted: shards it no
+        # longer has are retired (their forecasts, calibration and blocks dropped).
+        self._live: dict[str, tuple[int, frozenset[int]]] = {}
+        self._retired = False  # a shard was retired since the last plan
         self.replicas = ReplicaTracker(ttl_s=max(60.0, 3 * window_s))
         self._lock = threading.Lock()  # note_published runs on a follower thread
         self.experiments = ExperimentManager(config, experiments)
@@ -199,14 +203,44 @@ class PlanningLoop:
             self.versions[plan.service] = max(self.versions.get(plan.service, 0), plan.version)
             self.experiments.restore(plan)
 
+    def note_snapshot(self, snapshot: ShardSnapshot) -> None:
+        """The service's shards as the latest snapshot has them (an older version is ignored).
+
+        A shard the service no longer has is retired at the next tick: without it, a shard
+        the profiler merged away would keep its forecast (a silent series' upper quantile
+        stays above zero for about a season), its minimum and its blocks for ever.
+        """
+        live = {p.shard_id for p in snapshot.shards}
+        if snapshot.quarantine_shard is not None:
+            live.add(snapshot.quarantine_shard)
+        with self._lock:
+            held = self._live.get(snapshot.service)
+            if held is None or snapshot.version >= held[0]:
+                self._live[snapshot.service] = (snapshot.version, frozenset(live))
+
     def tick(self, now: float) -> list[AllocationPlan]:
         """Learn from the windows complete by ``now``; return the plans that changed."""
         complete = sorted(s for s in self._reports if s[1] + self.complete_after_s <= now)
         for span in complete:
             self._learn_window(span, self._reports.pop(span))
+        self._retire()
         if not complete or not self.forecasters:
             return []
         return self._plan(now)
+
+    def _is_live(self, key: ShardKey) -> bool:
+        held = self._live.get(key[0])
+        return held is None or key[1] in held[1]
+
+    def _retire(self) -> None:
+        """Drop every shard that the latest snapshot of its service no longer has."""
+        with self._lock:
+            gone = [key for key in self.forecasters if not self._is_live(key)]
+        for key in gone:
+            del self.forecasters[key]
+            self._blocks.pop(key, None)
+            self.calibrator.forget(*key)
+        self._retired |= bool(gone)
 
     def _learn_window(self, span: tuple[float, float], by_worker: dict) -> None:
         arms: dict[str, ShardStats] = {}  # per (service, shard, arm) key, over all workers
@@ -218,18 +252,26 @@ class PlanningLoop:
             service, shard, _arm = split_metric_key(key)
             totals.setdefault((service, shard), ShardStats()).merge(stats)
         seconds = span[1] - span[0]
-        for shard_key in totals.keys() - self.forecasters.keys():
+        with self._lock:
+            new = sorted(k for k in totals.keys() - self.forecasters.keys() if self._is_live(k))
+        # Sorted: the calibration's prior for a new shard sums over the shards in the order
+        # they were added, so the order must not follow the process's string hashing.
+        for shard_key in new:
             self.forecasters[shard_key] = DemandForecaster(season_bins=_season_bins(seconds))
         for shard_key, forecaster in self.forecasters.items():
             stats = totals.get(shard_key)
+            # Rejected requests are demand, but they held no slot: counted as completions
+            # with no busy time they would make the shard look faster than it is, just
+            # when it is overloaded.
             forecaster.learn_one(stats.count / seconds if stats else 0.0)
-            if stats is not None and stats.count:
+            served = stats.count - stats.errors.get("rejected", 0) if stats else 0
+            if stats is not None and served > 0:
                 self.calibrator.observe(
                     ShardWindow(
                         service=shard_key[0],
                         shard_id=shard_key[1],
                         window_s=seconds,
-                        completions=stats.count,
+                        completions=served,
                         busy_ms=stats.busy_ms if stats.busy_reported else None,
                         latency_ms_sum=stats.latency_sum,
                         blocks=self._blocks.get(shard_key, {}),
@@ -240,10 +282,17 @@ class PlanningLoop:
 
     def _plan(self, now: float) -> list[AllocationPlan]:
         quantile = self.config.planning.forecast_quantile
-        forecasts = {
-            key: max(f.forecast_quantile(self.horizon_bins, quantile))
-            for key, f in self.forecasters.items()
-        }
+        horizon_s = self.horizon_bins * self.window_s
+        forecasts, means = {}, {}
+        for key, f in self.forecasters.items():
+            upper = max(f.forecast_quantile(self.horizon_bins, quantile))
+            # Less than one request expected over the horizon, even at the upper quantile:
+            # no block. A fading series never forecasts exactly 0, and any demand above 0
+            # costs a whole block; a stray request runs in the gateway's default pool.
+            if upper * horizon_s < 1.0:
+                upper = 0.0
+            forecasts[key] = upper
+            means[key] = min(max(f.forecast(self.horizon_bins)), upper)
         for service in {service for service, _ in forecasts} - self.config.services.keys():
             if service not in self._unplanned:
                 self._unplanned.add(service)
@@ -251,10 +300,13 @@ class PlanningLoop:
                             "to plan its shards", service, service)  # fmt: skip
         plans = []
         for pool_id, planner in self.planners.items():
-            demands = shard_demands(self.config, self.calibrator, pool_id, forecasts)
+            demands = shard_demands(self.config, self.calibrator, pool_id, forecasts, means)
             if not demands:
                 continue
-            step = planner.plan(self.experiments.shape_demands(demands), now=now)
+            # A retired shard leaves the plan at once, not after the minimum interval.
+            step = planner.plan(
+                self.experiments.shape_demands(demands), now=now, force=self._retired
+            )
             services = {d.service for d in demands}
             if not step.replanned:
                 # A held allocation is republished only for what experiments changed.
@@ -263,6 +315,7 @@ class PlanningLoop:
                     continue
             self._blocks.update(step.allocation.blocks())
             plans += self._service_plans(pool_id, step.allocation, services, now)
+        self._retired = False
         return plans
 
     def _service_plans(

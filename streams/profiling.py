@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 
@@ -32,6 +33,13 @@ from streams.contracts import (
     decode,
 )
 from streams.follower import OnMessage
+
+
+class SnapshotNoter(Protocol):
+    """What takes the snapshots a worker follows (:class:`streams.planning.PlanningLoop`)."""
+
+    def note_snapshot(self, snapshot: ShardSnapshot) -> None: ...
+
 
 log = logging.getLogger("shardshape.profiling")
 
@@ -137,19 +145,23 @@ class ProfilingWorker:
         }
 
     def process(
-        self, events: Sequence[RequestEvent] | EventColumns, recover: Recover | None = None
+        self,
+        events: Sequence[RequestEvent] | EventColumns,
+        recover: Recover | None = None,
+        batches: int = 1,
     ) -> BatchOutcome:
         """Predict and learn a batch.
 
         ``recover(key)`` gives the stored statistics of a key this worker does not know yet
-        (it moved here in a rebalance), or None for a new key.
+        (it moved here in a rebalance), or None for a new key. ``batches``: how many gateway
+        batches ``events`` joins (see :meth:`Profiler.process_many`).
         """
         changes = self.adopt_offered()
         batch = columns_of(events)
         services = set(batch.service)
         if len(services) == 1:  # the usual case: a gateway's batch is one service's
             profiler = self.profiler(services.pop())
-            keys, shards, _, _ = profiler.process_many(batch, recover)
+            keys, shards, _, _ = profiler.process_many(batch, recover, batches)
             return BatchOutcome(changes + profiler.routing_changes(), keys, shards)
         positions: dict[str, list[int]] = {}
         for position, service in enumerate(batch.service):
@@ -158,7 +170,7 @@ class ProfilingWorker:
         shards = [0] * len(batch)
         for service, where in positions.items():
             profiler = self.profiler(service)
-            result = profiler.process_many(batch.take(where), recover)
+            result = profiler.process_many(batch.take(where), recover, batches)
             for i, key, shard in zip(where, result.keys, result.predicted, strict=True):
                 keys[i], shards[i] = key, shard
             changes += profiler.routing_changes()
@@ -301,8 +313,11 @@ class SnapshotMerger:
         return model
 
 
-def snapshot_listener(profiling: ProfilingWorker, merger: SnapshotMerger) -> OnMessage:
-    """Routing-topic callback for a :class:`TopicFollower`: hand snapshots to both."""
+def snapshot_listener(
+    profiling: ProfilingWorker, merger: SnapshotMerger, planning: SnapshotNoter | None = None
+) -> OnMessage:
+    """Routing-topic callback for a :class:`TopicFollower`: hand snapshots to both, and to
+    the planning loop (which retires the shards a service's snapshot no longer has)."""
     prefix = SNAPSHOT_KEY_PREFIX.encode()
 
     def on_message(key: bytes | None, value: bytes | None) -> None:
@@ -315,5 +330,7 @@ def snapshot_listener(profiling: ProfilingWorker, merger: SnapshotMerger) -> OnM
             return
         profiling.offer_snapshot(snapshot)
         merger.note_published(snapshot)
+        if planning is not None:
+            planning.note_snapshot(snapshot)
 
     return on_message

@@ -38,6 +38,9 @@ class RoutingPublisher:
                 "linger.ms": 5,
                 "compression.type": "lz4",
                 "partitioner": "murmur2_random",
+                # Only failures call back into Python (flush still waits for every delivery):
+                # 40-80 entries per 1,000 events made the callbacks ~1.5% of the agent's time.
+                "delivery.report.only.error": True,
                 **producer_config,
             }
         )

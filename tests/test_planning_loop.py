@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import orjson
 
-from allocator.pools_config import load_pools_config
-from streams.contracts import RequestEvent
+from allocator.pools_config import load_pools_config, parse_pools_config
+from streams.contracts import RequestEvent, ShardProfile, ShardSnapshot
 from streams.metrics import ShardStats
 from streams.planning import PlanningLoop
 from tests.conftest import REPO_ROOT
@@ -65,3 +65,90 @@ def test_plans_lead_a_ramp_release_a_decline_and_fit_the_pool() -> None:
     assert growing.capacity_rps * target >= 0.9 * peak, (growing.capacity_rps, peak)
     # The shard winding down gave blocks back.
     assert shrinking_blocks[-1] < max(shrinking_blocks[:5])
+
+
+POOLS = """
+[block_types.b]
+cpu_millicores = 1000
+memory_mib = 1024
+concurrency = 4
+cost = 1.0
+
+[pools.main]
+blocks = { b = 100 }
+
+[services.shop]
+pool = "main"
+min_blocks = 0
+prior_rps_per_core = 50
+"""
+
+
+def _window(loop: PlanningLoop, window: int, series: dict[str, str]) -> list:
+    report = {"worker": "w1", "start": window * WINDOW_S, "end": (window + 1) * WINDOW_S,
+              "series": series, "replicas": {}}  # fmt: skip
+    loop.add_report(orjson.dumps(report))
+    return loop.tick(now=(window + 1) * WINDOW_S)
+
+
+def _snapshot(version: int, shards: list[int]) -> ShardSnapshot:
+    return ShardSnapshot(
+        service="shop",
+        version=version,
+        shards=[ShardProfile(shard_id=s) for s in shards],
+        quarantine_shard=8,
+    )
+
+
+def test_a_shard_the_snapshot_no_longer_has_gives_its_blocks_back_at_once() -> None:
+    loop = PlanningLoop(parse_pools_config(POOLS), WINDOW_S, horizon_s=20, complete_after_s=0)
+    loop.note_snapshot(_snapshot(1, [0, 1]))
+    for window in range(20):
+        _window(loop, window, {"shop|0|": _stats(40, "shop"), "shop|1|": _stats(40, "shop")})
+    assert loop.planners["main"].previous.shards["shop", 1].blocks
+    loop.note_snapshot(_snapshot(2, [0]))  # shard 1 merged away
+    loop.note_snapshot(_snapshot(1, [0, 1]))  # an older snapshot changes nothing
+    # Reports of shard 1 still arrive (gateways on the old snapshot): it stays retired.
+    plans = _window(loop, 20, {"shop|0|": _stats(40, "shop"), "shop|1|": _stats(5, "shop")})
+    assert [s.shard_id for s in plans[0].shards] == [0]
+    assert ("shop", 1) not in loop.forecasters
+
+
+def test_new_shards_are_learned_in_sorted_order() -> None:
+    # The calibration's prior for a new shard sums over the shards in the order they were
+    # added: that order must not follow the process's string hashing.
+    loop = PlanningLoop(parse_pools_config(POOLS), WINDOW_S, complete_after_s=0)
+    series = {f"shop|{s}|": _stats(10, "shop") for s in (7, 2, 5, 0, 3)}
+    _window(loop, 0, series)
+    assert list(loop.forecasters) == sorted(loop.forecasters)
+
+
+def test_rejected_requests_are_demand_but_not_served_work() -> None:
+    loop = PlanningLoop(parse_pools_config(POOLS), WINDOW_S, complete_after_s=0)
+    stats = ShardStats()
+    served = RequestEvent(request_id="r", ts=0, service="shop", request_type="t",
+                          latency_ms=500.0, attributes={"busy_ms": 500.0})  # fmt: skip
+    rejected = served.model_copy(update={"status": "rejected", "attributes": {"busy_ms": 0.0}})
+    for _ in range(40):
+        stats.add(served)
+    for _ in range(400):
+        stats.add(rejected)
+    for window in range(30):
+        _window(loop, window, {"shop|0|": stats.to_bytes().decode()})
+    # 40 served a window, each holding a slot 0.5 s: a block's 4 slots serve 8/s. Counting
+    # the rejected as served (no busy time) would make it 88/s, and the shard look idle.
+    estimate = loop.calibrator.estimate("shop", 0, "b")
+    assert 6.0 < estimate.mean_rps < 12.0, estimate
+    assert loop.forecasters["shop", 0].forecast(1)[0] == 44.0  # every request was demand
+
+
+def test_a_shard_expected_to_see_no_request_in_the_horizon_holds_no_block() -> None:
+    loop = PlanningLoop(parse_pools_config(POOLS), WINDOW_S, horizon_s=20, complete_after_s=0)
+    _window(loop, 0, {"shop|0|": _stats(20, "shop"), "shop|1|": _stats(20, "shop")})
+    plan = None
+    for window in range(1, 60):
+        plans = _window(loop, window, {"shop|0|": _stats(20, "shop")})  # shard 1 fell silent
+        plan = plans[-1] if plans else plan
+    assert plan is not None
+    blocks = {s.shard_id: sum(s.blocks.values()) for s in plan.shards}
+    assert blocks[0] >= 1 and blocks.get(1, 0) == 0

@@ -16,9 +16,11 @@ from allocator.simulate.mixed import mixed_history, mixed_workload, pools_config
 from allocator.simulate.results import OVERALL, summarise
 from allocator.simulate.scenarios import evaluate, mixed_setup, trace_setup
 from allocator.simulate.workload import Profile, Workload
+from models.keystats import QUARANTINED
 from tests.conftest import shardshape_command
 from tests.trace_data import GENAI_MAPPING, GENAI_TRACE, needs_genai_trace
 
+BATCH_TENANT = {f"batch-{i}" for i in range(4)}
 ONE_SLOT = BlockType(name="b", cpu_millicores=1000, memory_mib=1, concurrency=1, cost=1)
 
 
@@ -228,11 +230,25 @@ def test_shaping_with_perfect_information_beats_scaling_at_equal_budget() -> Non
     assert att["oracle"][OVERALL] > att["shared-reactive"][OVERALL]
 
 
+def test_shardshape_quarantines_the_scraper_and_the_bursting_tenant_only() -> None:
+    # 10:00-12:00 after two hours of warm-up: the scraper calls, the batch tenant bursts,
+    # and thousands of ordinary keys are checked every few minutes.
+    setup = mixed_setup(hours=2.0, warmup_h=2.0, start_h=10.0)
+    strategy = Runner(setup).build("shardshape", 0.7)
+    result = Simulation(setup.workload, strategy, tick_s=setup.tick_s).run()
+    keys = strategy.profiler.keys
+    quarantined = {key for key, rec in keys if rec[QUARANTINED]}
+    assert "shop|GET /api/item|scraper-bot" in quarantined
+    assert {key.split("|")[2] for key in quarantined} <= {"scraper-bot", *BATCH_TENANT}
+    assert len(keys) > 4_000
+    assert summarise(result)["slo_attainment"]["interactive"] >= 0.999
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="shardshape holds 2-3x the oracle's blocks for the same SLOs (ghost shards keep "
-    "blocks, conservative forecasts and capacities) and its anomaly detector quarantines "
-    "normal keys over hours: see docs/results.md",
+    reason="in this hour every strategy attains 100% at shardshape's own budget (30.0 "
+    "block-hours); at the status quo's (20.4) shardshape attains 99.99% against 98.41% but "
+    "cannot hold less than 23.8 (its 16-slot default pool is 4 of them): docs/results.md",
 )
 def test_equal_budget_orders_oracle_shardshape_shared() -> None:
     setup = mixed_setup(hours=1.0, warmup_h=1.0, start_h=9.0)

@@ -283,17 +283,21 @@ def _worst(summary: dict[str, object]) -> float:
 
 
 def with_target_utilisation(config: PoolsConfig, utilisation: float) -> PoolsConfig:
-    """``config`` with ``[planning] target_utilisation`` set (the release band kept below it).
+    """``config`` with ``[planning] target_utilisation`` set, and the release band with it.
+
+    ``release_below_utilisation`` keeps its proportion to the target (0.5 of 0.7 stays
+    5/7 of any target): a band fixed at 0.5 would make a target of 0.95 hold a shard's
+    blocks until its load halves, so raising the knob would hardly release anything.
 
     >>> from allocator.simulate.mixed import pools_config
-    >>> with_target_utilisation(pools_config(), 0.9).planning.target_utilisation
-    0.9
+    >>> policy = with_target_utilisation(pools_config(), 0.9).planning
+    >>> policy.target_utilisation, policy.release_below_utilisation
+    (0.9, 0.642)
     """
     if not 0 < utilisation <= 1:
         raise ValueError(f"target utilisation {utilisation}: must be in (0, 1]")
-    release = min(config.planning.release_below_utilisation, utilisation - 0.1)
-    if release < 0:
-        release = utilisation / 2
+    own = config.planning
+    release = utilisation * own.release_below_utilisation / own.target_utilisation
     planning = PlanningPolicy(
         **{
             **config.planning.model_dump(),

@@ -6,8 +6,9 @@ What runs is the project's own code, fed what the deployed parts would feed it:
   requests without an outcome, which predicts each one's shard with the key routes and model
   as they stand (the same predictor the gateway's routing table builds from the snapshot);
   a request whose shard the plan in force gives blocks runs in that shard's queue, a request
-  of a shard the plan does not know runs in the default pool (the gateway's
-  ``gateway_default_concurrency`` slots, here ``default_blocks`` blocks, always held);
+  of a shard the plan does not know or gives no blocks runs in the default pool (the
+  gateway's ``gateway_default_concurrency`` slots, here ``default_blocks`` blocks, always
+  held);
 * **on completion** (the reporter and the profile agent): the completed requests, with their
   response time (queueing included), status and response bytes, go through
   ``process_many`` again, which learns from them; the same events, with the service's
@@ -15,7 +16,10 @@ What runs is the project's own code, fed what the deployed parts would feed it:
   per-shard window statistics;
 * **per window** (the metrics agent and the planner): each closed window is one report to a
   :class:`streams.planning.PlanningLoop` (demand forecasts, calibration, the pool planner,
-  the optimiser and plan building), whose plans set the blocks of every shard's queue.
+  the optimiser and plan building), whose plans set the blocks of every shard's queue;
+* **per tick** (the snapshot on the routing topic): the profiler's snapshot goes to
+  :meth:`~streams.planning.PlanningLoop.note_snapshot`, which retires shards it no longer
+  has.
 
 Nothing here knows the scenario's profiles: shards are whatever the profiler learned.
 """
@@ -126,6 +130,9 @@ class Shardshape:
         while now >= self._window_start + self.window_s:  # windows close on the clock
             self._close(self._window_start)
             self._window_start += self.window_s
+        # The worker publishes the profiler's snapshot every few seconds; the planner drops
+        # the shards it no longer has.
+        self.planning.note_snapshot(self.profiler.snapshot())
         plans = self.planning.tick(now + self.w.epoch)
         change: dict[QueueKey, dict[str, int]] = {}
         for plan in plans:
@@ -138,7 +145,8 @@ class Shardshape:
                 if held != self._blocks.get(shard):
                     change[shard] = held
             self._blocks = blocks
-            self.planned = set(blocks)
+            # A shard the plan gives no blocks runs in the default pool, as an unknown one.
+            self.planned = {shard for shard, held in blocks.items() if sum(held.values())}
             self.extras["plans"].append(  # type: ignore[union-attr]
                 (now, {s.shard_id: (s.forecast_rps, sum(s.blocks.values())) for s in plan.shards})
             )

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from statistics import NormalDist
+
+import pytest
 
 from allocator import (
     PoolPlanner,
@@ -11,7 +15,9 @@ from allocator import (
     load_pools_config,
     shard_demands,
 )
+from allocator.calibration import ShardWindow
 from allocator.optimiser import ShardDemand, solve
+from allocator.planner import joint_capacity
 from streams.contracts import AllocationPlan, decode, encode
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "pools.toml"
@@ -100,3 +106,21 @@ def test_a_shard_the_full_pool_cannot_cover_does_not_replan_every_tick() -> None
     assert planner.plan([short], now=0).allocation.shards["svc", 0].shortfall_rps > 0
     assert not planner.plan([short], now=10).replanned  # still short, nothing changed
     assert planner.plan([ShardDemand("svc", 0, 1_500, {"a": 50})], now=11).replanned  # grew
+
+
+def test_demand_and_capacity_uncertainty_make_one_quantile_not_two() -> None:
+    config = load_pools_config(EXAMPLE)
+    cal = calibrator_for(config)
+    for _ in range(30):  # some evidence: capacity known to a few percent
+        cal.observe(ShardWindow("shop", 0, window_s=10, completions=400, busy_ms=40_000,
+                                blocks={"small": 2}))  # fmt: skip
+    forecasts, means = {("shop", 0): 130.0}, {("shop", 0): 100.0}
+    stacked = shard_demands(config, cal, "main", forecasts)[0].capacity_rps["small"]
+    joint = shard_demands(config, cal, "main", forecasts, means)[0].capacity_rps["small"]
+    est = cal.estimate("shop", 0, "small")
+    assert stacked == est.conservative_rps < joint < est.mean_rps
+    # Without a demand band the capacity's own quantile is all there is.
+    alone = joint_capacity(est, 100.0, 100.0, config.planning.forecast_quantile)
+    assert alone < joint and alone == pytest.approx(
+        est.mean_rps * math.exp(-NormalDist().inv_cdf(0.9) * est.sd_rps / est.mean_rps)
+    )

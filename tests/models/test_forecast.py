@@ -71,6 +71,32 @@ def test_quantile_is_upper_and_widens_with_horizon() -> None:
         f.forecast_quantile(1, 1.0)
 
 
+def test_each_leads_spread_is_measured_not_assumed_to_grow() -> None:
+    # Steady Poisson demand: the forecast two bins ahead is as good as one bin ahead, so
+    # its band must not be sqrt(2) wider (a random walk's growth, on top of the max over
+    # the horizon that a plan takes, stacked a second margin).
+    rng = np.random.default_rng(4)
+    f = _fitted(rng.poisson(200.0, 600).astype(float), season=1_440)
+    mean = f.forecast(2)
+    gaps = [u - m for u, m in zip(f.forecast_quantile(2, 0.9), mean, strict=True)]
+    assert 0 < gaps[1] < 1.2 * gaps[0]
+    # Coverage of the 0.9 quantile of the next bins, made ahead as a plan would use them.
+    covered = []
+    for y in rng.poisson(200.0, 300).astype(float):
+        covered.append(y <= f.forecast_quantile(2, 0.9)[0])
+        f.learn_one(y)
+    assert 0.85 <= np.mean(covered) <= 0.97
+
+
+def test_a_new_series_forecasts_from_its_best_candidate_within_minutes() -> None:
+    # One-minute bins (a day is 1,440): the level model must be chosen once it is clearly
+    # better, not after a quarter season of the first-season profile.
+    f = DemandForecaster(season_bins=1_440)
+    for y in [1.0] * 30 + [10.0] * 40:  # a step up, as a new shard's demand settles
+        f.learn_one(y)
+    assert f.forecast(1)[0] == pytest.approx(10.0, rel=0.05)
+
+
 def test_zeros_sparse_bursts_and_cold_start() -> None:
     f = DemandForecaster(season_bins=SEASON)
     assert f.forecast(3) == [0.0, 0.0, 0.0]
