@@ -173,7 +173,8 @@ def solve(
     order still holds), and the stages after the budget is spent reuse it (noted in
     ``Allocation.notes``). When the pool does not bind, no MILP is solved at all; when it is
     too small, the levels below the highest that is cut are filled greedily (the module
-    notes).
+    notes); if no stage found any allocation in time, the whole pool is filled greedily by
+    priority, minima first (noted), rather than failing.
 
     Raises :class:`ValueError` naming the input at fault (a duplicate shard, a block type the
     pool does not hold, a block type without a cost), :class:`OptimiserError` if HiGHS fails.
@@ -408,7 +409,7 @@ class _Problem:
             self.y0, ub, levels, shards_at, cut_evenly=True, whole_only=True
         )
         if self.last_x is None:
-            raise OptimiserError("HiGHS found no allocation in time; raise time_limit_s")
+            return self._greedy(levels, shards_at)
         met = ub[self.y0 : self.z0] <= self.y_fixed + _TOL
         cut = [s for s in range(self.n_shards) if not met[s]]
         prices, direct = np.zeros(len(self.types)), np.zeros(len(self.types))
@@ -429,6 +430,24 @@ class _Problem:
         self._solve(c, self.lb, ub, gap=_PRICED_GAP, limit_s=_PRICED_LIMIT_S)
         x = np.rint(self.last_x[: self.n_pairs])
         return _Fill(self, x, price).run(met, levels, shards_at)
+
+    def _greedy(self, levels: list[int], shards_at: dict[int, list[int]]) -> np.ndarray:
+        """No MILP found an allocation within the time budget: degrade, never fail. From no
+        blocks at all (always feasible: every shortfall at its bound), the minima by priority
+        level, then :class:`_Fill` hands out the rest by priority, block types at their cost."""
+        self.notes.append(
+            "time budget: HiGHS found no allocation in time, the pool was filled greedily "
+            "by priority"
+        )
+        price = _unit(self.cost_vec[: self.n_pairs]) + 1e-12
+        fill = _Fill(self, np.zeros(self.n_pairs), price)
+        for level in levels:
+            for s in shards_at[level]:
+                for _ in range(round(self.m[s])):
+                    if not fill._add_block(s, minimum=True):
+                        break
+        met = np.array([fill._coverage(s) >= 1.0 - _TOL for s in range(self.n_shards)])
+        return fill.run(met, levels, shards_at)
 
     def _pool_prices(self, ub: np.ndarray, members: list[int]) -> np.ndarray:
         """Dual prices of the pool rows in the LP relaxation of ``members``' level stage: what
@@ -513,12 +532,12 @@ class _Problem:
             x = self._level_stage(members, ub, cut_evenly)
             if x is None:  # out of time: hold the level where the last feasible point left it
                 x = self.last_x
+                if x is None:  # no point yet: the greedy fill (:meth:`_greedy`) takes over
+                    continue
                 self.notes.append(
                     f"time budget: priority {p} {'demand' if cut_evenly else 'minimum'} "
                     "shortfall not minimised, held at a feasible point"
                 )
-            if x is None:
-                continue
             for v in members:
                 ub[v] = min(ub[v], x[v] + _TOL)
         return ub
@@ -693,12 +712,20 @@ class _Fill:
             self._reseat_minimum(s)
         for i, level in enumerate(levels):
             above = levels[: i + 1]
+            seen: set[bytes] = set()
             while (
                 sum(self._water_fill(shards_at[higher]) for higher in above)
                 + sum(self._tidy(s) for higher in above for s in shards_at[higher])
                 + (self._swap_in(shards_at[level], donors) if level == first_cut else 0)
             ):
-                pass  # until the levels so far neither take nor give back a block
+                # Until the levels so far neither take nor give back a block. Blocks can go
+                # round (a shard takes one, another gives one back, ...): an allocation seen
+                # before ends the level, every one on the way is feasible.
+                state = self.x.tobytes()
+                if state in seen:
+                    p.notes.append(f"greedy fill: priority {level} went round, stopped")
+                    break
+                seen.add(state)
         for level in levels:
             for s in shards_at[level]:
                 for pair in p.pairs_of[s]:

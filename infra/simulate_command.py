@@ -92,8 +92,8 @@ _STRATEGIES = ("shared-reactive", "static-by-type", "shardshape", "oracle")
 @click.option(
     "--budget",
     type=click.FloatRange(min=0, min_open=True),
-    help="Equal budget in block-hours [default: what shardshape holds at the pools "
-    "config's target utilisation].",
+    help="Equal budget in block-hours [default: what shared-reactive holds at utilisation "
+    "target 0.85]; shardshape and oracle get a pool cap when their own target holds more.",
 )
 @click.option(
     "--target",

@@ -6,6 +6,7 @@ Values on every topic are raw bytes decoded by ``streams.contracts``: nothing is
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -42,6 +43,7 @@ from streams.planning import (
 )
 from streams.profiling import KeyCheckpoints, ProfilingWorker, SnapshotMerger, snapshot_listener
 from streams.publisher import RoutingPublisher, flush_before_commits
+from streams.rebalance import forget_moved_partitions
 from streams.signing import Signer, signer_from
 from streams.validation import MessageOrigin, validate_message
 
@@ -130,6 +132,11 @@ def create_app(settings: Settings) -> faust.App:
         producer_max_request_size=2 * MAX_MESSAGE_BYTES,
         datadir=str(settings.data_dir / "worker"),
         store="memory://",
+        # No standby replicas: Faust applies a standby's changelog records to the same table
+        # data, in buffered batches at moments of its own, so a worker's views would count
+        # some slots of partitions it does not own next to their owner's. A worker restores a
+        # partition it takes over from the changelog anyway (memory store).
+        table_standby_replicas=0,
         # Topics carry raw bytes (contracts decode them); table keys, such as the windowed
         # tables' (key, window) pairs, are JSON.
         key_serializer="json",
@@ -233,30 +240,22 @@ def create_app(settings: Settings) -> faust.App:
                 key_stats.send_changelog(partition, key, None, value_serializer="raw")
 
     owned: set[int] = set()  # requests partitions owned since the last rebalance
+    generation = [-1]  # the consumer group generation of that rebalance
 
     @app.on_partitions_assigned.connect
     async def after_rebalance(app: faust.App, assigned: set, **kwargs: object) -> None:
-        # Every partition resumes from its committed offset, and state of a partition this
-        # worker did not own throughout may be stale (another worker changed it meanwhile):
-        # such state is read again from the tables, restored from their changelogs.
         now = {tp.partition for tp in assigned if tp.topic == settings.topic_requests}
-        kept = owned & now
-        n = settings.requests_partitions
-        for recorder in recorders.values():
-            recorder.forget()  # the stored offsets then skip what is replayed
-        checkpoints.forget_partitions(kept)
-        dropped = profiling.forget_keys(lambda key: partition_for(key, n) not in kept)
-        # Faust's memory store forgets the values it restored of partitions gone elsewhere,
-        # not those written here: views would count them next to their new owner's.
-        for table in metric_tables.values():
-            data = table.table.data
-            for key in [key for key in data if partition_of(key[0]) not in now]:
-                del data[key]
-        stored = key_stats.data
-        for key in [key for key in stored if partition_for(key, n) not in now]:
-            del stored[key]
-        log.info("partitions of %s now %s (were %s); %d keys left for their new owners",
-                 settings.topic_requests, sorted(now), sorted(owned), dropped)  # fmt: skip
+        consecutive = app.consumer_generation_id == generation[0] + 1
+        generation[0] = app.consumer_generation_id
+        dropped = forget_moved_partitions(
+            owned, now, settings.requests_partitions, consecutive=consecutive,
+            recorders=recorders.values(), checkpoints=checkpoints, profiling=profiling,
+            metric_data=[table.table.data for table in metric_tables.values()],
+            key_stats=key_stats.data,
+        )  # fmt: skip
+        log.info("partitions of %s now %s (were %s, generation %d); %d keys left for their "
+                 "new owners", settings.topic_requests, sorted(now), sorted(owned),
+                 generation[0], dropped)  # fmt: skip
         owned.clear()
         owned.update(now)
 
@@ -459,7 +458,10 @@ def _add_planning(
 
     @app.timer(1.0)
     async def publish_plans() -> None:
-        for plan in planning.tick(time.time()):
+        # Off the event loop: a long optimiser run must not hold up heartbeats (the group
+        # would rebalance), fetches or the web views.
+        loop = asyncio.get_running_loop()
+        for plan in await loop.run_in_executor(None, planning.tick, time.time()):
             key, value = plan.service.encode(), encode(plan)
             headers = signer.headers(key, value) if signer is not None else None
             await plans.send(key=key, value=value, headers=headers)

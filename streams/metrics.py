@@ -18,7 +18,7 @@ partitions and workers (latency sketches are mergeable) and summarise them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from itertools import repeat
 
 import numpy as np
@@ -277,6 +277,14 @@ class WindowRecorder:
     >>> stored = table[("api|1|#0", 100.0)]
     >>> ShardStats.from_bytes(stored).count, stored_offset(stored), recorder.unwritten()
     (3, 9, {})
+
+    A partition kept through the rebalance keeps its totals, and skips replays in memory:
+
+    >>> recorder.record({"api|1|": one}, partition=0, offset=10, timestamp=104.0, now=3.1)
+    >>> recorder.forget(keep={0})
+    >>> recorder.record({"api|1|": one}, partition=0, offset=10, timestamp=104.0, now=3.2)
+    >>> [(ShardStats.from_bytes(d).count, stored_offset(d)) for d in recorder.unwritten().values()]
+    [(4, 10)]
     """
 
     def __init__(self, get, put, size_s: float, write_every_s: float = 1.0) -> None:  # type: ignore[no-untyped-def]
@@ -335,18 +343,23 @@ class WindowRecorder:
             window.changed.clear()
         return unwritten
 
-    def forget(self) -> None:
-        """Drop the open windows, so that each partition's next batch reads its table again.
+    def forget(self, keep: Collection[int] = ()) -> None:
+        """Drop the open windows of every partition not in ``keep``, so that its next batch
+        reads the table again.
 
-        Called after a rebalance. Faust then resumes every partition from its committed
-        offset, and a commit may fail while the group rebalances, so even a partition kept
-        throughout can replay messages these totals hold; a partition owned meanwhile by
-        another worker has newer totals in the table. Read again, the stored offset skips the
-        replays. Nothing is lost: Faust flushes (and so :meth:`take_unwritten` runs) before
-        it gives partitions up.
+        Called after a rebalance, with ``keep`` the partitions this worker owned in the
+        generation just before as well (nobody else can have written them). Faust resumes
+        every partition from its committed offset, and a commit may fail while the group
+        rebalances, so a kept partition can replay messages these totals hold: the last
+        offset folded in skips them, in memory. Any other partition may have newer totals in
+        the table (another worker owned it); read again, the stored offsets skip the replays.
+        Nothing is lost: Faust flushes (and so :meth:`take_unwritten` runs) before it gives
+        partitions up.
         """
-        self._open.clear()
-        self._folded.clear()
+        for partition in set(self._open) - set(keep):
+            del self._open[partition]
+        for partition in set(self._folded) - set(keep):
+            del self._folded[partition]
 
     def _write(self, window: _OpenWindow) -> None:
         for slot in window.changed:

@@ -175,7 +175,9 @@ class PlanningLoop:
         self._live: dict[str, tuple[int, frozenset[int]]] = {}
         self._retired = False  # a shard was retired since the last plan
         self.replicas = ReplicaTracker(ttl_s=max(60.0, 3 * window_s))
-        self._lock = threading.Lock()  # note_published runs on a follower thread
+        # Follower threads note plans and snapshots, the worker's agent adds reports while
+        # tick runs on an executor thread: each holds the lock for what they share.
+        self._lock = threading.Lock()
         self.experiments = ExperimentManager(config, experiments)
 
     def add_report(self, value: bytes) -> None:
@@ -192,10 +194,11 @@ class PlanningLoop:
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
             log.warning("ignored malformed window report: %r", error)
             return
-        self._reports.setdefault(span, {})[worker] = series
-        for service, gateways in replicas.items():
-            for gateway in gateways:
-                self.replicas.saw(gateway, [service], now=span[1])
+        with self._lock:
+            self._reports.setdefault(span, {})[worker] = series
+            for service, gateways in replicas.items():
+                for gateway in gateways:
+                    self.replicas.saw(gateway, [service], now=span[1])
 
     def note_published(self, plan: AllocationPlan) -> None:
         """A plan seen on the plans topic: a new planner continues after its version."""
@@ -220,9 +223,11 @@ class PlanningLoop:
 
     def tick(self, now: float) -> list[AllocationPlan]:
         """Learn from the windows complete by ``now``; return the plans that changed."""
-        complete = sorted(s for s in self._reports if s[1] + self.complete_after_s <= now)
-        for span in complete:
-            self._learn_window(span, self._reports.pop(span))
+        with self._lock:
+            complete = sorted(s for s in self._reports if s[1] + self.complete_after_s <= now)
+            reports = [(span, self._reports.pop(span)) for span in complete]
+        for span, by_worker in reports:
+            self._learn_window(span, by_worker)
         self._retire()
         if not complete or not self.forecasters:
             return []
@@ -283,14 +288,17 @@ class PlanningLoop:
     def _plan(self, now: float) -> list[AllocationPlan]:
         quantile = self.config.planning.forecast_quantile
         horizon_s = self.horizon_bins * self.window_s
-        forecasts, means = {}, {}
+        forecasts, means, idle = {}, {}, set()
         for key, f in self.forecasters.items():
             upper = max(f.forecast_quantile(self.horizon_bins, quantile))
             # Less than one request expected over the horizon, even at the upper quantile:
-            # no block. A fading series never forecasts exactly 0, and any demand above 0
-            # costs a whole block; a stray request runs in the gateway's default pool.
+            # no block, not even the shard's minimum. A fading series never forecasts exactly
+            # 0, and any demand above 0 costs a whole block; a stray request runs in the
+            # gateway's default pool. In a pool too small for every minimum, an idle shard's
+            # minimum would otherwise take a block from a busy one.
             if upper * horizon_s < 1.0:
                 upper = 0.0
+                idle.add(key)
             forecasts[key] = upper
             means[key] = min(max(f.forecast(self.horizon_bins)), upper)
         for service in {service for service, _ in forecasts} - self.config.services.keys():
@@ -303,6 +311,7 @@ class PlanningLoop:
             demands = shard_demands(self.config, self.calibrator, pool_id, forecasts, means)
             if not demands:
                 continue
+            demands = [replace(d, min_blocks=0) if d.key in idle else d for d in demands]
             # A retired shard leaves the plan at once, not after the minimum interval.
             step = planner.plan(
                 self.experiments.shape_demands(demands), now=now, force=self._retired
@@ -322,8 +331,8 @@ class PlanningLoop:
         self, pool_id: str, allocation, services: Iterable[str], now: float
     ) -> list[AllocationPlan]:  # type: ignore[no-untyped-def]
         plans = []
-        live = self.replicas.live(now)
         with self._lock:
+            live = self.replicas.live(now)
             for service in sorted(services):
                 version = self.versions[service] = self.versions.get(service, 0) + 1
                 plan = build_plan(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +24,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from allocator.arms import ArmAssigner
 from gateway.status import STATUS_PATH, GatewayStatus
@@ -33,11 +31,10 @@ from infra.settings import Settings
 from infra.topics import create_topics
 from streams.contracts import AllocationPlan, Experiment, RequestEvent, decode, decode_requests
 from streams.follower import TopicFollower
-from streams.highwater import end_offsets
 from streams.metrics import CACHE_HIT_ATTRIBUTE
 from tests.conftest import settings_env
 from tests.gateway.serving import example_server
-from tests.worker_support import worker
+from tests.worker_support import requests_on_topic, worker
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker]
 
@@ -143,31 +140,6 @@ async def _until(
     pytest.fail(f"{what}: not within {timeout_s:.0f} s\n{tails}")
 
 
-def _requests(settings: Settings) -> list[RequestEvent]:
-    """Every event on the requests topic, read to its end."""
-    ends = end_offsets(settings.confluent_config(), settings.topic_requests,
-                       settings.requests_partitions)  # fmt: skip
-    consumer = Consumer(settings.confluent_config(**{"group.id": "e2e-" + uuid.uuid4().hex[:8]}))
-    consumer.assign(
-        [TopicPartition(settings.topic_requests, p, OFFSET_BEGINNING) for p in ends if ends[p]]
-    )
-    events: list[RequestEvent] = []
-    left = {p for p, end in ends.items() if end}
-    deadline = time.monotonic() + 60
-    try:
-        while left and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is None or message.error() is not None:
-                continue
-            events += decode_requests(message.value())
-            if message.offset() + 1 >= ends[message.partition()]:
-                left.discard(message.partition())
-    finally:
-        consumer.close()
-    assert not left, f"partitions {sorted(left)} not read to their end"
-    return events
-
-
 def _hit_rate(events: list[RequestEvent]) -> float:
     reported = [e.attributes[CACHE_HIT_ATTRIBUTE] for e in events
                 if CACHE_HIT_ATTRIBUTE in e.attributes]  # fmt: skip
@@ -242,7 +214,7 @@ async def test_a_proposed_cache_is_split_by_weight_promoted_and_applied(
             gateway = await gateway_status()
             await load.stop()
         total_s = time.monotonic() - began
-    events = _requests(settings)
+    events = [e for m in requests_on_topic(settings) for e in decode_requests(m.value())]
 
     # (a) A plan the worker published carries a running experiment it proposed: LRU for a
     # shard without a cache, with the weight the settings give.

@@ -244,11 +244,28 @@ def test_shardshape_quarantines_the_scraper_and_the_bursting_tenant_only() -> No
     assert summarise(result)["slo_attainment"]["interactive"] >= 0.999
 
 
+def test_a_planner_that_holds_more_than_the_budget_gets_a_pool_cap_that_holds_it() -> None:
+    setup = mixed_setup(hours=0.5, warmup_h=0.5, start_h=9.0)
+    runner = Runner(setup)
+    _, own = runner.run("oracle", setup.default_utilisation)
+    budget = 0.6 * float(own["block_hours"])
+    outcome = runner.equal_budget(("oracle",), budget).outcomes["oracle"]
+    assert outcome.pool_blocks is not None
+    assert outcome.as_json()["knob"] == {
+        "target_utilisation": setup.default_utilisation,
+        "pool_blocks": outcome.pool_blocks,
+    }
+    assert float(outcome.summary["block_hours"]) <= 1.02 * budget
+    total = sum(outcome.result.timeline.values())  # blocks held at each sample
+    assert float(np.max(total)) <= outcome.pool_blocks
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="in this hour every strategy attains 100% at shardshape's own budget (30.0 "
-    "block-hours); at the status quo's (20.4) shardshape attains 99.99% against 98.41% but "
-    "cannot hold less than 23.8 (its 16-slot default pool is 4 of them): docs/results.md",
+    reason="at the default budget (shared-reactive at utilisation 0.85) shardshape and the "
+    "oracle need a pool cap; a cap cannot follow the load as an autoscaler does, so exports "
+    "and downloads queue past their SLOs and shardshape's overall attainment falls below "
+    "shared-reactive's (interactive stays above 99%): docs/results.md",
 )
 def test_equal_budget_orders_oracle_shardshape_shared() -> None:
     setup = mixed_setup(hours=1.0, warmup_h=1.0, start_h=9.0)

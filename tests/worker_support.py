@@ -15,14 +15,14 @@ from pathlib import Path
 from subprocess import Popen
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from infra.net import ensure_port_free
 from infra.settings import Settings
 from streams.contracts import decode_requests
 from streams.follower import TopicFollower
 from streams.highwater import end_offsets
-from streams.metrics import merged_series
+from streams.metrics import merged_series, partition_of
 from tests.conftest import running, settings_env, shardshape_command, wait_for_line
 
 
@@ -136,15 +136,14 @@ def read_table(settings: Settings, table: str, timeout_s: float = 30.0) -> dict[
     return latest
 
 
-def topic_request_ids(settings: Settings) -> Counter[str]:
-    """How often each request id is on the requests topic, read to its end."""
+def requests_on_topic(settings: Settings) -> Iterator[Message]:
+    """Every message on the requests topic, read to its end (partition by partition order)."""
     ends = end_offsets(settings.confluent_config(), settings.topic_requests,
                        settings.requests_partitions)  # fmt: skip
-    consumer = Consumer(settings.confluent_config(**{"group.id": "ids-" + uuid.uuid4().hex[:8]}))
+    consumer = Consumer(settings.confluent_config(**{"group.id": "read-" + uuid.uuid4().hex[:8]}))
     consumer.assign(
         [TopicPartition(settings.topic_requests, p, OFFSET_BEGINNING) for p in ends if ends[p]]
     )
-    ids: Counter[str] = Counter()
     left = {p for p, end in ends.items() if end}
     deadline = time.monotonic() + 60
     try:
@@ -152,10 +151,42 @@ def topic_request_ids(settings: Settings) -> Counter[str]:
             message = consumer.poll(0.5)
             if message is None or message.error() is not None:
                 continue
-            ids.update(event.request_id for event in decode_requests(message.value()))
+            yield message
             if message.offset() + 1 >= ends[message.partition()]:
                 left.discard(message.partition())
     finally:
         consumer.close()
     assert not left, f"partitions {sorted(left)} not read to their end"
-    return ids
+
+
+def topic_request_ids(settings: Settings) -> Counter[str]:
+    """How often each request id is on the requests topic."""
+    return Counter(
+        event.request_id
+        for message in requests_on_topic(settings)
+        for event in decode_requests(message.value())
+    )
+
+
+def events_by_window(settings: Settings, size_s: float) -> Counter[tuple[int, float]]:
+    """Events on the requests topic per (partition, window start): what the workers' metric
+    slots of that partition and window must add up to (a message's window is its timestamp's)."""
+    counts: Counter[tuple[int, float]] = Counter()
+    for message in requests_on_topic(settings):
+        timestamp = message.timestamp()[1] / 1000
+        start = timestamp - timestamp % size_s
+        counts[message.partition(), round(start, 3)] += len(decode_requests(message.value()))
+    return counts
+
+
+def counted_by_window(workers: Iterable[Worker], size: str) -> Counter[tuple[int, float]]:
+    """Events the ``workers``' ``size`` windows hold per (partition, window start)."""
+    counts: Counter[tuple[int, float]] = Counter()
+    for w in workers:
+        for window in w.windows(size):
+            for slot, data in window["slots"].items():
+                stats = merged_series([(slot, data.encode())])
+                counts[partition_of(slot), round(window["start"], 3)] += sum(
+                    s.count for s in stats.values()
+                )
+    return counts

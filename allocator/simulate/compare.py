@@ -57,6 +57,8 @@ class Setup:
     tick_s: float = 10.0
     max_wait_s: float = 120.0
     default_slots: int = 16  # the gateway's default pool (gateway_default_concurrency)
+    # The default equal budget: what shared-reactive holds at this utilisation target.
+    budget_utilisation: float = 0.85
 
     @property
     def default_utilisation(self) -> float:
@@ -74,9 +76,17 @@ class Outcome:
     summary: dict[str, object]
     runs: int = 1
     meets_target: bool | None = None
+    pool_blocks: int | None = None  # the pool cap of an equal-budget planner run
+
+    @property
+    def knobs(self) -> dict[str, float]:
+        knobs = {self.knob: self.value}
+        if self.pool_blocks is not None:
+            knobs["pool_blocks"] = self.pool_blocks
+        return knobs
 
     def as_json(self) -> dict[str, object]:
-        out = {"knob": {self.knob: self.value}, **self.summary, "runs": self.runs}
+        out = {"knob": self.knobs, **self.summary, "runs": self.runs}
         if self.meets_target is not None:
             out["meets_target"] = self.meets_target
         return out
@@ -111,28 +121,31 @@ class Runner:
     def __init__(self, setup: Setup, progress: Progress | None = None) -> None:
         self.setup = setup
         self.progress = progress
-        self._cache: dict[tuple[str, float], tuple[RunResult, dict[str, object]]] = {}
+        self._cache: dict[tuple[str, float, int | None], tuple[RunResult, dict[str, object]]] = {}
 
     def knob(self, strategy: str) -> str:
         return "total_blocks" if strategy == "static-by-type" else "target_utilisation"
 
-    def run(self, strategy: str, value: float) -> tuple[RunResult, dict[str, object]]:
-        """Simulate ``strategy`` with its knob at ``value`` (cached)."""
+    def run(
+        self, strategy: str, value: float, pool_blocks: int | None = None
+    ) -> tuple[RunResult, dict[str, object]]:
+        """Simulate ``strategy`` with its knob at ``value``, and for ``shardshape`` and
+        ``oracle`` a pool of at most ``pool_blocks`` blocks in all (cached)."""
         value = float(round(value, 4)) if strategy != "static-by-type" else float(round(value))
-        key = (strategy, value)
+        key = (strategy, value, pool_blocks)
         if key not in self._cache:
             s = self.setup
-            sim = Simulation(
-                s.workload, self.build(strategy, value), tick_s=s.tick_s, max_wait_s=s.max_wait_s
-            )
-            label = f"{strategy} ({self.knob(strategy)} {value:g})"
+            strategy_obj = self.build(strategy, value, pool_blocks)
+            sim = Simulation(s.workload, strategy_obj, tick_s=s.tick_s, max_wait_s=s.max_wait_s)
+            label = f"{strategy} ({self.knob(strategy)} {value:g}"
+            label += ")" if pool_blocks is None else f", pool {pool_blocks} blocks)"
             report = None if self.progress is None else (lambda f: self.progress(label, f))
             result = sim.run(report)
             self._cache[key] = (result, summarise(result))
         return self._cache[key]
 
-    def build(self, strategy: str, value: float) -> Strategy:
-        """The strategy object with its knob at ``value``."""
+    def build(self, strategy: str, value: float, pool_blocks: int | None = None) -> Strategy:
+        """The strategy object with its knob at ``value`` (and its pool cap, see :meth:`run`)."""
         s = self.setup
         if strategy == "shared-reactive":
             return SharedReactive(s.workload, target_utilisation=value)
@@ -140,7 +153,9 @@ class Runner:
             return StaticByType(s.workload, s.history, total_blocks=int(value))
         config = with_target_utilisation(s.config, value)
         if strategy == "shardshape":
-            slots = s.workload.block_types[0].concurrency
+            default_blocks = self.default_blocks(pool_blocks)
+            if pool_blocks is not None:
+                config = with_pool_blocks(config, s.workload.service, pool_blocks - default_blocks)
             return Shardshape(
                 s.workload,
                 config,
@@ -148,9 +163,11 @@ class Runner:
                 window_s=s.window_s,
                 horizon_s=s.horizon_s,
                 seed=s.seed,
-                default_blocks=max(1, math.ceil(s.default_slots / slots)),
+                default_blocks=default_blocks,
             )
         if strategy == "oracle":
+            if pool_blocks is not None:
+                config = with_pool_blocks(config, s.workload.service, pool_blocks)
             return Oracle(
                 s.workload,
                 config,
@@ -160,26 +177,51 @@ class Runner:
             )
         raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
 
-    def outcome(self, strategy: str, value: float, runs: int = 1) -> Outcome:
-        result, summary = self.run(strategy, value)
+    def default_blocks(self, pool_blocks: int | None = None) -> int:
+        """Blocks of ``shardshape``'s default pool: the gateway's ``default_slots``, or one
+        block when the pool is capped (it counts in the cap, and an operator who buys a small
+        pool does not keep a large share of it for shards the plan does not know yet)."""
+        if pool_blocks is not None:
+            return 1
+        slots = self.setup.workload.block_types[0].concurrency
+        return max(1, math.ceil(self.setup.default_slots / slots))
+
+    def outcome(
+        self, strategy: str, value: float, runs: int = 1, pool_blocks: int | None = None
+    ) -> Outcome:
+        result, summary = self.run(strategy, value, pool_blocks)
         value = int(value) if strategy == "static-by-type" else value
-        return Outcome(strategy, self.knob(strategy), value, result, summary, runs)
+        return Outcome(
+            strategy, self.knob(strategy), value, result, summary, runs, pool_blocks=pool_blocks
+        )
 
     # -- the comparisons ------------------------------------------------------------------
     def equal_budget(
         self, strategies: tuple[str, ...], budget: float | None = None, tolerance: float = 0.02
     ) -> Comparison:
-        """Every strategy tuned to hold ``budget`` block-hours (default: shardshape's own)."""
+        """Every strategy tuned to hold ``budget`` block-hours.
+
+        The default budget is what ``shared-reactive`` holds at ``Setup.budget_utilisation``.
+        ``shardshape`` and ``oracle`` hold it by their utilisation target when their pools
+        config's own target holds no more than the budget, else by a pool cap
+        (:meth:`_cap`).
+        """
+        reference = None
         if budget is None:
-            _, own = self.run("shardshape", self.setup.default_utilisation)
-            budget = float(own["block_hours"])  # type: ignore[arg-type]
+            reference = self.setup.budget_utilisation
+            _, held = self.run("shared-reactive", reference)
+            budget = float(held["block_hours"])  # type: ignore[arg-type]
         comparison = Comparison("equal budget", budget_block_hours=budget)
         for name in strategies:
-            if name == "static-by-type":
+            if name == "shared-reactive" and reference is not None:
+                comparison.outcomes[name] = self.outcome(name, reference)
+            elif name == "static-by-type":
                 blocks = max(
                     len(self.setup.history.type_names), round(budget / self.setup.workload.hours)
                 )
                 comparison.outcomes[name] = self.outcome(name, blocks)
+            elif name in ("shardshape", "oracle") and self._capped(name, budget, tolerance):
+                comparison.outcomes[name] = self._cap(name, budget, tolerance)
             else:
                 comparison.outcomes[name] = self._match(name, budget, tolerance)
         return comparison
@@ -195,6 +237,49 @@ class Runner:
         return comparison
 
     # -- searches -------------------------------------------------------------------------
+    def _capped(self, name: str, budget: float, tolerance: float) -> bool:
+        """Whether ``name`` needs a pool cap to hold ``budget``: its own target holds more
+        (and the pool holds one block type, so a cap in blocks means something)."""
+        config, service = self.setup.config, self.setup.workload.service
+        if len(config.pools[config.services[service].pool].blocks) != 1:
+            return False
+        _, own = self.run(name, self.setup.default_utilisation)
+        return float(own["block_hours"]) > (1 + tolerance) * budget  # type: ignore[arg-type]
+
+    def _cap(self, name: str, budget: float, tolerance: float, max_runs: int = 6) -> Outcome:
+        """The pool cap (blocks in all, default pool included) at the pools config's own
+        target utilisation whose run holds ``budget``, the highest that does not exceed it
+        by more than ``tolerance``.
+
+        A real pool is bought in blocks: the planner must fit every shard into it, and its
+        priorities decide who waits. It starts from ``budget / hours`` (held all the time,
+        exactly the budget) and moves by the block-hours one block of cap added in the runs
+        so far (a run holds less than its cap when demand is low, so the cap may be larger).
+        """
+        u, hours = self.setup.default_utilisation, self.setup.workload.hours
+        least = self.default_blocks(0) + 1 if name == "shardshape" else 1
+        cap = max(least, math.floor(budget / hours))
+        tried: dict[int, float] = {}
+        for _ in range(max_runs):
+            held = float(self.run(name, u, cap)[1]["block_hours"])  # type: ignore[arg-type]
+            tried[cap] = held
+            if abs(held - budget) <= tolerance * budget:
+                break
+            slope = hours  # one more block of cap adds at most ``hours`` block-hours
+            if len(tried) >= 2:
+                (c1, b1), (c2, b2) = list(tried.items())[-2:]
+                if (b2 - b1) / (c2 - c1) > 0:
+                    slope = (b2 - b1) / (c2 - c1)
+            nxt = max(least, cap + round((budget - held) / slope))
+            if nxt == cap:
+                nxt = cap + 1 if held < budget else cap - 1
+            if nxt < least or nxt in tried:
+                break
+            cap = nxt
+        within = [c for c, b in tried.items() if b <= (1 + tolerance) * budget]
+        best = max(within) if within else min(tried)
+        return self.outcome(name, u, runs=len(tried), pool_blocks=best)
+
     def _match(self, name: str, budget: float, tolerance: float, max_runs: int = 7) -> Outcome:
         """Secant search (in ``1 / utilisation``) for the utilisation holding ``budget``."""
         lo_u, hi_u = _UTILISATION
@@ -306,3 +391,23 @@ def with_target_utilisation(config: PoolsConfig, utilisation: float) -> PoolsCon
         },
     )
     return PoolsConfig.model_validate({**config.model_dump(), "planning": planning.model_dump()})
+
+
+def with_pool_blocks(config: PoolsConfig, service: str, blocks: int) -> PoolsConfig:
+    """``config`` with the pool that serves ``service`` capped at ``blocks`` blocks.
+
+    The pool must hold one block type (a cap in blocks is then what an operator buys).
+
+    >>> from allocator.simulate.mixed import pools_config
+    >>> with_pool_blocks(pools_config(), "shop", 12).pools["main"].blocks
+    {'block': 12}
+    """
+    pool_id = config.services[service].pool
+    types = sorted(config.pools[pool_id].blocks)
+    if len(types) != 1:
+        raise ValueError(
+            f"pool {pool_id!r} holds block types {types}: a pool cap in blocks needs one type"
+        )
+    data = config.model_dump()
+    data["pools"][pool_id]["blocks"] = {types[0]: max(0, int(blocks))}
+    return PoolsConfig.model_validate(data)

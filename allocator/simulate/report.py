@@ -84,7 +84,8 @@ def _table(comparison: Comparison) -> list[str]:
     for name, o in comparison.outcomes.items():
         s = o.summary
         att, p99 = s["slo_attainment"], s["p99_ms"]
-        knob = f"{o.knob} {o.value:g}" + (" (target not met)" if o.meets_target is False else "")
+        knob = ", ".join(f"{k} {v:g}" for k, v in o.knobs.items())
+        knob += " (target not met)" if o.meets_target is False else ""
         cells = [
             name,
             knob,

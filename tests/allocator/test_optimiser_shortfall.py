@@ -155,3 +155,66 @@ def test_a_large_overloaded_pool_is_planned_in_full_and_put_to_use(seed: int) ->
     met = all(a.shortfall_rps == 0 for a in result.shards.values() if a.demand.priority == top)
     assert met == (not alone.has_shortfall)
     assert result.used == pool  # every block is put to use when demand exceeds the pool
+
+
+def test_a_pool_too_small_degrades_to_a_greedy_allocation_when_highs_runs_out_of_time() -> None:
+    # Ten shards wanting about 110 blocks of a pool of 12: with no time for HiGHS to find any
+    # allocation, the plan is filled by priority instead of failing.
+    demands = [
+        ShardDemand(
+            "s",
+            i,
+            demand_rps=50.0 + 10 * i,
+            capacity_rps={"b": 10.0},
+            priority=100 if i < 4 else 0,
+            min_blocks=1,
+        )
+        for i in range(10)
+    ]
+    result = solve(demands, {"b": 12}, {"b": 1.0}, time_limit_s=1e-9)
+    assert any("filled greedily" in note for note in result.notes)
+    assert result.used == {"b": 12} and result.has_shortfall
+    blocks = {key[1]: sum(a.blocks.values()) for key, a in result.shards.items()}
+    assert all(blocks[i] >= 1 for i in range(10))  # every minimum, then demand by priority
+    assert sum(blocks[i] for i in range(4)) == 6
+    assert all(blocks[i] == 1 for i in range(4, 10))
+    worst = max(a.shortfall_rps / a.demand.demand_rps for a in result.shards.values())
+    timed = solve(demands, {"b": 12}, {"b": 1.0})
+    assert worst == pytest.approx(
+        max(a.shortfall_rps / a.demand.demand_rps for a in timed.shards.values())
+    )
+
+
+@pytest.mark.timeout(60)  # before the fix the greedy fill never returned on this instance
+def test_the_greedy_fill_ends_when_blocks_go_round() -> None:
+    # A plan a worker's planner made in a crash test (calibrated capacities, the example pools):
+    # two shards whose capacity per block is nearly nothing kept taking and giving back blocks.
+    def shard(s: int, rps: float, small: float, large: float, priority: int = 100) -> ShardDemand:
+        return ShardDemand(
+            "shop", s, demand_rps=rps, capacity_rps={"small": small, "large": large},
+            priority=priority, min_blocks=2 if s == 0 else 1, target_utilisation=0.7,
+        )  # fmt: skip
+
+    demands = [
+        shard(0, 271.69, 2.3104, 7.2842, priority=500),
+        shard(1, 467.19, 151.20, 530.15),
+        shard(2, 271.54, 1.505e-06, 2.5388),
+        shard(3, 349.67, 26.327, 95.097),
+        shard(4, 169.03, 0.15851, 3.921e-27),
+    ]
+    previous = {
+        ("shop", 0): {"large": 12, "small": 9},
+        ("shop", 1): {"small": 6},
+        ("shop", 2): {"large": 3, "small": 33},
+        ("shop", 3): {"large": 1, "small": 8},
+        ("shop", 4): {"small": 8},
+    }
+    pool = {"small": 64, "large": 16, "io": 8}
+    result = solve(
+        demands, pool, {"small": 1.0, "large": 3.5, "io": 2.0},
+        previous=previous, smoothing=Smoothing(max_step_up=8, max_step_down=2),
+    )  # fmt: skip
+    held = {t: sum(a.blocks.get(t, 0) for a in result.shards.values()) for t in pool}
+    assert all(held[t] <= pool[t] for t in pool), held
+    assert sum(result.shards[("shop", 0)].blocks.values()) >= 2  # the top shard's minimum
+    assert any("went round" in note for note in result.notes), result.notes
