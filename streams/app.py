@@ -196,8 +196,8 @@ def create_app(settings: Settings) -> faust.App:
     def write_unwritten_metrics() -> None:
         # Before offsets are committed, every window total of the batches they cover must be
         # in the changelog: a restart then skips those batches (offsets) and loses nothing.
-        for name, recorder in recorders.items():
-            write_windows(metric_tables[name], recorder.take_unwritten())
+        for recorder in recorders.values():
+            recorder.flush()
 
     flush_before_commits(app, routing, before=write_unwritten_metrics)
     counters = PipelineCounters()
@@ -497,17 +497,6 @@ def _window_store(table: faust.types.tables.WindowWrapperT):  # type: ignore[no-
         inner._maybe_set_key_ttl(key, partition)  # Faust expires old windows by these
 
     return get, put
-
-
-def write_windows(
-    table: faust.types.tables.WindowWrapperT, unwritten: dict[tuple[str, float], bytes]
-) -> None:
-    """Write window totals outside stream iteration: to the slot's own source partition."""
-    inner = table.table
-    for (slot, start), data in unwritten.items():
-        key = (slot, inner.window.ranges(start)[0])
-        inner.data[key] = data
-        inner.send_changelog(partition_of(slot), key, data)
 
 
 def window_slots(

@@ -285,6 +285,13 @@ class WindowRecorder:
     >>> recorder.record({"api|1|": one}, partition=0, offset=10, timestamp=104.0, now=3.2)
     >>> [(ShardStats.from_bytes(d).count, stored_offset(d)) for d in recorder.unwritten().values()]
     [(4, 10)]
+
+    Before Faust commits offsets, :meth:`flush` writes what is not written yet:
+
+    >>> recorder.flush()
+    >>> stored = table[("api|1|#0", 100.0)]
+    >>> ShardStats.from_bytes(stored).count, stored_offset(stored), recorder.unwritten()
+    (4, 10, {})
     """
 
     def __init__(self, get, put, size_s: float, write_every_s: float = 1.0) -> None:  # type: ignore[no-untyped-def]
@@ -336,12 +343,10 @@ class WindowRecorder:
             for slot in window.changed
         }
 
-    def take_unwritten(self) -> dict[tuple[str, float], bytes]:
-        """:meth:`unwritten`, from now on counted as written (the caller writes them)."""
-        unwritten = self.unwritten()
+    def flush(self) -> None:
+        """Write every total not written yet (before Faust commits the offsets they cover)."""
         for window in self._open.values():
-            window.changed.clear()
-        return unwritten
+            self._write(window)
 
     def forget(self, keep: Collection[int] = ()) -> None:
         """Drop the open windows of every partition not in ``keep``, so that its next batch
@@ -353,7 +358,7 @@ class WindowRecorder:
         rebalances, so a kept partition can replay messages these totals hold: the last
         offset folded in skips them, in memory. Any other partition may have newer totals in
         the table (another worker owned it); read again, the stored offsets skip the replays.
-        Nothing is lost: Faust flushes (and so :meth:`take_unwritten` runs) before it gives
+        Nothing is lost: Faust flushes (and so :meth:`flush` runs) before it gives
         partitions up.
         """
         for partition in set(self._open) - set(keep):
