@@ -34,6 +34,7 @@ class PoolLimits:
     net_bytes_per_s: float = 0.0
     io_weight: int = 100
     cache: CachePolicy = field(default_factory=CachePolicy)
+    priority: int = 0  # the shard's plan priority; who may borrow its idle slots (lending)
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -102,6 +103,7 @@ def limits_of_shard(spec: ShardSpec, defaults: PoolDefaults) -> PoolLimits:
         net_bytes_per_s=share.net_mbit * BYTES_PER_MBIT,
         io_weight=share.io_weight,
         cache=spec.cache,
+        priority=spec.priority,
     )
 
 

@@ -14,6 +14,15 @@ goes next, so a shard of weight 300 gets three slots for every one of a shard of
 and no waiting shard starves. A pool that was idle joins at the current pass, so idling
 banks no credit.
 
+Optionally (``lending``) the pools are work-conserving: a shard's planned slots are its
+reservation, and a request whose pool has no free slot borrows an idle slot of another pool
+(another shard's or the default pool) by the rule of :mod:`gateway.lending`: only from a pool
+with no waiters of its own that keeps its reserve of idle slots, and from a pool of higher
+priority only when the policy lends ``to_lower`` (it then keeps at least one slot idle).
+A borrowed request holds the lender's slot (and memory) and keeps its own pool's cache,
+bandwidth and counts. Experiment arms neither lend nor borrow (an arm is measured on its own
+resources).
+
 >>> import asyncio
 >>> pools = ShardPools(PoolDefaults(concurrency=1, queue_size=0))
 >>> async def two_at_once():
@@ -43,6 +52,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 from allocator.arms import ArmAssigner
 from gateway.bandwidth import TokenBucket
 from gateway.cache import CacheLookup, ShardCache, request_lookup
+from gateway.lending import Lender, LendingPolicy, choose_lender
 from gateway.limits import (
     PoolDefaults,
     PoolLimits,
@@ -111,12 +121,15 @@ class PoolState:
     cache_hits: int
     cache_misses: int
     draining: bool
+    lent: int = 0  # requests that ran on this pool's slots for another pool
+    borrowed: int = 0  # requests of this pool that ran on another pool's slots
 
 
 class _Waiter:
     __slots__ = ("future", "memory")
 
-    def __init__(self, future: asyncio.Future[None], memory: float) -> None:
+    # The future's result is the pool that lends the slot, or None for one of its own.
+    def __init__(self, future: asyncio.Future[ShardPool | None], memory: float) -> None:
         self.future = future
         self.memory = memory
 
@@ -137,6 +150,8 @@ class ShardPool:
         self.completed = 0
         self.rejected: dict[str, int] = {}
         self.draining = False
+        self.lent = 0
+        self.borrowed = 0
         self.pass_ = 0.0
         self.hold_s = 0.05  # moving average of how long a request holds a slot
 
@@ -172,6 +187,8 @@ class ShardPool:
             cache_hits=self.cache.hits,
             cache_misses=self.cache.misses,
             draining=self.draining,
+            lent=self.lent,
+            borrowed=self.borrowed,
         )
 
 
@@ -180,13 +197,30 @@ class Slot:
 
     ``cache`` is the pool's cache; ``throttle(n)`` waits until ``n`` more response bytes may
     go out under the pool's bandwidth limit; ``cache_hit`` says whether the request's first
-    lookup in ``cache`` hit (``None`` until it looks something up).
+    lookup in ``cache`` hit (``None`` until it looks something up). ``lender`` is the pool
+    whose slot a borrowed request holds (``None`` for a slot of its own pool).
     """
 
-    __slots__ = ("_lookup", "_started", "arm", "cache", "memory_mib", "pool", "waited_s")
+    __slots__ = (
+        "_lookup",
+        "_started",
+        "arm",
+        "cache",
+        "lender",
+        "memory_mib",
+        "pool",
+        "waited_s",
+    )
 
-    def __init__(self, pool: ShardPool, memory_mib: float, waited_s: float) -> None:
+    def __init__(
+        self,
+        pool: ShardPool,
+        memory_mib: float,
+        waited_s: float,
+        lender: ShardPool | None = None,
+    ) -> None:
         self.pool = pool
+        self.lender = lender
         self.arm = pool.key.arm
         self.cache = pool.cache
         self.memory_mib = memory_mib
@@ -284,16 +318,25 @@ class ShardPools:
     total_slots
         Slots shared by all pools (0: none beyond each pool's own). See the module docstring
         for how ``io_weight`` orders waiting pools when this budget binds.
+    lending
+        The rule by which a busy pool borrows idle slots of others (``None``: no lending,
+        every pool takes only its own slots). See :mod:`gateway.lending`.
     """
 
     def __init__(
-        self, defaults: PoolDefaults | None = None, *, shaping: bool = True, total_slots: int = 0
+        self,
+        defaults: PoolDefaults | None = None,
+        *,
+        shaping: bool = True,
+        total_slots: int = 0,
+        lending: LendingPolicy | None = None,
     ) -> None:
         if total_slots < 0:
             raise ValueError(f"total_slots must be >= 0 (0 = no shared budget), got {total_slots}")
         self.defaults = defaults or PoolDefaults()
         self.shaping = shaping
         self.total_slots = total_slots
+        self.lending = lending if shaping else None
         self.plan_version = 0
         self._default = ShardPool(PoolKey(None), self.defaults.default_pool())
         self._shared = ShardPool(PoolKey(None), self.defaults.default_pool(), name="shared")
@@ -318,6 +361,11 @@ class ShardPools:
             ),
             shaping=settings.gateway_shaping,
             total_slots=settings.gateway_total_slots,
+            lending=(
+                LendingPolicy(settings.gateway_lending_reserve, settings.gateway_lending_to_lower)
+                if settings.gateway_lending
+                else None
+            ),
         )
 
     # -- requests ---------------------------------------------------------------------------
@@ -355,9 +403,14 @@ class ShardPools:
                 f"{limits.memory_mib:g} MiB: give the shard more memory in the plan or lower "
                 "the request's expected memory",
             )
-        if not pool.waiters and pool.fits(memory) and self._shared_free():
-            self._grant(pool, memory)
-            return Slot(pool, memory, 0.0)
+        if not pool.waiters and self._shared_free():
+            if pool.fits(memory):
+                self._grant(pool, memory)
+                return Slot(pool, memory, 0.0)
+            lender = self._lender(pool, memory)
+            if lender is not None:
+                self._grant(pool, memory, lender)
+                return Slot(pool, memory, 0.0, lender)
         if len(pool.waiters) >= limits.queue_size:
             raise self._reject(
                 pool,
@@ -376,17 +429,18 @@ class ShardPools:
         started = time.monotonic()
         timer = loop.call_later(pool.limits.queue_timeout_s, self._expire, pool, waiter)
         try:
-            await waiter.future
+            lender = await waiter.future
         except asyncio.CancelledError:
             future = waiter.future
             if future.done() and not future.cancelled() and future.exception() is None:
-                self._release(Slot(pool, memory, 0.0))  # granted just before the cancel
+                # granted just before the cancel
+                self._release(Slot(pool, memory, 0.0, future.result()))
             else:
                 self._forget(pool, waiter)
             raise
         finally:
             timer.cancel()
-        return Slot(pool, memory, time.monotonic() - started)
+        return Slot(pool, memory, time.monotonic() - started, lender)
 
     def _expire(self, pool: ShardPool, waiter: _Waiter) -> None:
         if waiter.future.done():
@@ -416,25 +470,32 @@ class ShardPools:
     def _shared_free(self) -> bool:
         return not self.total_slots or self._in_use < self.total_slots
 
-    def _grant(self, pool: ShardPool, memory: float) -> None:
-        pool.in_use += 1
-        pool.memory_in_use += memory
+    def _grant(self, pool: ShardPool, memory: float, lender: ShardPool | None = None) -> None:
+        holder = lender or pool
+        holder.in_use += 1
+        holder.memory_in_use += memory
         pool.admitted += 1
+        if lender is not None:
+            lender.lent += 1
+            pool.borrowed += 1
         self._in_use += 1
         self._vtime = max(self._vtime, pool.pass_)
         pool.pass_ += 1.0 / pool.limits.io_weight
 
     def _release(self, slot: Slot) -> None:
         pool = slot.pool
-        pool.in_use -= 1
-        pool.memory_in_use = max(pool.memory_in_use - slot.memory_mib, 0.0)
+        holder = slot.lender or pool
+        holder.in_use -= 1
+        holder.memory_in_use = max(holder.memory_in_use - slot.memory_mib, 0.0)
         pool.completed += 1
         self._in_use -= 1
         held = time.monotonic() - slot._started
         pool.hold_s += _HOLD_EWMA * (held - pool.hold_s)
         self._retire_if_drained(pool)
+        if holder is not pool:
+            self._retire_if_drained(holder)
         if self._queued:
-            self._dispatch(pool)
+            self._dispatch(holder)
 
     def _retire_if_drained(self, pool: ShardPool) -> None:
         if pool.draining and not pool.in_use and not pool.waiters:
@@ -447,20 +508,71 @@ class ShardPools:
         if not self.total_slots:
             for pool in [released] if released is not None else list(self._queued):
                 self._drain(pool, limit=None)
+            while self._queued and self._lend_to_queued():
+                pass
             return
         while self._in_use < self.total_slots:
             ready = [p for p in self._queued if self._head_fits(p)]
-            if not ready:
+            if ready:
+                self._drain(min(ready, key=lambda p: p.pass_), limit=1)
+            elif not self._lend_to_queued():
                 return
-            self._drain(min(ready, key=lambda p: p.pass_), limit=1)
 
-    def _head_fits(self, pool: ShardPool) -> bool:
+    def _head(self, pool: ShardPool) -> _Waiter | None:
+        """The pool's first live waiter (cancelled or timed-out ones are dropped)."""
         while pool.waiters and pool.waiters[0].future.done():
             pool.waiters.popleft()  # cancelled or timed out
         if not pool.waiters:
             self._queued.discard(pool)
+            return None
+        return pool.waiters[0]
+
+    def _head_fits(self, pool: ShardPool) -> bool:
+        head = self._head(pool)
+        return head is not None and pool.fits(head.memory)
+
+    def _lender(self, pool: ShardPool, memory: float) -> ShardPool | None:
+        """The pool whose idle slot a request of ``pool`` borrows now (:mod:`gateway.lending`)."""
+        if self.lending is None or pool.key.arm is not None or pool.draining:
+            return None
+        candidates = [
+            other
+            for other in (*self._pools.values(), self._default)
+            if other is not pool
+            and other.key.arm is None
+            and (
+                not other.limits.memory_mib
+                or other.memory_in_use + memory <= other.limits.memory_mib
+            )
+        ]
+        chosen = choose_lender(
+            self.lending,
+            pool.limits.priority,
+            [
+                Lender(i, p.limits.priority, p.limits.concurrency, p.in_use, len(p.waiters))
+                for i, p in enumerate(candidates)
+            ],
+        )
+        return None if chosen is None else candidates[chosen]  # type: ignore[index]
+
+    def _lend_to_queued(self) -> bool:
+        """Grant one waiting request (stride order) a borrowed slot; whether one was granted."""
+        if self.lending is None or not self._shared_free():
             return False
-        return pool.fits(pool.waiters[0].memory)
+        for pool in sorted(self._queued, key=lambda p: p.pass_):
+            head = self._head(pool)
+            if head is None:
+                continue
+            lender = self._lender(pool, head.memory)
+            if lender is None:
+                continue
+            pool.waiters.popleft()
+            self._grant(pool, head.memory, lender)
+            head.future.set_result(lender)
+            if not pool.waiters:
+                self._queued.discard(pool)
+            return True
+        return False
 
     def _drain(self, pool: ShardPool, limit: int | None) -> None:
         granted = 0

@@ -262,6 +262,22 @@ class Settings(BaseSettings):
         description="Slots shared by all pools (0: none); when plans over-commit it, "
         "waiting shards are served in proportion to their io_weight.",
     )
+    gateway_lending: bool = Field(
+        False,
+        description="Work-conserving pools: a request whose shard's slots are all busy borrows "
+        "an idle slot of a pool of equal or lower priority that keeps its reserve.",
+    )
+    gateway_lending_reserve: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="Share of a lender's slots kept idle for its own arrivals (rounded down).",
+    )
+    gateway_lending_to_lower: bool = Field(
+        True,
+        description="Lending: a pool also lends to pools of lower priority (the quarantine "
+        "shard, the default pool), beyond its reserve and always keeping one slot idle.",
+    )
     gateway_max_routes: int = Field(
         1_000_000,
         ge=1_000,

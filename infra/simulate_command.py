@@ -102,6 +102,14 @@ _STRATEGIES = ("shared-reactive", "static-by-type", "shardshape", "oracle")
     type=click.FloatRange(0, 1, min_open=True),
     help="Equal target: share of requests of every profile with an SLO that must meet it.",
 )
+@click.option(
+    "--lending/--no-lending",
+    default=True,
+    show_default=True,
+    help="shardshape and oracle: a shard whose slots are all busy borrows idle slots of "
+    "others by the gateway's rule (SHARDSHAPE_GATEWAY_LENDING_RESERVE and "
+    "SHARDSHAPE_GATEWAY_LENDING_TO_LOWER); the default pool is then one block.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option(
     "--report",
@@ -126,6 +134,7 @@ def simulate(
     comparison: str,
     budget: float | None,
     target: float,
+    lending: bool,
     as_json: bool,
     report_dir: Path | None,
 ) -> None:
@@ -146,8 +155,10 @@ def simulate(
       target  every strategy given the fewest blocks that meet --target on every SLO;
               compare block-hours
 
-    Uses SHARDSHAPE_MAX_SHARDS, SHARDSHAPE_PLAN_WINDOW, SHARDSHAPE_PLAN_HORIZON_S and
-    SHARDSHAPE_GATEWAY_DEFAULT_CONCURRENCY as a deployment would. Deterministic for a seed.
+    Uses SHARDSHAPE_MAX_SHARDS, SHARDSHAPE_PLAN_WINDOW, SHARDSHAPE_PLAN_HORIZON_S,
+    SHARDSHAPE_GATEWAY_DEFAULT_CONCURRENCY (without lending),
+    SHARDSHAPE_GATEWAY_LENDING_RESERVE and SHARDSHAPE_GATEWAY_LENDING_TO_LOWER as a
+    deployment would. Deterministic for a seed.
     A simulated day of the mixed scenario takes about half a minute per shardshape run; both
     comparisons need about 30 runs (a few minutes). See docs/simulator.md.
     """
@@ -156,6 +167,7 @@ def simulate(
     from allocator.pools_config import PoolsConfigError, load_pools_config
     from allocator.simulate.report import write_report
     from allocator.simulate.scenarios import evaluate, mixed_setup, trace_setup
+    from gateway.lending import LendingPolicy
     from infra.cli import CommandError, _settings, console
     from streams.trace import MappingError
 
@@ -173,6 +185,11 @@ def simulate(
         "window_s": 10.0 if settings.plan_window == "10s" else 60.0,
         "horizon_s": settings.plan_horizon_s,
         "default_slots": settings.gateway_default_concurrency,
+        "lending": (
+            LendingPolicy(settings.gateway_lending_reserve, settings.gateway_lending_to_lower)
+            if lending
+            else None
+        ),
     }
     try:
         config = load_pools_config(pools) if pools else None

@@ -30,6 +30,7 @@ from streams.contracts import MAX_ID_CHARS, MAX_MESSAGE_BYTES, encode, snapshot_
 from streams.dashboard.views import add_web_views
 from streams.fetch_wait import set_fetch_max_wait
 from streams.follower import TopicFollower
+from streams.gaps import GapReader, SkippedOffsets, start_offset
 from streams.highwater import correct_faust_highwaters
 from streams.intake import Received, merge_groups, take_queued
 from streams.metrics import WindowRecorder, aggregate, partition_of
@@ -43,7 +44,7 @@ from streams.planning import (
 )
 from streams.profiling import KeyCheckpoints, ProfilingWorker, SnapshotMerger, snapshot_listener
 from streams.publisher import RoutingPublisher, flush_before_commits
-from streams.rebalance import forget_moved_partitions
+from streams.rebalance import forget_moved_partitions, kept_partitions
 from streams.signing import Signer, signer_from
 from streams.validation import MessageOrigin, validate_message
 
@@ -239,6 +240,12 @@ def create_app(settings: Settings) -> faust.App:
                 partition = partition_for(key, settings.requests_partitions)
                 key_stats.send_changelog(partition, key, None, value_serializer="raw")
 
+    # Offsets the consumer skips are read again directly (streams.gaps, docs/reliability.md).
+    skipped = SkippedOffsets(
+        lambda: GapReader(
+            settings.confluent_config(), settings.topic_requests, f"{settings.app_id}.gap-reader"
+        )
+    )
     owned: set[int] = set()  # requests partitions owned since the last rebalance
     generation = [-1]  # the consumer group generation of that rebalance
 
@@ -247,6 +254,7 @@ def create_app(settings: Settings) -> faust.App:
         now = {tp.partition for tp in assigned if tp.topic == settings.topic_requests}
         consecutive = app.consumer_generation_id == generation[0] + 1
         generation[0] = app.consumer_generation_id
+        skipped.forget(keep=kept_partitions(owned, now, consecutive=consecutive))
         dropped = forget_moved_partitions(
             owned, now, settings.requests_partitions, consecutive=consecutive,
             recorders=recorders.values(), checkpoints=checkpoints, profiling=profiling,
@@ -292,6 +300,21 @@ def create_app(settings: Settings) -> faust.App:
                     recorder.record(stats, partition, message.offset, message.timestamp, now)
             counters.record(n, message.dead_letters)
 
+    async def receive(
+        partition: int, offset: int, timestamp: float, key: bytes | None, value: bytes | None
+    ) -> Received:
+        """A requests message validated; its rejected parts go to the DLQ."""
+        origin = MessageOrigin(settings.topic_requests, partition, offset, key)
+        result = validate_message(value, origin, worker_id)
+        batch = result.batch
+        if len(batch):
+            replicas.saw(result.gateway_id, set(batch.service), time.time())
+        for letter in result.dead_letters:
+            log.warning("dead letter %s[%d]@%d: %s", origin.topic, origin.partition,
+                        origin.offset, letter.reason)  # fmt: skip
+            await dlq.send(key=key, value=encode(letter))
+        return Received(partition, offset, timestamp, batch, len(result.dead_letters))
+
     @app.agent(requests, name="shardshape.profile")
     async def profile_requests(stream: faust.StreamT) -> None:
         # Queued messages are profiled together (streams.intake): under load the fixed cost
@@ -300,26 +323,12 @@ def create_app(settings: Settings) -> faust.App:
             received = []
             for event in events:
                 message = event.message
-                origin = MessageOrigin(
-                    message.topic, message.partition, message.offset, message.key
-                )
-                result = validate_message(event.value, origin, worker_id)
-                batch = result.batch
-                if len(batch):
-                    replicas.saw(result.gateway_id, set(batch.service), time.time())
-                for letter in result.dead_letters:
-                    log.warning("dead letter %s[%d]@%d: %s", origin.topic, origin.partition,
-                                origin.offset, letter.reason)  # fmt: skip
-                    await dlq.send(key=message.key, value=encode(letter))
-                received.append(
-                    Received(
-                        message.partition,
-                        message.offset,
-                        message.timestamp,
-                        batch,
-                        len(result.dead_letters),
-                    )
-                )
+                start = start_offset(app.consumer, message.tp)
+                for gone in await skipped.before(message.partition, message.offset, start):
+                    received.append(await receive(gone.partition, gone.offset, gone.timestamp,
+                                                  gone.key, gone.value))  # fmt: skip
+                mine = (message.partition, message.offset, message.timestamp, message.key)
+                received.append(await receive(*mine, event.value))
             for group in merge_groups(received, MERGE_EVENTS):
                 profile(group)
 
@@ -406,6 +415,7 @@ def create_app(settings: Settings) -> faust.App:
     async def stop_following(app: faust.App, **kwargs: object) -> None:
         follower.stop()  # before the broker goes away
         routing.flush(10.0)
+        skipped.close()
 
     return app
 

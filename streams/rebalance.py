@@ -27,6 +27,18 @@ def drop_keys(data: MutableMapping, gone: Callable[[Hashable], bool]) -> int:
     return len(keys)
 
 
+def kept_partitions(owned: set[int], now: set[int], *, consecutive: bool) -> set[int]:
+    """The partitions whose state here is current: owned in both assignments, when this one's
+    generation directly follows that one's (nobody else owned them meanwhile).
+
+    >>> sorted(kept_partitions({0, 1, 2}, {1, 2, 3}, consecutive=True))
+    [1, 2]
+    >>> kept_partitions({0, 1, 2}, {1, 2, 3}, consecutive=False)
+    set()
+    """
+    return owned & now if consecutive else set()
+
+
 def forget_moved_partitions(
     owned: set[int],
     now: set[int],
@@ -49,7 +61,7 @@ def forget_moved_partitions(
     state is read again. ``metric_data`` are the metrics tables' stores (keys
     ``(slot, window)``) and ``key_stats`` the key-stats table's (keys: profile keys).
     """
-    kept = owned & now if consecutive else set()
+    kept = kept_partitions(owned, now, consecutive=consecutive)
     for recorder in recorders:
         recorder.forget(keep=kept)  # elsewhere the slots' stored offsets skip replays
     checkpoints.forget_partitions(kept)

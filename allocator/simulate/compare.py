@@ -11,11 +11,12 @@ shardshape         ``target_utilisation``  lower (the plans' headroom, ``[planni
 oracle             ``target_utilisation``  lower (same planner, perfect information)
 =================  ======================  ============================================
 
-* **Equal budget**: a budget of block-hours ``B`` (by default what ``shardshape`` holds at
-  the pools config's own target utilisation). Each strategy's knob is set so that it holds
+* **Equal budget**: a budget of block-hours ``B`` (by default what ``shared-reactive``
+  holds at ``Setup.budget_utilisation``). Each strategy's knob is set so that it holds
   ``B`` (static: ``round(B / hours)`` blocks; the others: a secant search on the
-  utilisation, using that block-hours go as ``1 / utilisation``, until within ``tolerance``).
-  Compare SLO attainment and p99.
+  utilisation, using that block-hours go as ``1 / utilisation``, until within ``tolerance``;
+  ``shardshape`` and ``oracle``, when even the knob's top holds more than ``B``, a pool cap
+  at that top, :meth:`Runner._cap`). Compare SLO attainment and p99.
 * **Equal target**: each strategy gets the fewest blocks that make every profile with an
   SLO attain ``target``: a bisection on its knob for the cheapest setting that meets it.
   Compare block-hours.
@@ -37,6 +38,7 @@ from allocator.simulate.oracle import Oracle
 from allocator.simulate.results import meets, summarise
 from allocator.simulate.shaped import Shardshape
 from allocator.simulate.workload import Workload
+from gateway.lending import LendingPolicy
 
 STRATEGIES = ("shared-reactive", "static-by-type", "shardshape", "oracle")
 _UTILISATION = (0.05, 0.97)
@@ -59,6 +61,8 @@ class Setup:
     default_slots: int = 16  # the gateway's default pool (gateway_default_concurrency)
     # The default equal budget: what shared-reactive holds at this utilisation target.
     budget_utilisation: float = 0.85
+    # How shardshape's and the oracle's queues lend idle slots (None: each takes only its own).
+    lending: LendingPolicy | None = field(default_factory=LendingPolicy)
 
     @property
     def default_utilisation(self) -> float:
@@ -164,6 +168,7 @@ class Runner:
                 horizon_s=s.horizon_s,
                 seed=s.seed,
                 default_blocks=default_blocks,
+                lending=s.lending,
             )
         if strategy == "oracle":
             if pool_blocks is not None:
@@ -174,14 +179,17 @@ class Runner:
                 quarantine_shard=s.max_shards,
                 window_s=s.window_s,
                 horizon_s=s.horizon_s,
+                lending=s.lending,
             )
         raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
 
     def default_blocks(self, pool_blocks: int | None = None) -> int:
         """Blocks of ``shardshape``'s default pool: the gateway's ``default_slots``, or one
         block when the pool is capped (it counts in the cap, and an operator who buys a small
-        pool does not keep a large share of it for shards the plan does not know yet)."""
-        if pool_blocks is not None:
+        pool does not keep a large share of it for shards the plan does not know yet) or when
+        queues lend (a shard's overflow borrows idle slots, so the default pool only has to
+        take the requests of shards the plan does not know yet)."""
+        if pool_blocks is not None or self.setup.lending is not None:
             return 1
         slots = self.setup.workload.block_types[0].concurrency
         return max(1, math.ceil(self.setup.default_slots / slots))
@@ -202,9 +210,10 @@ class Runner:
         """Every strategy tuned to hold ``budget`` block-hours.
 
         The default budget is what ``shared-reactive`` holds at ``Setup.budget_utilisation``.
-        ``shardshape`` and ``oracle`` hold it by their utilisation target when their pools
-        config's own target holds no more than the budget, else by a pool cap
-        (:meth:`_cap`).
+        ``shardshape`` and ``oracle`` hold it by their utilisation target when some target up
+        to the knob's top holds no more than the budget, else by a pool cap at the top
+        (:meth:`_cap`): their blocks follow the forecast load as closely as the planner
+        allows, and the cap only clips what is left above the budget.
         """
         reference = None
         if budget is None:
@@ -238,25 +247,30 @@ class Runner:
 
     # -- searches -------------------------------------------------------------------------
     def _capped(self, name: str, budget: float, tolerance: float) -> bool:
-        """Whether ``name`` needs a pool cap to hold ``budget``: its own target holds more
-        (and the pool holds one block type, so a cap in blocks means something)."""
+        """Whether ``name`` needs a pool cap to hold ``budget``: even the knob's top
+        utilisation holds more (and the pool holds one block type, so a cap in blocks means
+        something)."""
         config, service = self.setup.config, self.setup.workload.service
         if len(config.pools[config.services[service].pool].blocks) != 1:
             return False
         _, own = self.run(name, self.setup.default_utilisation)
-        return float(own["block_hours"]) > (1 + tolerance) * budget  # type: ignore[arg-type]
+        if float(own["block_hours"]) <= (1 + tolerance) * budget:  # type: ignore[arg-type]
+            return False
+        _, top = self.run(name, _UTILISATION[1])
+        return float(top["block_hours"]) > (1 + tolerance) * budget  # type: ignore[arg-type]
 
     def _cap(self, name: str, budget: float, tolerance: float, max_runs: int = 6) -> Outcome:
-        """The pool cap (blocks in all, default pool included) at the pools config's own
-        target utilisation whose run holds ``budget``, the highest that does not exceed it
-        by more than ``tolerance``.
+        """The pool cap (blocks in all, default pool included) at the knob's top
+        utilisation whose run holds ``budget``, the highest that does not exceed it by more
+        than ``tolerance``. At the top the plans follow the forecast load most closely, so
+        the run holds least below the cap and the cap can be highest.
 
         A real pool is bought in blocks: the planner must fit every shard into it, and its
         priorities decide who waits. It starts from ``budget / hours`` (held all the time,
         exactly the budget) and moves by the block-hours one block of cap added in the runs
         so far (a run holds less than its cap when demand is low, so the cap may be larger).
         """
-        u, hours = self.setup.default_utilisation, self.setup.workload.hours
+        u, hours = _UTILISATION[1], self.setup.workload.hours
         least = self.default_blocks(0) + 1 if name == "shardshape" else 1
         cap = max(least, math.floor(budget / hours))
         tried: dict[int, float] = {}

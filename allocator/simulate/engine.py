@@ -12,6 +12,16 @@ Time advances in ticks (10 s by default). In each tick, in this order:
    start after the tick's end waits for the next tick (capacity may change at the boundary);
    one that has waited ``max_wait_s`` is rejected (a client or gateway timeout) and never
    holds a slot;
+   If the strategy lends (it has a ``lending`` policy, :class:`gateway.lending.LendingPolicy`,
+   and a ``priority(queue)`` method), the queues are served together, in arrival order, by
+   the gateway's rule (:mod:`gateway.lending`): a request whose own queue has no free slot at
+   its arrival starts at the first moment either its own queue frees a slot or another queue
+   that may lend to it (by priority), with no request of its own waiting, has more idle slots
+   than its reserve (on the slot of the lender :func:`gateway.lending.choose_lender` picks
+   then).
+   A borrowed request holds the lender's slot, on the lender's block type, and is reported
+   as its own queue's. (Queues are merged by arrival, so a lender's own request that
+   arrives while a borrowed one is being placed may find its slot taken, as in a gateway.)
 3. the requests that completed (or were rejected) in the tick are **reported** to the
    strategy, as a gateway's reporter would, in completion order;
 4. the strategy **controls** capacity: it may set the blocks of any queue; added slots can
@@ -54,6 +64,7 @@ from typing import Protocol
 import numpy as np
 
 from allocator.simulate.workload import Workload
+from gateway.lending import Lender, LendingPolicy, choose_lender
 
 QueueKey = Hashable
 Allocation = Mapping[QueueKey, Mapping[str, int]]
@@ -117,6 +128,8 @@ class RunResult:
     timeline_s: np.ndarray  # sample times
     timeline: dict[str, np.ndarray]  # blocks held per queue (as a string) at each sample
     extras: dict[str, object] = field(default_factory=dict)  # strategy-specific series
+    lent: dict[str, int] = field(default_factory=dict)  # requests served on each queue's slots
+    # for another queue (scored or not), when the strategy lends
 
     @property
     def block_hours(self) -> float:
@@ -129,9 +142,10 @@ class RunResult:
 
 
 class _Queue:
-    __slots__ = ("blocks", "heap", "starting", "waiting")
+    __slots__ = ("blocks", "heap", "key", "starting", "waiting")
 
-    def __init__(self) -> None:
+    def __init__(self, key: QueueKey = None) -> None:
+        self.key = key
         self.heap: list[tuple[float, int]] = []  # (free_at, block type index)
         self.waiting: deque[int] = deque()
         self.blocks: dict[int, int] = {}
@@ -178,6 +192,8 @@ class Simulation:
         self._types = {b.name: i for i, b in enumerate(workload.block_types)}
         self._slots = [b.concurrency for b in workload.block_types]
         self._queues: dict[QueueKey, _Queue] = {}
+        self.lending: LendingPolicy | None = getattr(strategy, "lending", None)
+        self._lent: dict[QueueKey, int] = {}
 
     # -- the view a controller measures ---------------------------------------------------
     def busy_slots(self, key: QueueKey, now: float) -> int:
@@ -244,15 +260,20 @@ class Simulation:
                 for i, key in zip(range(lo, hi), keys, strict=True):
                     q = queues.get(key)
                     if q is None:
-                        q = queues[key] = _Queue()
+                        q = queues[key] = _Queue(key)
                     q.waiting.append(i)
                     queue_of[i] = key
             served: list[int] = []
             finished: list[float] = []
             dropped: list[int] = []
-            for q in self._queues.values():
-                if q.waiting:
-                    self._serve(q, t1, arrival, service, latency, held, served, finished, dropped)
+            if self.lending is not None:
+                self._serve_lending(t1, arrival, service, latency, held, served, finished, dropped)
+            else:
+                for q in self._queues.values():
+                    if q.waiting:
+                        self._serve(
+                            q, t1, arrival, service, latency, held, served, finished, dropped
+                        )
             for i in dropped:
                 rejected[i] = True
             if served:
@@ -313,6 +334,7 @@ class Simulation:
             timeline_s=np.array([t for t, _ in samples]),
             timeline=timeline,
             extras=dict(getattr(self.strategy, "extras", {}) or {}),
+            lent={str(key): n for key, n in self._lent.items()},
         )
 
     def _serve(
@@ -359,6 +381,112 @@ class Simulation:
             served.append(i)
             finished.append(begin + s)
 
+    def _serve_lending(
+        self,
+        t_end: float,
+        arrival: list[float],
+        service: list[list[float]],
+        latency: list[float],
+        held: list[float],
+        served: list[int],
+        finished: list[float],
+        dropped: list[int],
+    ) -> None:
+        """Every queue's waiting requests in arrival order, each on its own queue's slot or,
+        when that one frees later, on a slot borrowed by the lending rule (module notes)."""
+        policy = self.lending
+        assert policy is not None
+        queues = self._queues
+        priority_of = self.strategy.priority  # type: ignore[attr-defined]
+        priority = {key: int(priority_of(key)) for key in queues}
+        lenders_of = {
+            key: [
+                (k, lender)
+                for k, lender in queues.items()
+                if k != key and policy.allows(priority[k], priority[key])
+            ]
+            for key, q in queues.items()
+            if q.waiting
+        }
+        heads = [
+            (arrival[q.waiting[0]], n, key)
+            for n, (key, q) in enumerate(queues.items())
+            if q.waiting
+        ]
+        heapq.heapify(heads)
+        max_wait, inf = self.max_wait_s, math.inf
+        while heads:
+            a, n, key = heads[0]
+            q = queues[key]
+            i = q.waiting[0]
+            own = q.heap[0][0] if q.heap else inf
+            begin, lender = (a if a > own else own), q
+            if begin > a:  # its own slots are busy: may it borrow one sooner?
+                begin, lender = self._lender(policy, key, a, begin, lenders_of[key], priority)
+            if begin - a > max_wait:
+                if a + max_wait >= t_end:
+                    heapq.heappop(heads)  # may still be served after the boundary
+                    continue
+                q.waiting.popleft()
+                latency[i] = max_wait
+                dropped.append(i)
+            elif begin >= t_end:
+                heapq.heappop(heads)
+                continue
+            else:
+                q.waiting.popleft()
+                _, t = lender.heap[0]
+                s = service[t][i]
+                heapq.heapreplace(lender.heap, (begin + s, t))
+                latency[i] = begin + s - a
+                held[i] = s
+                served.append(i)
+                finished.append(begin + s)
+                if lender is not q:
+                    self._lent[lender.key] = self._lent.get(lender.key, 0) + 1
+            if q.waiting:
+                heapq.heapreplace(heads, (arrival[q.waiting[0]], n, key))
+            else:
+                heapq.heappop(heads)
+
+    def _lender(
+        self,
+        policy: LendingPolicy,
+        key: QueueKey,
+        a: float,
+        own: float,
+        lenders: list[tuple[QueueKey, _Queue]],
+        priority: dict[QueueKey, int],
+    ) -> tuple[float, _Queue]:
+        """When and where a request of ``key`` arriving at ``a`` starts: the first moment
+        before ``own`` (when its own queue has a slot) at which some lender has more idle
+        slots than its reserve and no waiting request, on the slot of the lender
+        :func:`gateway.lending.choose_lender` picks then; else ``own`` on its own queue."""
+        ready: list[tuple[float, _Queue]] = []
+        arrival = self.w.arrival
+        for _, lender in lenders:
+            heap = lender.heap
+            keep = policy.reserve(len(heap), priority[lender.key], priority[key])
+            if len(heap) <= keep:
+                continue
+            free = heap[0][0] if keep == 0 else heapq.nsmallest(keep + 1, heap)[-1][0]
+            if free < own:
+                ready.append((free, lender))
+        q = self._queues[key]
+        if not ready:
+            return own, q
+        begin = max(a, min(free for free, _ in ready))
+        states = []
+        for n, (free, lender) in enumerate(ready):
+            if free > begin or (lender.waiting and arrival[lender.waiting[0]] <= begin):
+                continue  # not idle beyond its reserve yet, or its own requests wait
+            busy = sum(f > begin for f, _ in lender.heap)
+            states.append(Lender(n, priority[lender.key], len(lender.heap), busy))
+        chosen = choose_lender(policy, priority[key], states)
+        if chosen is None:
+            return own, q
+        return begin, ready[chosen][1]  # type: ignore[index]
+
     def _total(self, q: _Queue) -> int:
         return sum(q.blocks.values())
 
@@ -366,7 +494,7 @@ class Simulation:
         for key, blocks in change.items():
             q = self._queues.get(key)
             if q is None:
-                q = self._queues[key] = _Queue()
+                q = self._queues[key] = _Queue(key)
             wanted: dict[int, int] = {}
             for name, count in blocks.items():
                 if name not in self._types:

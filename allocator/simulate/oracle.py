@@ -24,6 +24,7 @@ from allocator.planner import PoolPlanner
 from allocator.pools_config import PoolsConfig
 from allocator.simulate.engine import Allocation, Completed, EngineView, QueueKey
 from allocator.simulate.workload import Workload
+from gateway.lending import LendingPolicy
 
 
 class Oracle:
@@ -37,6 +38,8 @@ class Oracle:
         Pools, the service and the planning policy (its ``target_utilisation`` is the knob).
     quarantine_shard
         Shard id of anomalous profiles (its settings in ``config`` apply to them).
+    lending
+        The gateway's lending rule between the class queues, as for ``shardshape``.
     """
 
     name = "oracle"
@@ -49,8 +52,11 @@ class Oracle:
         quarantine_shard: int = 8,
         window_s: float = 60.0,
         horizon_s: float = 120.0,
+        lending: LendingPolicy | None = None,
     ) -> None:
         self.w = workload
+        self.lending = lending
+        self._priority: dict[int, int] = {}
         self.config = config
         self.window_s = window_s
         self.horizon_s = horizon_s
@@ -88,6 +94,13 @@ class Oracle:
         if now + 1e-9 < self._next_plan:
             return None
         return self._plan(now)
+
+    def priority(self, key: QueueKey) -> int:
+        """A class queue's priority for lending: its shard's in the pools config."""
+        shard = int(key)  # type: ignore[call-overload]
+        if shard not in self._priority:
+            self._priority[shard] = self.config.shard_settings(self.w.service, shard).priority
+        return self._priority[shard]
 
     def _plan(self, now: float) -> Allocation | None:
         self._next_plan = now + self.window_s

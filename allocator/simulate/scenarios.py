@@ -18,8 +18,10 @@ from allocator.pools_config import PoolsConfig
 from allocator.simulate.compare import STRATEGIES, Comparison, Progress, Runner, Setup
 from allocator.simulate.from_trace import trace_pools_config, trace_workload
 from allocator.simulate.mixed import mixed_history, mixed_workload, pools_config
+from gateway.lending import LendingPolicy
 
 COMPARISONS = ("budget", "target")
+LENDING = LendingPolicy()  # the gateway's rule, with its default reserve
 
 
 def mixed_setup(
@@ -33,9 +35,11 @@ def mixed_setup(
     window_s: float = 60.0,
     horizon_s: float = 120.0,
     default_slots: int = 16,
+    lending: LendingPolicy | None = LENDING,
 ) -> Setup:
     """The ``mixed`` scenario (see :mod:`allocator.simulate.mixed`) on its own pool, or on
-    ``config`` (which must serve the service ``shop``)."""
+    ``config`` (which must serve the service ``shop``); ``lending`` is how ``shardshape``'s
+    and the oracle's queues lend idle slots (``None``: not at all)."""
     config = config or pools_config(quarantine_shard=max_shards)
     blocks = _service_blocks(config, "shop")
     return Setup(
@@ -50,6 +54,7 @@ def mixed_setup(
         window_s=window_s,
         horizon_s=horizon_s,
         default_slots=default_slots,
+        lending=lending,
     )
 
 
@@ -65,6 +70,7 @@ def trace_setup(
     window_s: float = 60.0,
     horizon_s: float = 120.0,
     default_slots: int = 16,
+    lending: LendingPolicy | None = LENDING,
 ) -> Setup:
     """The ``trace`` scenario (see :mod:`allocator.simulate.from_trace`)."""
     workload = trace_workload(traces, mapping, config, speed=speed, warmup=warmup)
@@ -80,6 +86,7 @@ def trace_setup(
         window_s=window_s,
         horizon_s=horizon_s,
         default_slots=default_slots,
+        lending=lending,
     )
 
 
@@ -117,6 +124,14 @@ def evaluate(
             "plan_horizon_s": setup.horizon_s,
             "max_shards": setup.max_shards,
             "default_target_utilisation": setup.default_utilisation,
+            "lending": (
+                {
+                    "reserve_fraction": setup.lending.reserve_fraction,
+                    "to_lower": setup.lending.to_lower,
+                }
+                if setup.lending
+                else None
+            ),
         },
         "comparisons": {name: c.as_json() for name, c in done.items()},
         "_runs": done,

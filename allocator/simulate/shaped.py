@@ -35,6 +35,7 @@ import orjson
 from allocator.pools_config import PoolsConfig
 from allocator.simulate.engine import Allocation, Completed, EngineView, QueueKey
 from allocator.simulate.workload import Workload
+from gateway.lending import LendingPolicy
 from models.profiler import Profiler, ProfilerConfig
 from streams.columns import EventColumns
 from streams.metrics import BUSY_ATTRIBUTE, ShardStats, aggregate
@@ -56,6 +57,10 @@ class Shardshape:
         As the worker's settings ``max_shards``, ``plan_window`` and ``plan_horizon_s``.
     default_blocks
         Blocks of the default pool (the gateway's, for shards not in the plan yet).
+    lending
+        The gateway's lending rule (:mod:`gateway.lending`): a request whose shard's slots
+        are all busy borrows an idle slot of another shard or of the default pool (priority
+        0), by the plan's priorities. ``None``: every queue takes only its own slots.
     """
 
     name = "shardshape"
@@ -71,6 +76,7 @@ class Shardshape:
         complete_after_s: float = 10.0,
         default_blocks: int = 4,
         seed: int = 0,
+        lending: LendingPolicy | None = None,
     ) -> None:
         if workload.service not in config.services:
             raise KeyError(
@@ -85,6 +91,8 @@ class Shardshape:
         allowed = config.shard_settings(self.service, 0).block_types
         self.default_type = allowed[0]
         self.default_blocks = default_blocks
+        self.lending = lending
+        self._priority: dict[QueueKey, int] = {}
         self.planned: set[int] = set()
         self._blocks: dict[int, dict[str, int]] = {}
         self.predicted = np.full(len(workload), -1, dtype=np.int64)
@@ -145,12 +153,18 @@ class Shardshape:
                 if held != self._blocks.get(shard):
                     change[shard] = held
             self._blocks = blocks
+            self._priority = {spec.shard_id: spec.priority for spec in plan.shards}
             # A shard the plan gives no blocks runs in the default pool, as an unknown one.
             self.planned = {shard for shard, held in blocks.items() if sum(held.values())}
             self.extras["plans"].append(  # type: ignore[union-attr]
                 (now, {s.shard_id: (s.forecast_rps, sum(s.blocks.values())) for s in plan.shards})
             )
         return change or None
+
+    def priority(self, key: QueueKey) -> int:
+        """A queue's priority for lending: its shard's in the plan, 0 for the default pool
+        (as the gateway's default pool)."""
+        return self._priority.get(key, 0)  # type: ignore[arg-type]
 
     # -- internals ------------------------------------------------------------------------
     def _columns(

@@ -24,6 +24,7 @@ def shard(
     net_mbit: float = 0,
     io_weight: int = 100,
     cache: CachePolicy | None = None,
+    priority: int = 0,
 ) -> ShardSpec:
     """A shard whose per-replica share has these limits (0: the gateway's default / none)."""
     share = ResourceSpec(
@@ -35,7 +36,11 @@ def shard(
         io_weight=io_weight,
     )
     return ShardSpec(
-        shard_id=shard_id, resources=share, per_replica=share, cache=cache or CachePolicy()
+        shard_id=shard_id,
+        priority=priority,
+        resources=share,
+        per_replica=share,
+        cache=cache or CachePolicy(),
     )
 
 

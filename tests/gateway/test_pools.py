@@ -11,6 +11,7 @@ from collections import Counter
 import pytest
 
 from allocator.arms import ArmAssigner
+from gateway.lending import LendingPolicy
 from gateway.limits import PoolDefaults
 from gateway.pools import PoolKey, ShardPools, ShardRejected
 from streams.contracts import Arm, ArmOverrides, CachePolicy, Experiment
@@ -120,6 +121,94 @@ async def test_an_overloaded_shard_cannot_take_another_shards_slots() -> None:
     assert [pools.state(0).in_use, pools.state(1).in_use, pools.state(1).queued] == [2, 2, 2]
     for held in [*light, unknown, *heavy]:
         await held.release()
+
+
+async def test_a_busy_shard_borrows_idle_slots_and_the_lender_keeps_its_reserve() -> None:
+    pools = ShardPools(PoolDefaults(concurrency=1), lending=LendingPolicy(reserve_fraction=0.25))
+    pools.apply(
+        plan(
+            1,
+            shard(1, concurrency=1, queue=4, priority=100),
+            shard(2, concurrency=4, priority=100),  # reserve: floor(0.25 * 4) = 1 slot
+        )
+    )
+    busy = [Held(pools, 1) for _ in range(5)]  # its own slot, 3 of shard 2's, the default's
+    queued = Held(pools, 1)
+    await settle()
+    assert all(h.admitted for h in busy) and not queued.admitted
+    lenders = Counter(h.slot.lender.name for h in busy if h.slot.lender is not None)
+    assert lenders == {"shard 2": 3, "default": 1}
+    assert all(h.slot.pool.name == "shard 1" for h in busy)  # its own cache and counts
+    two = pools.state(2)
+    assert (two.in_use, two.lent) == (3, 3)
+    assert (pools.state(1).in_use, pools.state(1).borrowed, pools.state(1).queued) == (1, 4, 1)
+    own = Held(pools, 2)  # the lender's own arrival takes the slot it kept
+    await settle()
+    assert own.admitted and own.slot.lender is None and pools.state(2).in_use == 4
+    lent_by_two = [h for h in busy if h.slot.lender is not None and h.slot.lender.name == "shard 2"]
+    await lent_by_two[0].release()  # shard 2 has one idle slot again: its reserve, not lent
+    await settle()
+    assert not queued.admitted and pools.state(2).in_use == 3
+    await own.release()  # two idle: one beyond the reserve goes to the waiting request
+    await settle()
+    assert queued.admitted and queued.slot.lender.name == "shard 2"
+    assert pools.state(2).in_use == 3
+    for held in [*busy, queued]:
+        if not held.task.done():
+            await held.release()
+    assert [pools.state(s).in_use for s in (1, 2, None)] == [0, 0, 0]
+    assert pools.state(1).completed == 6
+
+
+async def test_a_higher_priority_shard_lends_nothing_to_a_lower_one() -> None:
+    policy = LendingPolicy(reserve_fraction=0, to_lower=False)
+    pools = ShardPools(PoolDefaults(concurrency=1), lending=policy)
+    pools.apply(
+        plan(
+            1,
+            shard(1, concurrency=1, queue=2, priority=100),
+            shard(3, concurrency=4, queue=2, priority=200),
+        )
+    )
+    unknown = Held(pools, 9)  # takes the default pool's one slot
+    low = [Held(pools, 1) for _ in range(2)]
+    await settle()
+    assert unknown.admitted and low[0].admitted and not low[1].admitted
+    assert pools.state(3).in_use == 0  # idle, but of a higher priority
+    high = [Held(pools, 3) for _ in range(5)]  # four of its own; the fifth finds none to borrow
+    await settle()
+    assert sum(h.admitted for h in high) == 4  # shard 1 has no idle slot to lend
+    await low[0].release()  # shard 1's slot goes to its own waiter first
+    await settle()
+    assert low[1].admitted and low[1].slot.lender is None
+    for held in [unknown, low[1], *high]:
+        await held.release()
+
+
+async def test_lending_to_lower_priority_still_keeps_the_lenders_reserve() -> None:
+    policy = LendingPolicy(reserve_fraction=0.25, to_lower=True)
+    pools = ShardPools(PoolDefaults(concurrency=1), lending=policy)
+    pools.apply(plan(1, shard(3, concurrency=4, priority=200)))
+    unknown = [Held(pools, 9) for _ in range(5)]  # the default pool's one slot, then borrow
+    await settle()
+    assert [h.admitted for h in unknown] == [True] * 4 + [False]
+    assert (pools.state(3).in_use, pools.state(3).lent) == (3, 3)  # one kept for its own
+    own = Held(pools, 3)
+    await settle()
+    assert own.admitted and own.slot.lender is None
+    for held in [*unknown, own]:
+        await held.release()
+
+
+async def test_without_lending_a_busy_shard_waits_beside_idle_slots() -> None:
+    pools = ShardPools(PoolDefaults(concurrency=4))
+    pools.apply(plan(1, shard(1, concurrency=1, queue=2), shard(2, concurrency=4)))
+    held, waiting = Held(pools, 1), Held(pools, 1)
+    await settle()
+    assert held.admitted and not waiting.admitted
+    assert (pools.state(2).in_use, pools.state(2).lent, pools.state(1).borrowed) == (0, 0, 0)
+    await held.release()
+    await waiting.release()
 
 
 async def test_shrinking_lets_in_flight_requests_finish_then_admits_below_the_new_limit() -> None:
