@@ -148,6 +148,16 @@ class _StateCollector(Collector):
             "Requests a pool turned away (503), by reason, since the pool was created.",
             labels=[*labels, "reason"],
         )
+        lent = CounterMetricFamily(
+            "shardshape_gateway_pool_lent",
+            "Requests of other pools that ran on this pool's idle slots (lending).",
+            labels=labels,
+        )
+        borrowed = CounterMetricFamily(
+            "shardshape_gateway_pool_borrowed",
+            "Requests of this pool that ran on another pool's idle slots (lending).",
+            labels=labels,
+        )
         for state in m.pools.states() if m.pools is not None else ():
             pool = [m.service, state.name]
             slots.add_metric(pool, state.limits.concurrency)
@@ -156,7 +166,9 @@ class _StateCollector(Collector):
             occupancy.add_metric(pool, state.in_use / state.limits.concurrency)
             for reason, n in sorted(state.rejected.items()):
                 rejections.add_metric([*pool, reason], n)
-        yield from (slots, in_flight, queued, occupancy, rejections)
+            lent.add_metric(pool, state.lent)
+            borrowed.add_metric(pool, state.borrowed)
+        yield from (slots, in_flight, queued, occupancy, rejections, lent, borrowed)
 
     def _reporter(self, m: GatewayMetrics) -> Iterator[Metric]:
         stats = m.reporter.stats()  # type: ignore[union-attr]

@@ -60,6 +60,8 @@ class ShardPoolStatus(BaseModel):
     workers: Count | None = Field(None, description="Worker processes (process mode only).")
     failures: Count = Field(0, description="Requests lost to a worker that died (e.g. OOM).")
     draining: bool = False
+    lent: Count = Field(0, description="Requests of other pools run on this pool's idle slots.")
+    borrowed: Count = Field(0, description="Requests of this pool run on other pools' slots.")
 
 
 class ReporterStatus(BaseModel):
@@ -135,6 +137,8 @@ def in_process_status(state: PoolState) -> ShardPoolStatus:
         queued=state.queued,
         rejected=sum(state.rejected.values()),
         draining=state.draining,
+        lent=state.lent,
+        borrowed=state.borrowed,
     )
 
 

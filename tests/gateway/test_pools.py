@@ -14,8 +14,11 @@ from allocator.arms import ArmAssigner
 from gateway.lending import LendingPolicy
 from gateway.limits import PoolDefaults
 from gateway.pools import PoolKey, ShardPools, ShardRejected
+from gateway.prometheus import GatewayMetrics
+from gateway.status import in_process_status
 from streams.contracts import Arm, ArmOverrides, CachePolicy, Experiment
 from tests.gateway.plans import plan, shard
+from tests.gateway.test_gateway_metrics import labelled, samples
 
 
 class Held:
@@ -142,6 +145,19 @@ async def test_a_busy_shard_borrows_idle_slots_and_the_lender_keeps_its_reserve(
     two = pools.state(2)
     assert (two.in_use, two.lent) == (3, 3)
     assert (pools.state(1).in_use, pools.state(1).borrowed, pools.state(1).queued) == (1, 4, 1)
+    # Operators see it on the status page and in /metrics.
+    assert (in_process_status(two).lent, in_process_status(pools.state(1)).borrowed) == (3, 4)
+    exposed = samples(GatewayMetrics("shop", pools).exposition().decode())
+    assert (
+        exposed[("shardshape_gateway_pool_lent_total", labelled(pool="shard 2", service="shop"))]
+        == 3
+    )
+    assert (
+        exposed[
+            ("shardshape_gateway_pool_borrowed_total", labelled(pool="shard 1", service="shop"))
+        ]
+        == 4
+    )
     own = Held(pools, 2)  # the lender's own arrival takes the slot it kept
     await settle()
     assert own.admitted and own.slot.lender is None and pools.state(2).in_use == 4
