@@ -152,6 +152,34 @@ class _Queue:
         self.starting: list[float] = []  # ready times of slots still starting
 
 
+class _Ledger:
+    """What serving records: each request's latency and busy time (the whole run's), and the
+    requests started (with their finish times) and dropped in the current tick."""
+
+    __slots__ = ("dropped", "finished", "held", "latency", "max_wait", "served")
+
+    def __init__(self, latency: list[float], held: list[float], max_wait: float) -> None:
+        self.latency, self.held, self.max_wait = latency, held, max_wait
+        self.served: list[int] = []
+        self.finished: list[float] = []
+        self.dropped: list[int] = []
+
+    def new_tick(self) -> None:
+        self.served, self.finished, self.dropped = [], [], []
+
+    def drop(self, i: int) -> None:
+        """Request ``i`` waited ``max_wait`` and was turned away."""
+        self.latency[i] = self.max_wait
+        self.dropped.append(i)
+
+    def start(self, i: int, arrival: float, begin: float, service: float) -> None:
+        """Request ``i`` (arrived at ``arrival``) runs from ``begin`` for ``service`` s."""
+        self.latency[i] = begin + service - arrival
+        self.held[i] = service
+        self.served.append(i)
+        self.finished.append(begin + service)
+
+
 class Simulation:
     """One strategy over one workload.
 
@@ -241,6 +269,7 @@ class Simulation:
         service = [w.service_s[:, t].tolist() for t in range(len(w.block_types))]
         latency = [math.nan] * n
         held = [0.0] * n
+        ledger = _Ledger(latency, held, self.max_wait_s)
         rejected = [False] * n
         queue_of: list[QueueKey | None] = [None] * n
         pending_idx = np.zeros(0, dtype=np.int64)
@@ -263,17 +292,14 @@ class Simulation:
                         q = queues[key] = _Queue(key)
                     q.waiting.append(i)
                     queue_of[i] = key
-            served: list[int] = []
-            finished: list[float] = []
-            dropped: list[int] = []
+            ledger.new_tick()
             if self.lending is not None:
-                self._serve_lending(t1, arrival, service, latency, held, served, finished, dropped)
+                self._serve_lending(t1, arrival, service, ledger)
             else:
                 for q in self._queues.values():
                     if q.waiting:
-                        self._serve(
-                            q, t1, arrival, service, latency, held, served, finished, dropped
-                        )
+                        self._serve(q, t1, arrival, service, ledger)
+            served, finished, dropped = ledger.served, ledger.finished, ledger.dropped
             for i in dropped:
                 rejected[i] = True
             if served:
@@ -343,11 +369,7 @@ class Simulation:
         t_end: float,
         arrival: list[float],
         service: list[list[float]],
-        latency: list[float],
-        held: list[float],
-        served: list[int],
-        finished: list[float],
-        dropped: list[int],
+        ledger: _Ledger,
     ) -> None:
         """FIFO service of ``q``'s waiting requests that start before ``t_end``."""
         heap, waiting, max_wait = q.heap, q.waiting, self.max_wait_s
@@ -358,8 +380,7 @@ class Simulation:
             if not heap:
                 if a + max_wait < t_end:
                     popleft()
-                    latency[i] = max_wait
-                    dropped.append(i)
+                    ledger.drop(i)
                     continue
                 return
             free, t = heap[0]
@@ -368,29 +389,17 @@ class Simulation:
                 if a + max_wait >= t_end:
                     return  # may still be served after the boundary's capacity change
                 popleft()
-                latency[i] = max_wait
-                dropped.append(i)
+                ledger.drop(i)
                 continue
             if begin >= t_end:
                 return
             popleft()
             s = service[t][i]
             replace(heap, (begin + s, t))
-            latency[i] = begin + s - a
-            held[i] = s
-            served.append(i)
-            finished.append(begin + s)
+            ledger.start(i, a, begin, s)
 
     def _serve_lending(
-        self,
-        t_end: float,
-        arrival: list[float],
-        service: list[list[float]],
-        latency: list[float],
-        held: list[float],
-        served: list[int],
-        finished: list[float],
-        dropped: list[int],
+        self, t_end: float, arrival: list[float], service: list[list[float]], ledger: _Ledger
     ) -> None:
         """Every queue's waiting requests in arrival order, each on its own queue's slot or,
         when that one frees later, on a slot borrowed by the lending rule (module notes)."""
@@ -428,8 +437,7 @@ class Simulation:
                     heapq.heappop(heads)  # may still be served after the boundary
                     continue
                 q.waiting.popleft()
-                latency[i] = max_wait
-                dropped.append(i)
+                ledger.drop(i)
             elif begin >= t_end:
                 heapq.heappop(heads)
                 continue
@@ -438,10 +446,7 @@ class Simulation:
                 _, t = lender.heap[0]
                 s = service[t][i]
                 heapq.heapreplace(lender.heap, (begin + s, t))
-                latency[i] = begin + s - a
-                held[i] = s
-                served.append(i)
-                finished.append(begin + s)
+                ledger.start(i, a, begin, s)
                 if lender is not q:
                     self._lent[lender.key] = self._lent.get(lender.key, 0) + 1
             if q.waiting:
