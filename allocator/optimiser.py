@@ -65,6 +65,7 @@ class ShardDemand:
     target_utilisation: float = 0.7
     quantile: float | None = None
     slo_p99_ms: float | None = None
+    mean_rps: float | None = None  # the mean forecast under demand_rps (pooled margins)
 
     @property
     def key(self) -> ShardKey:

@@ -34,6 +34,7 @@ from statistics import NormalDist
 
 from allocator.calibration import Calibrator, CapacityEstimate, ShardKey
 from allocator.optimiser import Allocation, ShardDemand, Smoothing, solve
+from allocator.pooling import pool_rounded
 from allocator.pools_config import PoolsConfig
 
 
@@ -62,12 +63,14 @@ class PoolPlanner:
         *,
         smoothing: Smoothing | None = None,
         min_interval_s: float = 30.0,
+        pooled: bool = False,
     ) -> None:
         self.pool_id = pool_id
         self.pool = dict(pool)
         self.costs = dict(costs)
         self.smoothing = smoothing or Smoothing()
         self.min_interval_s = min_interval_s
+        self.pooled = pooled
         self.previous: Allocation | None = None
         self.last_ts: float | None = None
 
@@ -89,10 +92,13 @@ class PoolPlanner:
                 release_below_utilisation=policy.release_below_utilisation,
             ),
             min_interval_s=policy.min_interval_s,
+            pooled=policy.block_rounding == "pool",
         )
 
     def plan(self, demands: Sequence[ShardDemand], *, now: float, force: bool = False) -> PlanStep:
         """Re-plan the pool if it is time (or urgent), else keep the allocation in force."""
+        if self.pooled:
+            demands = pool_rounded(demands, self.costs)
         if self.previous is not None and self.last_ts is not None and not force:
             age = now - self.last_ts
             urgent = self._urgent(demands, self.previous)
@@ -164,6 +170,7 @@ def shard_demands(
                 target_utilisation=settings.target_utilisation,
                 quantile=config.planning.forecast_quantile,
                 slo_p99_ms=settings.slo_p99_ms,
+                mean_rps=None if means is None else means.get((service, shard_id), rps),
             )
         )
     return demands

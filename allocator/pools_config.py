@@ -31,7 +31,7 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -64,6 +64,9 @@ class PlanningPolicy(_Strict):
     max_step_down: int = Field(2, ge=0, le=100_000)
     step_fraction: float = Field(0.5, ge=0, le=10)
     release_below_utilisation: float = Field(0.5, ge=0, lt=1)
+    # "pool": round whole blocks once for the pool, not per shard (allocator/pooling.py);
+    # only with the gateway's lending, which runs a shard's fraction on others' idle slots.
+    block_rounding: Literal["shard", "pool"] = "shard"
 
     @model_validator(mode="after")
     def _band(self) -> PlanningPolicy:

@@ -108,7 +108,8 @@ _STRATEGIES = ("shared-reactive", "static-by-type", "shardshape", "oracle")
     show_default=True,
     help="shardshape and oracle: a shard whose slots are all busy borrows idle slots of "
     "others by the gateway's rule (SHARDSHAPE_GATEWAY_LENDING_RESERVE and "
-    "SHARDSHAPE_GATEWAY_LENDING_TO_LOWER); the default pool is then one block.",
+    "SHARDSHAPE_GATEWAY_LENDING_TO_LOWER); the default pool is then one block. Without "
+    'it, plans round blocks per shard even where the pools say block_rounding = "pool".',
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option(

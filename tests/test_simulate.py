@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from allocator.blocks import BlockType
 from allocator.simulate.baselines import SharedReactive, partition_sizes
-from allocator.simulate.compare import Runner, with_target_utilisation
+from allocator.simulate.compare import Runner, with_planning, with_target_utilisation
 from allocator.simulate.engine import Simulation
 from allocator.simulate.mixed import mixed_history, mixed_workload, pools_config
 from allocator.simulate.results import OVERALL, summarise
@@ -340,3 +341,38 @@ def test_trace_scenario_replays_the_genai_trace() -> None:
     for figures in out["comparisons"]["equal_budget"]["strategies"].values():
         assert sum(figures["requests"].values()) == out["requests"] == int(w.scored.sum())
         assert figures["p99_ms"][OVERALL] >= figures["p50_ms"][OVERALL] > 0
+
+
+@needs_genai_trace
+def test_on_the_trace_blocks_planned_for_the_pool_follow_the_work_more_closely() -> None:
+    # A request a minute or less per shard: per-shard margins and whole one-slot blocks
+    # add up to more than the work; the trace's pools plan them once for the pool.
+    setup = trace_setup([GENAI_TRACE], GENAI_MAPPING, speed=10.0)
+    assert setup.config.planning.block_rounding == "pool"
+    held = {}
+    for rounding in ("shard", "pool"):
+        config = with_planning(setup.config, block_rounding=rounding)
+        _, held[rounding] = Runner(replace(setup, config=config)).run("shardshape", 0.97)
+    assert held["pool"]["block_hours"] < 0.85 * held["shard"]["block_hours"]
+    work = float(setup.workload.service_s[setup.workload.scored, 0].sum()) / 3600
+    assert held["pool"]["block_hours"] > work
+    # Without lending a shard could not run its fraction elsewhere: plans round per shard.
+    unlent = Runner(replace(setup, lending=None)).build("shardshape", 0.97)
+    assert unlent.planning.config.planning.block_rounding == "shard"
+
+
+@pytest.mark.slow
+@needs_genai_trace
+def test_on_the_trace_shardshape_beats_scaling_and_static_on_p99_at_equal_budget() -> None:
+    # docs/results.md, GenAI trace: --speed 10 --budget 80.
+    setup = trace_setup([GENAI_TRACE], GENAI_MAPPING, speed=10.0)
+    out = evaluate(
+        setup,
+        strategies=("shared-reactive", "static-by-type", "shardshape"),
+        comparisons=("budget",),
+        budget=80.0,
+    )
+    p99 = {
+        n: s["p99_ms"][OVERALL] for n, s in out["comparisons"]["equal_budget"]["strategies"].items()
+    }
+    assert p99["shardshape"] < p99["shared-reactive"] and p99["shardshape"] < p99["static-by-type"]

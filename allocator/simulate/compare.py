@@ -156,6 +156,8 @@ class Runner:
         if strategy == "static-by-type":
             return StaticByType(s.workload, s.history, total_blocks=int(value))
         config = with_target_utilisation(s.config, value)
+        if s.lending is None:  # pooled blocks only work where queues lend
+            config = with_planning(config, block_rounding="shard")
         if strategy == "shardshape":
             default_blocks = self.default_blocks(pool_blocks)
             if pool_blocks is not None:
@@ -397,13 +399,21 @@ def with_target_utilisation(config: PoolsConfig, utilisation: float) -> PoolsCon
         raise ValueError(f"target utilisation {utilisation}: must be in (0, 1]")
     own = config.planning
     release = utilisation * own.release_below_utilisation / own.target_utilisation
-    planning = PlanningPolicy(
-        **{
-            **config.planning.model_dump(),
-            "target_utilisation": utilisation,
-            "release_below_utilisation": math.floor(release * 1000) / 1000,
-        },
+    return with_planning(
+        config,
+        target_utilisation=utilisation,
+        release_below_utilisation=math.floor(release * 1000) / 1000,
     )
+
+
+def with_planning(config: PoolsConfig, **changes: object) -> PoolsConfig:
+    """``config`` with ``changes`` to its ``[planning]`` table (validated again).
+
+    >>> from allocator.simulate.mixed import pools_config
+    >>> with_planning(pools_config(), block_rounding="pool").planning.block_rounding
+    'pool'
+    """
+    planning = PlanningPolicy(**{**config.planning.model_dump(), **changes})
     return PoolsConfig.model_validate({**config.model_dump(), "planning": planning.model_dump()})
 
 

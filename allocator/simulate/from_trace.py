@@ -26,7 +26,12 @@ DEFAULT_SLO_MS = 120_000.0
 
 
 def trace_pools_config(service: str, target_utilisation: float = 0.7) -> PoolsConfig:
-    """A pool of one-slot workers (each request holds a whole worker, as an image model does)."""
+    """A pool of one-slot workers (each request holds a whole worker, as an image model does).
+
+    Blocks are planned for the pool (``block_rounding = "pool"``, :mod:`allocator.pooling`):
+    each shard sees a request a minute or less, so the margins of per-shard plans for one-slot
+    workers would add up to more than the work; the shards' queues lend to each other.
+    """
     release = round(min(0.5, target_utilisation - 0.1), 3)
     return parse_pools_config(
         f"""
@@ -42,6 +47,7 @@ blocks = {{ worker = 10000 }}
 [planning]
 target_utilisation = {target_utilisation}
 release_below_utilisation = {release}
+block_rounding = "pool"
 
 [services.{service}]
 pool = "main"
