@@ -58,9 +58,8 @@ def pool_rounded(demands: Sequence[ShardDemand], costs: Mapping[str, float]) -> 
     held = [max(d.min_blocks, math.floor(m + _EPS)) for d, m in zip(demands, means, strict=True)]
     margin = math.hypot(*(n - m for n, m in zip(needs, means, strict=True)))
     for _ in range(max(0, math.ceil(sum(means) + margin - sum(held) - _EPS))):
-        gap, i = max((n - h, -i) for i, (n, h) in enumerate(zip(needs, held, strict=True)))
-        i = -i
-        if gap <= _EPS:
+        i = max(range(len(held)), key=lambda k: needs[k] - held[k])  # ties: the first
+        if needs[i] - held[i] <= _EPS:
             break
         held[i] += 1
     return [
