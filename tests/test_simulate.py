@@ -244,6 +244,7 @@ def test_cli_json_has_every_figure_per_comparison_and_strategy(tmp_path) -> None
             assert {"slo_attainment", "p50_ms", "p99_ms", "block_hours", "rejected"} <= set(figures)
             assert OVERALL in figures["slo_attainment"] and "interactive" in figures["p99_ms"]
     assert out["comparisons"]["equal_budget"]["budget_block_hours"] == 4
+    assert out["settings"]["block_rounding"] == "shard"  # the mixed scenario's pools
     report = (tmp_path / "report.md").read_text()
     assert "latency.png" in report and (tmp_path / "blocks.png").stat().st_size > 0
 
@@ -357,8 +358,11 @@ def test_on_the_trace_blocks_planned_for_the_pool_follow_the_work_more_closely()
     work = float(setup.workload.service_s[setup.workload.scored, 0].sum()) / 3600
     assert held["pool"]["block_hours"] > work
     # Without lending a shard could not run its fraction elsewhere: plans round per shard.
-    unlent = Runner(replace(setup, lending=None)).build("shardshape", 0.97)
-    assert unlent.planning.config.planning.block_rounding == "shard"
+    unlent = replace(setup, lending=None)
+    assert unlent.block_rounding == "shard"
+    assert Runner(unlent).build("shardshape", 0.97).planning.config.planning.block_rounding == (
+        "shard"
+    )
 
 
 @pytest.mark.slow

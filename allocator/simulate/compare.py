@@ -68,6 +68,12 @@ class Setup:
     def default_utilisation(self) -> float:
         return self.config.planning.target_utilisation
 
+    @property
+    def block_rounding(self) -> str:
+        """How ``shardshape``'s and the oracle's plans round blocks: as the pools config
+        says, but per shard when queues do not lend (a pooled plan relies on lending)."""
+        return self.config.planning.block_rounding if self.lending is not None else "shard"
+
 
 @dataclass
 class Outcome:
@@ -156,8 +162,8 @@ class Runner:
         if strategy == "static-by-type":
             return StaticByType(s.workload, s.history, total_blocks=int(value))
         config = with_target_utilisation(s.config, value)
-        if s.lending is None:  # pooled blocks only work where queues lend
-            config = with_planning(config, block_rounding="shard")
+        if config.planning.block_rounding != s.block_rounding:
+            config = with_planning(config, block_rounding=s.block_rounding)
         if strategy == "shardshape":
             default_blocks = self.default_blocks(pool_blocks)
             if pool_blocks is not None:

@@ -124,6 +124,7 @@ def evaluate(
             "plan_horizon_s": setup.horizon_s,
             "max_shards": setup.max_shards,
             "default_target_utilisation": setup.default_utilisation,
+            "block_rounding": setup.block_rounding,
             "lending": (
                 {
                     "reserve_fraction": setup.lending.reserve_fraction,
