@@ -46,6 +46,9 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +99,11 @@ class LendingPolicy:
 
 
 @dataclass(frozen=True, slots=True)
-class Lender:
-    """A pool that might lend: its key, priority, slots, slots in use and waiting requests."""
+class Lender(Generic[K]):
+    """A pool that might lend: its key (what :func:`choose_lender` returns; the pool itself
+    will do), priority, slots, slots in use and waiting requests."""
 
-    key: Hashable
+    key: K
     priority: int
     slots: int
     in_use: int
@@ -107,13 +111,13 @@ class Lender:
 
 
 def choose_lender(
-    policy: LendingPolicy, borrower_priority: int, lenders: Sequence[Lender]
-) -> Hashable | None:
+    policy: LendingPolicy, borrower_priority: int, lenders: Sequence[Lender[K]]
+) -> K | None:
     """The key of the pool a request of ``borrower_priority`` borrows a slot from, or ``None``.
 
     ``lenders`` are the other pools (not the borrower's own). See the module notes.
     """
-    best: Lender | None = None
+    best: Lender[K] | None = None
     best_spare = 0
     for lender in lenders:
         spare = policy.spare(

@@ -545,15 +545,14 @@ class ShardPools:
                 or other.memory_in_use + memory <= other.limits.memory_mib
             )
         ]
-        chosen = choose_lender(
+        return choose_lender(
             self.lending,
             pool.limits.priority,
             [
-                Lender(i, p.limits.priority, p.limits.concurrency, p.in_use, len(p.waiters))
-                for i, p in enumerate(candidates)
+                Lender(p, p.limits.priority, p.limits.concurrency, p.in_use, len(p.waiters))
+                for p in candidates
             ],
         )
-        return None if chosen is None else candidates[chosen]  # type: ignore[index]
 
     def _lend_to_queued(self) -> bool:
         """Grant one waiting request (stride order) a borrowed slot; whether one was granted."""

@@ -410,7 +410,7 @@ class Simulation:
         priority = {key: int(priority_of(key)) for key in queues}
         lenders_of = {
             key: [
-                (k, lender)
+                lender
                 for k, lender in queues.items()
                 if k != key and policy.allows(priority[k], priority[key])
             ]
@@ -460,7 +460,7 @@ class Simulation:
         key: QueueKey,
         a: float,
         own: float,
-        lenders: list[tuple[QueueKey, _Queue]],
+        lenders: list[_Queue],
         priority: dict[QueueKey, int],
     ) -> tuple[float, _Queue]:
         """When and where a request of ``key`` arriving at ``a`` starts: the first moment
@@ -469,7 +469,7 @@ class Simulation:
         :func:`gateway.lending.choose_lender` picks then; else ``own`` on its own queue."""
         ready: list[tuple[float, _Queue]] = []
         arrival = self.w.arrival
-        for _, lender in lenders:
+        for lender in lenders:
             heap = lender.heap
             keep = policy.reserve(len(heap), priority[lender.key], priority[key])
             if len(heap) <= keep:
@@ -482,15 +482,15 @@ class Simulation:
             return own, q
         begin = max(a, min(free for free, _ in ready))
         states = []
-        for n, (free, lender) in enumerate(ready):
+        for free, lender in ready:
             if free > begin or (lender.waiting and arrival[lender.waiting[0]] <= begin):
                 continue  # not idle beyond its reserve yet, or its own requests wait
             busy = sum(f > begin for f, _ in lender.heap)
-            states.append(Lender(n, priority[lender.key], len(lender.heap), busy))
+            states.append(Lender(lender, priority[lender.key], len(lender.heap), busy))
         chosen = choose_lender(policy, priority[key], states)
         if chosen is None:
             return own, q
-        return begin, ready[chosen][1]  # type: ignore[index]
+        return begin, chosen
 
     def _total(self, q: _Queue) -> int:
         return sum(q.blocks.values())
