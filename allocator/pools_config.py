@@ -67,6 +67,12 @@ class PlanningPolicy(_Strict):
     # "pool": round whole blocks once for the pool, not per shard (allocator/pooling.py);
     # only with the gateway's lending, which runs a shard's fraction on others' idle slots.
     block_rounding: Literal["shard", "pool"] = "shard"
+    # Requests waiting in the gateways (their QueueReports) count as demand to serve within
+    # queue_drain_s: n waiting add n / queue_drain_s requests/s to the shard's forecast. While
+    # any wait, the planner plans every queue_replan_s, not only when a window closes.
+    # queue_drain_s = 0 ignores queue reports.
+    queue_drain_s: float = Field(40.0, ge=0, le=3_600)
+    queue_replan_s: float = Field(10.0, gt=0, le=3_600)
 
     @model_validator(mode="after")
     def _band(self) -> PlanningPolicy:

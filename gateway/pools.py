@@ -345,6 +345,7 @@ class ShardPools:
         self._arms: dict[int, _Arms] = {}
         self._draining: list[ShardPool] = []
         self._queued: set[ShardPool] = set()
+        self._waiting: dict[int, int] = {}  # predicted shard -> requests waiting in any pool
         self._in_use = 0
         self._vtime = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -418,9 +419,11 @@ class ShardPools:
                 f"{pool.in_use} of {limits.concurrency} slots busy and {len(pool.waiters)} "
                 f"waiting (queue size {limits.queue_size})",
             )
-        return await self._wait(loop, pool, memory)
+        return await self._wait(loop, pool, memory, shard_id)
 
-    async def _wait(self, loop: asyncio.AbstractEventLoop, pool: ShardPool, memory: float) -> Slot:
+    async def _wait(
+        self, loop: asyncio.AbstractEventLoop, pool: ShardPool, memory: float, shard_id: int
+    ) -> Slot:
         waiter = _Waiter(loop.create_future(), memory)
         if not pool.waiters:
             pool.pass_ = max(pool.pass_, self._vtime)
@@ -428,6 +431,7 @@ class ShardPools:
         self._queued.add(pool)
         started = time.monotonic()
         timer = loop.call_later(pool.limits.queue_timeout_s, self._expire, pool, waiter)
+        self._waiting[shard_id] = self._waiting.get(shard_id, 0) + 1
         try:
             lender = await waiter.future
         except asyncio.CancelledError:
@@ -440,7 +444,15 @@ class ShardPools:
             raise
         finally:
             timer.cancel()
+            self._stop_waiting(shard_id)
         return Slot(pool, memory, time.monotonic() - started, lender)
+
+    def _stop_waiting(self, shard_id: int) -> None:
+        left = self._waiting[shard_id] - 1
+        if left:
+            self._waiting[shard_id] = left
+        else:
+            del self._waiting[shard_id]
 
     def _expire(self, pool: ShardPool, waiter: _Waiter) -> None:
         if waiter.future.done():
@@ -693,6 +705,33 @@ class ShardPools:
             return (self._default if self.shaping else self._shared).state()
         pool = self._pools.get(PoolKey(shard_id, arm))
         return pool.state() if pool else None
+
+    def queued_by_shard(self) -> dict[int, int]:
+        """Requests waiting for a slot now, by the shard they were predicted to (the
+        ``shard_id`` given to :meth:`slot`), whichever pool they wait in: the default pool for
+        a shard the plan does not know, an experiment arm's pool, or the shared pool when
+        shaping is off. Shards with none waiting are left out.
+
+        Safe to call from any thread (the reporter's thread samples it): it returns a copy
+        made in one step.
+
+        >>> pools = ShardPools(PoolDefaults(concurrency=1, queue_size=4))
+        >>> async def one_running_two_waiting():
+        ...     hold = asyncio.Event()
+        ...     async def request(shard_id):
+        ...         async with pools.slot(shard_id):
+        ...             await hold.wait()
+        ...     tasks = [asyncio.create_task(request(s)) for s in (7, 7, 9)]
+        ...     await asyncio.sleep(0)
+        ...     waiting = pools.queued_by_shard()
+        ...     hold.set()
+        ...     await asyncio.gather(*tasks)
+        ...     return waiting, pools.queued_by_shard()
+        >>> asyncio.run(one_running_two_waiting())  # all in the default pool: no plan yet
+        ({7: 1, 9: 1}, {})
+        """
+        # dict.copy() of int keys and values runs without releasing the GIL: never torn.
+        return self._waiting.copy()
 
     @property
     def rejected(self) -> int:

@@ -9,7 +9,12 @@ When Kafka is slow or down (a batch unacknowledged for ``reporter_stall_ms``, or
 failing), the reporter calls it unreachable: batches are dropped with a counted reason, or
 written to a bounded spool file when ``reporter_spool_path`` is set, and one batch at a time
 probes the broker. The first acknowledged batch makes it reachable again; sending resumes and
-the spool is replayed. See docs/reporter.md.
+the spool is replayed.
+
+With :meth:`Reporter.watch_queues`, the same thread also tells the planner every
+``reporter_queue_interval_ms`` how many requests wait in the gateway's pools, by shard
+(:mod:`gateway.queue_report`); these best-effort messages are no events and stay out of the
+counters' identity. See docs/reporter.md.
 
 >>> from infra.settings import Settings
 >>> reporter = Reporter(Settings(kafka_bootstrap="127.0.0.1:9"), gateway_id="gw-1")
@@ -29,18 +34,20 @@ import socket
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from gateway.queue_report import QueueReports
 from gateway.spool import Spool
 from infra.settings import Settings
 from models.features import profile_key
 from streams.batching import PartitionBatcher
 from streams.contracts import (
     MAX_ID_CHARS,
+    QUEUE_REPORT_KEY,
     ContractError,
     RequestBatch,
     RequestEvent,
@@ -62,7 +69,8 @@ _LONGEST_TICK_S = 0.05
 class ReporterStats:
     """Counters since start, in events. Every reported event is, at any time, exactly one of
     dropped, spooled, delivered, buffered or in flight; a replayed event counts again:
-    ``reported + replayed == delivered + dropped_total + spooled + buffered + in_flight``."""
+    ``reported + replayed == delivered + dropped_total + spooled + buffered + in_flight``.
+    ``queue_reports`` counts messages of another kind, outside that identity."""
 
     reported: int  # report() calls
     sent: int  # handed to the producer (live and replayed)
@@ -75,6 +83,7 @@ class ReporterStats:
     spool_bytes: int  # spool file bytes not yet replayed
     last_error: str | None
     kafka_reachable: bool
+    queue_reports: int = 0  # QueueReport messages acknowledged (best effort, not events)
 
     @property
     def dropped_total(self) -> int:
@@ -104,9 +113,9 @@ class Reporter:
     Parameters
     ----------
     settings
-        ``kafka_bootstrap``, ``topic_requests``, ``requests_partitions`` and the
-        ``reporter_*`` settings are used; validated again here (a bad one raises
-        :class:`~infra.settings.SettingsError` naming it).
+        ``kafka_bootstrap``, ``topic_requests``, ``requests_partitions``, ``topic_windows``
+        (for queue reports) and the ``reporter_*`` settings are used; validated again here
+        (a bad one raises :class:`~infra.settings.SettingsError` naming it).
     gateway_id
         This gateway (service replica); every ``RequestBatch`` carries it, and the planner
         counts live replicas by it.
@@ -134,6 +143,10 @@ class Reporter:
             else None
         )
         self._producer = Producer(_producer_config(settings, gateway_id, self._on_error))
+        self._windows_topic = settings.topic_windows
+        self._queue_reports = QueueReports(
+            gateway_id, settings.reporter_queue_interval_ms / 1000, self._send_queue_report
+        )
 
         # Shared with callers, under _lock.
         self._lock = threading.Lock()
@@ -186,6 +199,17 @@ class Reporter:
         if wake:
             self._wake.set()
 
+    def watch_queues(self, service: str, queued: Callable[[], Mapping[int, int]]) -> None:
+        """Tell the planner how many requests of ``service`` wait, by predicted shard.
+
+        Every ``reporter_queue_interval_ms`` the reporter's thread (never the caller's) calls
+        ``queued()`` (e.g. :meth:`gateway.pools.ShardPools.queued_by_shard`; it must be safe
+        to call from that thread) and, while anything waits, sends a
+        :class:`~streams.contracts.QueueReport` to the planner's topic, then one without
+        shards once the queues drain. Calling it again for ``service`` replaces ``queued``.
+        """
+        self._queue_reports.watch(service, queued)
+
     def stats(self) -> ReporterStats:
         """A consistent snapshot of the counters."""
         with self._lock:
@@ -201,6 +225,7 @@ class Reporter:
                 spool_bytes=self._spool_bytes,
                 last_error=self._last_error,
                 kafka_reachable=self._reachable,
+                queue_reports=self._queue_reports.delivered,
             )
 
     def flush(self, timeout: float = 10.0) -> int:
@@ -264,6 +289,7 @@ class Reporter:
         self._watch_stall(now)
         self._send_outbox()
         self._replay_spool()
+        self._queue_reports.tick(now, reachable=self._reachable and not closing)
         with self._lock:
             if not self._held:
                 self._drained.notify_all()
@@ -330,6 +356,17 @@ class Reporter:
             self._in_flight_events += batch.events
             if not batch.replayed:
                 self._in_flight_live += batch.events
+        return True
+
+    def _send_queue_report(self, value: bytes, done: Callable[[bool], None]) -> bool:
+        """Hand a queue report to the producer; False when it cannot take it now."""
+        try:
+            self._producer.produce(
+                self._windows_topic, value=value, key=QUEUE_REPORT_KEY, partition=0,
+                on_delivery=lambda error, _message: done(error is None),
+            )  # fmt: skip
+        except (BufferError, KafkaException):
+            return False
         return True
 
     def _on_delivery(

@@ -81,6 +81,7 @@ class ReporterStatus(BaseModel):
     spool_bytes: Count = 0
     last_error: str | None = None
     kafka_reachable: bool = True
+    queue_reports: Count = Field(0, description="Queue reports acknowledged (messages).")
 
     @property
     def dropped_total(self) -> int:

@@ -24,6 +24,7 @@ ENV_PREFIX = "SHARDSHAPE_"
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 LogLevel = Literal["debug", "info", "warn", "error", "critical"]
+_MIN_QUEUE_INTERVAL_MS = 100
 
 
 class SettingsError(ValueError):
@@ -238,6 +239,14 @@ class Settings(BaseSettings):
     reporter_spool_max_bytes: int = Field(
         64 * 1024 * 1024, ge=64 * 1024, le=1 << 40, description="Bound of the spool file."
     )
+    reporter_queue_interval_ms: int = Field(
+        5_000,
+        ge=0,
+        le=10_000,
+        description="How often a gateway tells the planner how many requests wait in its pools, "
+        "by shard (a QueueReport, while any wait); 0: never. At least 100 when set; at most "
+        "10,000, since the planner forgets a report after 30 s.",
+    )
 
     # Gateway in-process shard pools and middleware, see docs/gateway.md
     gateway_shaping: bool = Field(
@@ -334,6 +343,12 @@ class Settings(BaseSettings):
                 f"{ENV_PREFIX}REPORTER_DELIVERY_TIMEOUT_MS={self.reporter_delivery_timeout_ms}: "
                 "a stall is noticed before a batch times out"
             )
+        if 0 < self.reporter_queue_interval_ms < _MIN_QUEUE_INTERVAL_MS:
+            raise ValueError(
+                f"{ENV_PREFIX}REPORTER_QUEUE_INTERVAL_MS={self.reporter_queue_interval_ms} is "
+                f"below {_MIN_QUEUE_INTERVAL_MS}: queue reports that often would load the "
+                "planner's one partition; use 100 or more, or 0 to send none"
+            )
         if self.signing_key is not None and len(self.signing_key.get_secret_value()) < 32:
             raise ValueError(
                 f"{ENV_PREFIX}SIGNING_KEY has {len(self.signing_key.get_secret_value())} "
@@ -361,6 +376,12 @@ class Settings(BaseSettings):
         return "external" if self.kafka_bootstrap else "embedded"
 
     @property
+    def topic_windows(self) -> str:
+        """The planner's one-partition input: the workers' window reports and the gateways'
+        :class:`~streams.contracts.QueueReport` messages."""
+        return f"{self.app_id}-windows"
+
+    @property
     def topics(self) -> dict[str, str]:
         """Topic role -> topic name."""
         return {
@@ -368,6 +389,7 @@ class Settings(BaseSettings):
             "dlq": self.topic_dlq,
             "routing": self.topic_routing,
             "plans": self.topic_plans,
+            "windows": self.topic_windows,
         }
 
     def as_environment(self) -> dict[str, str]:

@@ -39,6 +39,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec("dlq", settings.topic_dlq, settings.dlq_partitions, DEAD_LETTERS),
         TopicSpec("routing", settings.topic_routing, settings.routing_partitions, COMPACTED),
         TopicSpec("plans", settings.topic_plans, settings.plans_partitions, COMPACTED),
+        # The planner's input (window reports, queue reports): one partition, one planner.
+        TopicSpec("windows", settings.topic_windows, 1, {}),
     ]
 
 

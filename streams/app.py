@@ -26,7 +26,13 @@ from infra.settings import Settings
 from models.blas import limit_blas_threads
 from models.profiler import ProfilerConfig
 from streams.columns import concat_columns
-from streams.contracts import MAX_ID_CHARS, MAX_MESSAGE_BYTES, encode, snapshot_key
+from streams.contracts import (
+    MAX_ID_CHARS,
+    MAX_MESSAGE_BYTES,
+    QUEUE_REPORT_KEY,
+    encode,
+    snapshot_key,
+)
 from streams.dashboard.views import add_web_views
 from streams.fetch_wait import set_fetch_max_wait
 from streams.follower import TopicFollower
@@ -446,8 +452,8 @@ def _add_planning(
     signer: Signer | None = None,
 ) -> None:
     """Every worker reports its closed metric windows; the owner of the one-partition reports
-    topic learns from all of them and publishes plans."""
-    reports = _raw_topic(app, f"{settings.app_id}-windows", partitions=1)
+    topic learns from all of them and from the gateways' queue reports, and publishes plans."""
+    reports = _raw_topic(app, settings.topic_windows, partitions=1)
     plans = _raw_topic(app, settings.topic_plans)
     reporter = WindowReporter(worker_id, grace_s=2.0)
     follower = TopicFollower(
@@ -463,8 +469,12 @@ def _add_planning(
 
     @app.agent(reports, name="shardshape.plan")
     async def collect_reports(stream: faust.StreamT) -> None:
-        async for value in stream:
-            planning.add_report(value)
+        # Workers' window reports and gateways' queue reports share the topic, told by key.
+        async for key, value in stream.items():
+            if key == QUEUE_REPORT_KEY:
+                planning.add_queued(value)
+            else:
+                planning.add_report(value)
 
     @app.timer(1.0)
     async def publish_plans() -> None:

@@ -17,6 +17,7 @@ RequestEvent: ts: Input should be greater than or equal to 0; service: Field req
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
@@ -212,6 +213,40 @@ class AllocationPlan(Contract):
     rationale: Text = ""
 
 
+class QueuedShard(Contract):
+    """Requests of one (predicted) shard waiting for a slot, in a :class:`QueueReport`."""
+
+    shard_id: Count
+    queued: Count
+
+
+class QueueReport(Contract):
+    """Requests waiting for a slot in one gateway's pools, by predicted shard.
+
+    The planner learns demand from completed requests, a window late; a burst waiting in a
+    gateway's queue is demand it has not seen yet. Gateways send this every few seconds while
+    anything waits (and once more when nothing does), keyed :data:`QUEUE_REPORT_KEY`, on the
+    planner's topic (``Settings.topic_windows``); each report replaces the gateway's last.
+    """
+
+    gateway_id: Id
+    service: Id
+    ts: NonNegative = Field(description="When the queues were counted, seconds since the epoch.")
+    shards: list[QueuedShard] = Field(default_factory=list, max_length=MAX_SHARDS)
+
+    @classmethod
+    def counted(
+        cls, gateway_id: str, service: str, ts: float, waiting: Mapping[int, int]
+    ) -> QueueReport:
+        """The report of ``waiting`` (requests by shard id); shards with none are left out.
+
+        >>> QueueReport.counted("gw-1", "shop", 0.0, {3: 2, 1: 0, 0: 5}).shards[-1]
+        QueuedShard(v=1, shard_id=3, queued=2)
+        """
+        shards = [QueuedShard(shard_id=s, queued=n) for s, n in sorted(waiting.items()) if n]
+        return cls(gateway_id=gateway_id, service=service, ts=ts, shards=shards)
+
+
 class DeadLetter(Contract):
     """A message the pipeline could not accept, kept whole with the reason."""
 
@@ -230,6 +265,7 @@ class DeadLetter(Contract):
 
 
 SNAPSHOT_KEY_PREFIX = "__snapshot__/"
+QUEUE_REPORT_KEY = b"queued"  # the key of every QueueReport on the planner's topic
 
 
 def snapshot_key(service: str) -> bytes:
@@ -254,6 +290,7 @@ CONTRACTS: tuple[type[Contract], ...] = (
     RoutingEntry,
     ShardSnapshot,
     AllocationPlan,
+    QueueReport,
     DeadLetter,
 )
 

@@ -9,6 +9,9 @@
   versioned :class:`~streams.contracts.AllocationPlan` per service. Its
   :class:`~allocator.experiments.ExperimentManager` reads the same windows per arm, decides
   and proposes experiments, and amends every plan with them and with what they promoted.
+  The gateways' :class:`~streams.contracts.QueueReport` messages on the same topic add the
+  requests waiting in their queues to the shards' demand, and while any wait, the loop plans
+  every ``[planning] queue_replan_s``, not only when a window closes.
 """
 
 from __future__ import annotations
@@ -28,13 +31,17 @@ from allocator.planner import PoolPlanner, calibrator_for, shard_demands
 from allocator.pools_config import PoolsConfig
 from allocator.sequential import TestDesign
 from models.forecast import DemandForecaster
-from streams.contracts import AllocationPlan, ContractError, ShardSnapshot, decode
+from streams.contracts import AllocationPlan, ContractError, QueueReport, ShardSnapshot, decode
 from streams.metrics import ShardStats, merged_series, split_metric_key
 
 if TYPE_CHECKING:
     from infra.settings import Settings
 
 log = logging.getLogger("shardshape.planning")
+
+# A gateway's queue report older than this counts for nothing (the gateway stopped, or lost
+# Kafka): a stale backlog would hold blocks for demand that has long been served or dropped.
+QUEUE_REPORT_TTL_S = 30.0
 
 
 def experiment_policy(settings: Settings) -> ExperimentPolicy:
@@ -175,6 +182,9 @@ class PlanningLoop:
         self._live: dict[str, tuple[int, frozenset[int]]] = {}
         self._retired = False  # a shard was retired since the last plan
         self.replicas = ReplicaTracker(ttl_s=max(60.0, 3 * window_s))
+        # The latest queue report per (gateway, service): when it was counted, waiting per shard.
+        self._queued: dict[tuple[str, str], tuple[float, dict[int, int]]] = {}
+        self._planned_at = float("-inf")
         # Follower threads note plans and snapshots, the worker's agent adds reports while
         # tick runs on an executor thread: each holds the lock for what they share.
         self._lock = threading.Lock()
@@ -200,6 +210,33 @@ class PlanningLoop:
                 for gateway in gateways:
                     self.replicas.saw(gateway, [service], now=span[1])
 
+    def add_queued(self, value: bytes) -> None:
+        """Take one gateway's :class:`~streams.contracts.QueueReport`; it replaces that
+        gateway's previous one (an older one is ignored). Malformed ones are logged and skipped.
+        """
+        try:
+            report = decode(QueueReport, value)
+        except ContractError as error:
+            log.warning("ignored malformed queue report: %s", error.reason)
+            return
+        waiting = {s.shard_id: s.queued for s in report.shards if s.queued}
+        with self._lock:
+            held = self._queued.get((report.gateway_id, report.service))
+            if held is None or report.ts >= held[0]:
+                self._queued[report.gateway_id, report.service] = (report.ts, waiting)
+
+    def backlog(self, now: float) -> dict[ShardKey, int]:
+        """Requests waiting in all gateways per shard, from queue reports fresh at ``now``."""
+        waiting: dict[ShardKey, int] = {}
+        with self._lock:
+            for (gateway, service), (ts, shards) in list(self._queued.items()):
+                if now - ts > QUEUE_REPORT_TTL_S:
+                    del self._queued[gateway, service]
+                    continue
+                for shard, n in shards.items():
+                    waiting[service, shard] = waiting.get((service, shard), 0) + n
+        return waiting
+
     def note_published(self, plan: AllocationPlan) -> None:
         """A plan seen on the plans topic: a new planner continues after its version."""
         with self._lock:
@@ -222,16 +259,25 @@ class PlanningLoop:
                 self._live[snapshot.service] = (snapshot.version, frozenset(live))
 
     def tick(self, now: float) -> list[AllocationPlan]:
-        """Learn from the windows complete by ``now``; return the plans that changed."""
+        """Learn from the windows complete by ``now``; return the plans that changed.
+
+        It plans when a window is complete and, while the gateways report requests waiting,
+        every ``[planning] queue_replan_s`` in between.
+        """
         with self._lock:
             complete = sorted(s for s in self._reports if s[1] + self.complete_after_s <= now)
             reports = [(span, self._reports.pop(span)) for span in complete]
         for span, by_worker in reports:
             self._learn_window(span, by_worker)
         self._retire()
-        if not complete or not self.forecasters:
+        if not self.forecasters:
             return []
-        return self._plan(now)
+        policy = self.config.planning
+        backlog = self.backlog(now) if policy.queue_drain_s else {}
+        between_windows = bool(backlog) and now - self._planned_at >= policy.queue_replan_s
+        if not complete and not between_windows:
+            return []
+        return self._plan(now, backlog)
 
     def _is_live(self, key: ShardKey) -> bool:
         held = self._live.get(key[0])
@@ -285,12 +331,16 @@ class PlanningLoop:
         with self._lock:
             self.experiments.observe(span, arms)
 
-    def _plan(self, now: float) -> list[AllocationPlan]:
-        quantile = self.config.planning.forecast_quantile
+    def _plan(self, now: float, backlog: dict[ShardKey, int]) -> list[AllocationPlan]:
+        self._planned_at = now
+        policy = self.config.planning
         horizon_s = self.horizon_bins * self.window_s
         forecasts, means, idle = {}, {}, set()
         for key, f in self.forecasters.items():
-            upper = max(f.forecast_quantile(self.horizon_bins, quantile))
+            # Waiting requests are demand the forecast has not seen: served within the drain
+            # time, they add as much to the mean as to the quantile.
+            queued_rps = backlog.get(key, 0) / policy.queue_drain_s if backlog else 0.0
+            upper = max(f.forecast_quantile(self.horizon_bins, policy.forecast_quantile))
             # Less than one request expected over the horizon, even at the upper quantile:
             # no block, not even the shard's minimum. A fading series never forecasts exactly
             # 0, and any demand above 0 costs a whole block; a stray request runs in the
@@ -298,9 +348,11 @@ class PlanningLoop:
             # minimum would otherwise take a block from a busy one.
             if upper * horizon_s < 1.0:
                 upper = 0.0
-                idle.add(key)
-            forecasts[key] = upper
-            means[key] = min(max(f.forecast(self.horizon_bins)), upper)
+                if not queued_rps:
+                    idle.add(key)
+            mean = min(max(f.forecast(self.horizon_bins)), upper)
+            forecasts[key] = upper + queued_rps
+            means[key] = mean + queued_rps
         for service in {service for service, _ in forecasts} - self.config.services.keys():
             if service not in self._unplanned:
                 self._unplanned.add(service)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from allocator.pools_config import load_pools_config
+from gateway.reporter import Reporter
 from infra.settings import Settings
 from infra.topics import create_topics
 from models.synthetic import SyntheticStream
@@ -82,3 +83,45 @@ def test_a_worker_publishes_plans_within_the_pool(settings: Settings, tmp_path: 
         shardshape_command("plan", "show"), env=env, capture_output=True, text=True, timeout=60
     )
     assert text.returncode == 0 and "shop plan v" in text.stdout
+
+
+def _forecast(plans: list[dict], shard_id: int) -> float:
+    specs = {spec["shard_id"]: spec for spec in plans[0]["shards"]} if plans else {}
+    return specs[shard_id]["forecast_rps"] if shard_id in specs else 0.0
+
+
+def test_requests_waiting_in_a_gateway_reach_the_plan(settings: Settings, tmp_path: Path) -> None:
+    settings = settings.model_copy(
+        update={"pools_config": POOLS, "plan_window": "10s", "plan_horizon_s": 30,
+                "reporter_queue_interval_ms": 500}
+    )  # fmt: skip
+    create_topics(settings)
+    env = settings_env(settings)
+    log = tmp_path / "worker.log"
+    events = list(SyntheticStream(seed=6, rate_per_s=400).events(4_000))
+    drain_s = load_pools_config(POOLS).planning.queue_drain_s
+    with running(shardshape_command("worker"), env, log) as worker:
+        wait_for_line(log, "shardshape worker ready", worker, 90)
+        replay(events, settings.confluent_config(), settings.topic_requests,
+               settings.requests_partitions, max_rate=400, gateway_id="gw-a")  # fmt: skip
+        deadline = time.monotonic() + 90
+        plans: list[dict] = []
+        while not plans and time.monotonic() < deadline:
+            time.sleep(2)
+            plans = _plans(env)
+        assert plans, log.read_text()[-3000:]
+        shard = plans[0]["shards"][0]["shard_id"]
+        assert _forecast(plans, shard) < 40_000 / drain_s
+        # A burst of that shard now waits in a gateway's pools; its reporter tells the planner.
+        waiting = {shard: 40_000}
+        with Reporter(settings, gateway_id="gw-a") as reporter:
+            reporter.watch_queues("shop", lambda: waiting)
+            deadline = time.monotonic() + 60
+            while _forecast(plans, shard) < 40_000 / drain_s and time.monotonic() < deadline:
+                time.sleep(2)
+                plans = _plans(env)
+            waiting.clear()
+            time.sleep(1)  # the drained report goes out before the reporter closes
+            reports = reporter.stats().queue_reports
+    assert _forecast(plans, shard) >= 40_000 / drain_s, (plans, log.read_text()[-3000:])
+    assert reports >= 2  # the burst, then its end

@@ -4,11 +4,19 @@ share one pool. Plans must lead the load, release what is no longer needed, fit 
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from allocator.pools_config import load_pools_config, parse_pools_config
-from streams.contracts import RequestEvent, ShardProfile, ShardSnapshot
+from streams.contracts import (
+    AllocationPlan,
+    QueueReport,
+    RequestEvent,
+    ShardProfile,
+    ShardSnapshot,
+    encode,
+)
 from streams.metrics import ShardStats
-from streams.planning import PlanningLoop
+from streams.planning import QUEUE_REPORT_TTL_S, PlanningLoop
 from tests.conftest import REPO_ROOT
 
 WINDOW_S = 10.0
@@ -152,3 +160,63 @@ def test_a_shard_expected_to_see_no_request_in_the_horizon_holds_no_block() -> N
     assert plan is not None
     blocks = {s.shard_id: sum(s.blocks.values()) for s in plan.shards}
     assert blocks[0] >= 1 and blocks.get(1, 0) == 0
+
+
+def _queued(gateway: str, ts: float, waiting: dict[int, int]) -> bytes:
+    return encode(QueueReport.counted(gateway, "shop", ts, waiting))
+
+
+def _blocks(plan: AllocationPlan) -> dict[int, int]:
+    return {s.shard_id: sum(s.blocks.values()) for s in plan.shards}
+
+
+def test_requests_waiting_in_the_gateways_get_blocks_before_the_next_window() -> None:
+    config = parse_pools_config(POOLS + "\n[planning]\nqueue_replan_s = 2\n")
+    loop = PlanningLoop(config, WINDOW_S, horizon_s=20, complete_after_s=0)
+    # Shard 1 (a batch tenant, say) was busy, then fell silent long enough to hold no block.
+    for window in range(30):
+        busy = _stats(20 if window < 3 else 0, "shop")
+        _window(loop, window, {"shop|0|": _stats(20, "shop"), "shop|1|": busy})
+    assert not sum(loop.planners["main"].previous.shards["shop", 1].blocks.values())
+    # A burst of shard 1 waits in two gateways, a few seconds into the window.
+    now = 30 * WINDOW_S + 3
+    loop.add_queued(_queued("gw-a", now - 1, {1: 3000}))
+    loop.add_queued(_queued("gw-b", now - 1, {1: 1000, 0: 0}))
+    loop.add_queued(_queued("gw-b", now - 2, {1: 99_999}))  # older than gw-b's last: ignored
+    assert loop.backlog(now) == {("shop", 1): 4000}
+    [plan] = loop.tick(now)
+    spec = {s.shard_id: s for s in plan.shards}[1]
+    drain_s = loop.config.planning.queue_drain_s
+    assert spec.forecast_rps >= 4000 / drain_s  # the queued requests, served within the drain
+    assert _blocks(plan)[1] >= 1
+    # The queue grows: planned again after queue_replan_s (not before), with more blocks.
+    loop.add_queued(_queued("gw-a", now + 1, {1: 20_000}))
+    assert loop.tick(now + 1) == []
+    [grown] = loop.tick(now + 2)
+    assert _blocks(grown)[1] > _blocks(plan)[1]
+    # A report older than QUEUE_REPORT_TTL_S counts for nothing (its gateway went quiet).
+    assert loop.backlog(now + QUEUE_REPORT_TTL_S + 2) == {}
+
+
+def test_an_empty_queue_report_ends_the_backlog_and_a_malformed_one_is_skipped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop = PlanningLoop(parse_pools_config(POOLS), WINDOW_S, complete_after_s=0)
+    _window(loop, 0, {"shop|0|": _stats(20, "shop")})
+    loop.add_queued(_queued("gw-a", 11, {0: 500}))
+    loop.add_queued(_queued("gw-a", 12, {}))  # drained
+    assert loop.backlog(13) == {}
+    assert loop.tick(13 + loop.config.planning.queue_replan_s) == []
+    loop.add_queued(b'{"v": 1, "gateway_id": "gw-a", "shards": "lots"}')
+    assert "ignored malformed queue report" in caplog.text
+    assert loop.backlog(14) == {}
+
+
+@pytest.mark.parametrize("drain_s", [0, 40])
+def test_queue_drain_s_zero_ignores_queue_reports(drain_s: float) -> None:
+    config = parse_pools_config(POOLS + f"\n[planning]\nqueue_drain_s = {drain_s}\n")
+    loop = PlanningLoop(config, WINDOW_S, complete_after_s=0)
+    _window(loop, 0, {"shop|0|": _stats(20, "shop")})  # planned at 10 s
+    loop.add_queued(_queued("gw-a", 24, {0: 5000}))
+    plans = loop.tick(25)  # between windows, queue_replan_s after the last plan
+    assert bool(plans) == bool(drain_s)

@@ -24,6 +24,7 @@ def test_defaults_are_embedded_with_the_documented_topics() -> None:
         "dlq": "shardshape.requests.dlq",
         "routing": "shardshape.routing",
         "plans": "shardshape.plans",
+        "windows": "shardshape-windows",
     }
 
 

@@ -14,7 +14,7 @@ from tests.conftest import settings_env, shardshape_command
 def test_create_is_idempotent_with_configured_partitions_and_compaction(settings: Settings) -> None:
     settings = settings.model_copy(update={"requests_partitions": 3, "routing_partitions": 2})
     first = create_topics(settings)
-    assert set(first.values()) == {"created"} and len(first) == 4
+    assert set(first.values()) == {"created"} and len(first) == 5
     second = create_topics(settings)
     assert set(second.values()) == {"exists"}
 
@@ -22,6 +22,7 @@ def test_create_is_idempotent_with_configured_partitions_and_compaction(settings
     assert infos[settings.topic_requests].partitions == 3
     assert infos[settings.topic_routing].partitions == 2
     assert infos[settings.topic_dlq].partitions == 1
+    assert infos[settings.topic_windows].partitions == 1  # one planner reads it in order
     assert infos[settings.topic_routing].config["cleanup.policy"] == "compact"
     assert infos[settings.topic_plans].config["cleanup.policy"] == "compact"
     assert infos[settings.topic_requests].config.get("cleanup.policy", "delete") == "delete"

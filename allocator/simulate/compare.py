@@ -269,9 +269,10 @@ class Runner:
 
     def _cap(self, name: str, budget: float, tolerance: float, max_runs: int = 6) -> Outcome:
         """The pool cap (blocks in all, default pool included) at the knob's top
-        utilisation whose run holds ``budget``, the highest that does not exceed it by more
-        than ``tolerance``. At the top the plans follow the forecast load most closely, so
-        the run holds least below the cap and the cap can be highest.
+        utilisation whose run holds ``budget``: of the caps tried that do not exceed it by
+        more than ``tolerance``, the one that holds closest to it (as :meth:`_match` picks a
+        utilisation). At the top the plans follow the forecast load most closely, so the run
+        holds least below the cap and the cap can be highest.
 
         A real pool is bought in blocks: the planner must fit every shard into it, and its
         priorities decide who waits. It starts from ``budget / hours`` (held all the time,
@@ -286,7 +287,12 @@ class Runner:
             held = float(self.run(name, u, cap)[1]["block_hours"])  # type: ignore[arg-type]
             tried[cap] = held
             if abs(held - budget) <= tolerance * budget:
-                break
+                # Within the tolerance: one block more (or less) may hold closer still.
+                nxt = cap + 1 if held < budget else cap - 1
+                if nxt < least or nxt in tried:
+                    break
+                cap = nxt
+                continue
             slope = hours  # one more block of cap adds at most ``hours`` block-hours
             if len(tried) >= 2:
                 (c1, b1), (c2, b2) = list(tried.items())[-2:]
@@ -298,8 +304,8 @@ class Runner:
             if nxt < least or nxt in tried:
                 break
             cap = nxt
-        within = [c for c, b in tried.items() if b <= (1 + tolerance) * budget]
-        best = max(within) if within else min(tried)
+        fits = [c for c, b in tried.items() if b <= (1 + tolerance) * budget]
+        best = min(fits, key=lambda c: abs(tried[c] - budget)) if fits else min(tried)
         return self.outcome(name, u, runs=len(tried), pool_blocks=best)
 
     def _match(self, name: str, budget: float, tolerance: float, max_runs: int = 7) -> Outcome:

@@ -114,6 +114,8 @@ class EngineView(Protocol):
 
     def blocks(self, key: QueueKey) -> dict[str, int]: ...
 
+    def waiting(self) -> list[int]: ...
+
 
 @dataclass
 class RunResult:
@@ -233,6 +235,10 @@ class Simulation:
         if q.waiting:
             return len(q.heap) - starting
         return sum(1 for free, _ in q.heap if free > now) - starting
+
+    def waiting(self) -> list[int]:
+        """The requests (workload rows) waiting for a slot in any queue."""
+        return [i for q in self._queues.values() for i in q.waiting]
 
     def ready_slots(self, key: QueueKey, now: float) -> int:
         """Slots that exist and have started at ``now``."""

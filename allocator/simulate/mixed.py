@@ -112,6 +112,7 @@ blocks = {{ block = 2000 }}
 [planning]
 target_utilisation = {target_utilisation}
 release_below_utilisation = {release}
+block_rounding = "pool"
 
 [services.{SERVICE}]
 pool = "main"

@@ -17,9 +17,11 @@ What runs is the project's own code, fed what the deployed parts would feed it:
 * **per window** (the metrics agent and the planner): each closed window is one report to a
   :class:`streams.planning.PlanningLoop` (demand forecasts, calibration, the pool planner,
   the optimiser and plan building), whose plans set the blocks of every shard's queue;
-* **per tick** (the snapshot on the routing topic): the profiler's snapshot goes to
-  :meth:`~streams.planning.PlanningLoop.note_snapshot`, which retires shards it no longer
-  has.
+* **per tick** (the snapshot on the routing topic and the gateway's queue report): the
+  profiler's snapshot goes to :meth:`~streams.planning.PlanningLoop.note_snapshot`, which
+  retires shards it no longer has; the requests waiting in every queue, counted by predicted
+  shard, go to :meth:`~streams.planning.PlanningLoop.add_queued` as a
+  :class:`~streams.contracts.QueueReport`, which the planner adds to their shards' demand.
 
 Nothing here knows the scenario's profiles: shards are whatever the profiler learned.
 """
@@ -27,6 +29,7 @@ Nothing here knows the scenario's profiles: shards are whatever the profiler lea
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,6 +41,7 @@ from allocator.simulate.workload import Workload
 from gateway.lending import LendingPolicy
 from models.profiler import Profiler, ProfilerConfig
 from streams.columns import EventColumns
+from streams.contracts import QueueReport, encode
 from streams.metrics import BUSY_ATTRIBUTE, ShardStats, aggregate
 from streams.planning import PlanningLoop
 
@@ -141,6 +145,7 @@ class Shardshape:
         # The worker publishes the profiler's snapshot every few seconds; the planner drops
         # the shards it no longer has.
         self.planning.note_snapshot(self.profiler.snapshot())
+        self.planning.add_queued(self._queue_report(now, view))
         plans = self.planning.tick(now + self.w.epoch)
         change: dict[QueueKey, dict[str, int]] = {}
         for plan in plans:
@@ -203,6 +208,11 @@ class Shardshape:
             nones,
             attrs,
         )
+
+    def _queue_report(self, now: float, view: EngineView) -> bytes:
+        """What the gateway reports: its waiting requests by the shard each was predicted to."""
+        waiting = Counter(self.predicted[view.waiting()].tolist())
+        return encode(QueueReport.counted("simulator", self.service, now + self.w.epoch, waiting))
 
     def _record(self, columns: EventColumns, shards: list[int]) -> None:
         """Fold completed events into the open metrics window."""

@@ -9,9 +9,10 @@
 - ``GET /shardshape/gateway/status``: routing table, plan, pool states and the reporter's
   counters (what ``shardshape doctor --gateway-url`` reads); ``GET /healthz``.
 
-With a broker (``SHARDSHAPE_KAFKA_BOOTSTRAP``) the gateway follows the routing and plans topics
-and reports every completed request to the requests topic; without one every request runs in
-the default pool and is reported nowhere. Run it with::
+With a broker (``SHARDSHAPE_KAFKA_BOOTSTRAP``) the gateway follows the routing and plans topics,
+reports every completed request to the requests topic and, every few seconds while requests
+wait in its pools, how many wait per shard to the planner's topic; without one every request
+runs in the default pool and is reported nowhere. Run it with::
 
     python examples/service/app.py --port 8000
 
@@ -116,7 +117,9 @@ def create_app(
     Without ``report`` and ``reporter``, the service makes its own reporter (when a bootstrap
     is set) and closes it when it shuts down. A ``reporter`` given is the caller's to close;
     its counters show in the status page. A ``report`` given is called instead of the
-    reporter's (e.g. to count each event, then hand it to ``reporter.report``).
+    reporter's (e.g. to count each event, then hand it to ``reporter.report``). The reporter,
+    own or given, also sends the planner how many requests wait in the pools, by shard
+    (:meth:`~gateway.reporter.Reporter.watch_queues`).
     """
     pools = ShardPools.from_settings(settings)
     routing: RoutingTable | None = None
@@ -127,6 +130,9 @@ def create_app(
         allocator = AllocatorClient.from_settings(settings, SERVICE, pools)
         if reporter is None and report is None:
             reporter = own_reporter = Reporter(settings, gateway_id=default_gateway_id())
+    if reporter is not None:
+        # The planner sees a burst waiting in the pools within seconds, not a window later.
+        reporter.watch_queues(SERVICE, pools.queued_by_shard)
     if report is None:
         report = reporter.report if reporter is not None else _report_nowhere
     gateway_id = reporter.gateway_id if reporter is not None else ""

@@ -1,6 +1,7 @@
 """The example service as the demo runs it: ``examples/service/app.py`` behind the shaping
 middleware, following the routing and plans topics, reporting every completed request to the
-requests topic, with the gateway's Prometheus metrics at ``/metrics``.
+requests topic and its queued requests to the planner, with the gateway's Prometheus metrics
+at ``/metrics``.
 
 Run by ``shardshape demo`` as ``python -m infra.demo.service --port N`` with the demo's
 ``SHARDSHAPE_*`` environment; SIGTERM stops it after the reporter has flushed.
@@ -32,7 +33,9 @@ def main() -> None:
     gateway_id = f"{socket.gethostname()}:{os.getpid()}"
     with Reporter(settings, gateway_id=gateway_id) as reporter:
         metrics = GatewayMetrics(example.SERVICE, reporter=reporter)
-        app = example.create_app(settings, report=metrics.observing(reporter.report))
+        app = example.create_app(
+            settings, report=metrics.observing(reporter.report), reporter=reporter
+        )
         metrics.pools = app.state.pools
         uvicorn.run(with_metrics(app, metrics), host=args.host, port=args.port, log_level="warning")
 

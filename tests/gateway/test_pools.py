@@ -404,3 +404,74 @@ def test_pools_serve_one_event_loop_after_another() -> None:
             return slot.pool.name
 
     assert asyncio.run(once()) == asyncio.run(once()) == "default"
+
+
+# -- waiting requests by predicted shard (what queue reports send the planner) -------------
+
+
+async def test_waiting_requests_count_under_their_predicted_shard_until_they_leave() -> None:
+    pools = ShardPools(PoolDefaults(concurrency=1, queue_size=8, queue_timeout_s=30))
+    pools.apply(
+        plan(
+            1,
+            shard(1, concurrency=1, queue=8, timeout_ms=30_000),
+            shard(2, concurrency=1, queue=8, timeout_ms=50),
+        )
+    )
+    running = [Held(pools, 1), Held(pools, 2), Held(pools, 5)]  # shard 5: unknown, default pool
+    await settle()
+    waiting = {
+        "granted": Held(pools, 1),
+        "cancelled": Held(pools, 1),
+        "expires": Held(pools, 2),
+        "default 5": Held(pools, 5),
+        "default 6": Held(pools, 6),
+    }
+    await settle()
+    assert all(h.admitted for h in running) and not any(h.admitted for h in waiting.values())
+    assert pools.state(None).queued == 2  # shards 5 and 6 wait in the default pool ...
+    counts = await asyncio.to_thread(pools.queued_by_shard)  # (read from another thread)
+    assert counts == {1: 2, 2: 1, 5: 1, 6: 1}  # ... and count as their own shards
+    counts[1] = 99
+    assert pools.queued_by_shard()[1] == 2, "a copy"
+
+    with pytest.raises(ShardRejected, match="queue_timeout"):
+        await waiting["expires"].task
+    waiting["cancelled"].task.cancel()
+    await settle()
+    assert pools.queued_by_shard() == {1: 1, 5: 1, 6: 1}
+    await running[0].release()
+    await settle()
+    assert waiting["granted"].admitted and pools.queued_by_shard() == {5: 1, 6: 1}
+    await running[2].release()
+    await settle()
+    assert pools.queued_by_shard() == {6: 1}
+    await waiting["default 5"].release()
+    await settle()
+    assert pools.queued_by_shard() == {}
+    for held in (running[1], waiting["granted"], waiting["default 6"]):
+        await held.release()
+    assert pools.queued_by_shard() == {}
+
+
+async def test_arm_and_shared_pool_waiters_count_under_their_predicted_shard() -> None:
+    experiment = Experiment(
+        experiment_id="halves",
+        shard_id=2,
+        arms=[Arm(name="a", weight=0.5), Arm(name="b", weight=0.5)],
+    )
+    arms = ShardPools()
+    arms.apply(plan(1, shard(2, concurrency=2, queue=8), experiments=(experiment,)))
+    held = [Held(arms, 2, key=f"u{user}") for user in range(6)]  # one slot per arm
+    await settle()
+    admitted = sum(h.admitted for h in held)
+    assert admitted == 2 and arms.queued_by_shard() == {2: 6 - admitted}
+
+    shared = ShardPools(shaping=False)
+    shared.apply(plan(1, shard(0, concurrency=1, queue=8)))
+    others = [Held(shared, 0), Held(shared, 0), Held(shared, 3), Held(shared, 3)]
+    await settle()
+    assert others[0].admitted and shared.queued_by_shard() == {0: 1, 3: 2}
+    for h in [*held, *others]:
+        await h.release()
+    assert arms.queued_by_shard() == shared.queued_by_shard() == {}
