@@ -596,6 +596,12 @@ class ProcessShardPool:
                 for shard in sorted(self._shards.values(), key=lambda s: s.shard_id)
             ]
 
+    def queued_by_shard(self) -> dict[int, int]:
+        """Requests waiting for a worker now, by shard; give it to
+        :meth:`gateway.reporter.Reporter.watch_queues` so the planner hears of them."""
+        with self._lock:
+            return {s.shard_id: len(s.pending) for s in self._shards.values() if s.pending}
+
     def worker_pids(self, shard_id: int) -> list[int]:
         """The processes serving ``shard_id`` now (workers finishing before they retire too)."""
         with self._lock:

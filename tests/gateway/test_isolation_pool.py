@@ -40,7 +40,9 @@ def test_results_errors_and_rejections() -> None:
         queued = pool.submit(2, f"{HERE}:nap", 0.0)
         with pytest.raises(ShardUnavailable, match="shard 2 of api is full"):
             pool.submit(2, f"{HERE}:nap", 0.0)
+        assert pool.queued_by_shard() == {2: 1}  # what its reporter tells the planner
         assert running.result(10) == queued.result(10)  # the same single worker
+        assert pool.queued_by_shard() == {}
         assert {s.shard_id: s.rejected for s in pool.status()} == {1: 0, 2: 1}
 
 
