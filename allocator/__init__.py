@@ -6,12 +6,12 @@ Pure code (no Faust, no Kafka). What the planner timer uses:
 - :func:`calibrator_for` -> :class:`Calibrator`, fed :class:`ShardWindow` metrics;
 - :func:`shard_demands` (forecasts + calibration + config) -> list of :class:`ShardDemand`;
 - :meth:`PoolPlanner.plan` -> :class:`PlanStep` with the pool's :class:`Allocation`;
-- :func:`build_plan` -> one :class:`~streams.contracts.AllocationPlan` per service.
+- :func:`build_plan` -> one :class:`~shardshape.streams.contracts.AllocationPlan` per service.
 """
 
-from allocator.blocks import BlockType, Resources, total_resources
-from allocator.calibration import Calibrator, CapacityEstimate, ShardWindow
-from allocator.optimiser import (
+from shardshape.allocator.blocks import BlockType, Resources, total_resources
+from shardshape.allocator.calibration import Calibrator, CapacityEstimate, ShardWindow
+from shardshape.allocator.optimiser import (
     Allocation,
     OptimiserError,
     ShardAllocation,
@@ -19,9 +19,9 @@ from allocator.optimiser import (
     Smoothing,
     solve,
 )
-from allocator.plan import build_plan
-from allocator.planner import PlanStep, PoolPlanner, calibrator_for, shard_demands
-from allocator.pools_config import (
+from shardshape.allocator.plan import build_plan
+from shardshape.allocator.planner import PlanStep, PoolPlanner, calibrator_for, shard_demands
+from shardshape.allocator.pools_config import (
     PlanningPolicy,
     PoolsConfig,
     PoolsConfigError,

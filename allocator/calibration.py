@@ -19,7 +19,7 @@ When the window has no busy time, ``B`` falls back to the latency sum (which inc
 queueing, so it overstates ``B`` and errs on the safe side), then to Little's law,
 ``B = L W`` with ``L`` the mean number of requests in flight.
 
->>> from allocator.blocks import BlockType
+>>> from shardshape.allocator.blocks import BlockType
 >>> small = BlockType(name="small", cpu_millicores=500, memory_mib=256, concurrency=4, cost=1)
 >>> cal = Calibrator({"small": small}, rps_per_core=100)
 >>> round(cal.estimate("shop", 1, "small").mean_rps, 1)  # prior: 0.5 cores x 100 rps/core
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from allocator.blocks import BlockType
+from shardshape.allocator.blocks import BlockType
 
 ShardKey = tuple[str, int]
 

@@ -1,13 +1,14 @@
 """Experiments on live traffic: propose, measure per arm, decide, adopt what wins.
 
 The planning loop hands :class:`ExperimentManager` every complete metric window (the same
-per (service, shard, arm) :class:`~streams.metrics.ShardStats` the planner learns from) and
+per (service, shard, arm) :class:`~shardshape.streams.metrics.ShardStats` the planner learns from)
+and
 asks it to amend every plan it builds:
 
 1. :meth:`ExperimentManager.observe` feeds each running experiment's arms to its
-   :class:`~allocator.sequential.ExperimentTest` and records every decision with its evidence;
-   it then proposes experiments for shards that miss their SLO (p99) or whose cache hit rate
-   is low, at most one running per shard and within each service's traffic budget;
+   :class:`~shardshape.allocator.sequential.ExperimentTest` and records every decision with its
+   evidence; it then proposes experiments for shards that miss their SLO (p99) or whose cache hit
+   rate is low, at most one running per shard and within each service's traffic budget;
 2. :meth:`ExperimentManager.shape_demands` restricts a shard to the block type a promoted
    experiment chose, before the optimiser runs;
 3. :meth:`ExperimentManager.attach` applies the shards' definitions (cache, slots per block)
@@ -19,7 +20,7 @@ size, slots per block (``slots``: one more block's worth of request slots), or a
 Each plan turns a running change into the variant arm's concrete overrides for the arm's
 share of the shard; a promoted change becomes the shard's definition in every later plan.
 
->>> from allocator.pools_config import parse_pools_config
+>>> from shardshape.allocator.pools_config import parse_pools_config
 >>> config = parse_pools_config('''
 ... [block_types.small]
 ... cpu_millicores = 500
@@ -49,11 +50,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from allocator.blocks import BlockType
-from allocator.optimiser import ShardDemand
-from allocator.plan import amend_plan
-from allocator.pools_config import PoolsConfig
-from allocator.sequential import (
+from shardshape.allocator.blocks import BlockType
+from shardshape.allocator.optimiser import ShardDemand
+from shardshape.allocator.plan import amend_plan
+from shardshape.allocator.pools_config import PoolsConfig
+from shardshape.allocator.sequential import (
     ArmWindow,
     ExperimentTest,
     Moments,
@@ -61,7 +62,7 @@ from allocator.sequential import (
     TestDesign,
     Verdict,
 )
-from streams.contracts import (
+from shardshape.streams.contracts import (
     MAX_ID_CHARS,
     AllocationPlan,
     Arm,
@@ -73,7 +74,7 @@ from streams.contracts import (
     ResourceSpec,
     ShardSpec,
 )
-from streams.metrics import ShardStats, split_metric_key
+from shardshape.streams.metrics import ShardStats, split_metric_key
 
 log = logging.getLogger("shardshape.experiments")
 

@@ -4,8 +4,8 @@ Per shard: blocks per type, the resources they add up to, each live replica's sh
 down, so the replicas together never claim more than the plan), the forecast, and a rationale
 a person can read.
 
->>> from allocator.blocks import BlockType
->>> from allocator.optimiser import ShardDemand, solve
+>>> from shardshape.allocator.blocks import BlockType
+>>> from shardshape.allocator.optimiser import ShardDemand, solve
 >>> small = BlockType(name="small", cpu_millicores=500, memory_mib=256, concurrency=4, cost=1)
 >>> demand = ShardDemand("shop", 0, demand_rps=70, capacity_rps={"small": 50},
 ...                      target_utilisation=0.7, quantile=0.9)
@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from allocator.blocks import BlockType, Resources, total_resources
-from allocator.calibration import Calibrator
-from allocator.optimiser import Allocation, ShardAllocation
-from streams.contracts import (
+from shardshape.allocator.blocks import BlockType, Resources, total_resources
+from shardshape.allocator.calibration import Calibrator
+from shardshape.allocator.optimiser import Allocation, ShardAllocation
+from shardshape.streams.contracts import (
     MAX_SHARDS,
     MAX_TEXT_CHARS,
     AllocationPlan,

@@ -4,7 +4,7 @@ The planner timer keeps one :class:`PoolPlanner` per pool and calls :meth:`PoolP
 on every tick with the demands of every shard of every service in the pool, so the pool bound
 holds for all of them together.
 
->>> from allocator.pools_config import parse_pools_config
+>>> from shardshape.allocator.pools_config import parse_pools_config
 >>> config = parse_pools_config('''
 ... [block_types.small]
 ... cpu_millicores = 500
@@ -32,10 +32,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from allocator.calibration import Calibrator, CapacityEstimate, ShardKey
-from allocator.optimiser import Allocation, ShardDemand, Smoothing, solve
-from allocator.pooling import pool_rounded
-from allocator.pools_config import PoolsConfig
+from shardshape.allocator.calibration import Calibrator, CapacityEstimate, ShardKey
+from shardshape.allocator.optimiser import Allocation, ShardDemand, Smoothing, solve
+from shardshape.allocator.pooling import pool_rounded
+from shardshape.allocator.pools_config import PoolsConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ has its demand trimmed to what it holds, so the optimiser (priorities, pool boun
 works on the trimmed demands unchanged. Needs are counted in each shard's cheapest block
 type per request (capacity over cost).
 
->>> from allocator.optimiser import ShardDemand
+>>> from shardshape.allocator.optimiser import ShardDemand
 >>> def shard(i, rps, mean=None, min_blocks=0):
 ...     return ShardDemand("shop", i, rps, {"block": 10.0}, min_blocks=min_blocks,
 ...                        target_utilisation=1.0, mean_rps=mean)
@@ -39,7 +39,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from allocator.optimiser import ShardDemand
+from shardshape.allocator.optimiser import ShardDemand
 
 # Needs are rounded this much in the shards' favour, so that float error never asks for one
 # block more (a trimmed demand sits this much under its whole blocks).

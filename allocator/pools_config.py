@@ -35,7 +35,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from allocator.blocks import BlockType
+from shardshape.allocator.blocks import BlockType
 
 Name = Annotated[str, Field(min_length=1, max_length=128)]
 

@@ -4,7 +4,7 @@ with and without their caps (``max_keys``, ``gateway_max_routes``), side by side
 1. **worker**: a real ``shardshape worker`` process profiles ``--users`` events, each from a
    new user (a new profile key); its peak RSS (VmHWM) and the keys it holds are read at the end.
 2. **routing table**: the routing topic is filled with one entry per user; a fresh process
-   follows it with :class:`~gateway.routing_table.RoutingTable` until caught up.
+   follows it with :class:`~shardshape.gateway.routing_table.RoutingTable` until caught up.
 
 Run: ``python benchmarks/bench_memory.py [--users 1000000] [--worker-cap 100000]
 [--routes-cap 100000]``. Uses ``SHARDSHAPE_KAFKA_BOOTSTRAP`` if set, else an embedded broker.
@@ -25,15 +25,15 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from gateway.routing_table import RoutingTable
-from infra.broker import kafka_bootstrap
-from infra.memory import process_memory
-from infra.net import ensure_port_free
-from infra.settings import Settings, load_settings
-from infra.topics import create_topics
-from models.synthetic import distinct_users
-from streams.contracts import RoutingEntry, encode
-from streams.replay import replay
+from shardshape.gateway.routing_table import RoutingTable
+from shardshape.infra.broker import kafka_bootstrap
+from shardshape.infra.memory import process_memory
+from shardshape.infra.net import ensure_port_free
+from shardshape.infra.settings import Settings, load_settings
+from shardshape.infra.topics import create_topics
+from shardshape.models.synthetic import distinct_users
+from shardshape.streams.contracts import RoutingEntry, encode
+from shardshape.streams.replay import replay
 
 UNCAPPED = 100_000_000
 MIB = 1024 * 1024

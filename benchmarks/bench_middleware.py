@@ -24,12 +24,18 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from gateway.middleware import ShapingMiddleware
-from gateway.pools import ShardPools
-from gateway.routing_table import RoutingTable
-from models.profiler import Profiler
-from models.synthetic import SyntheticStream
-from streams.contracts import AllocationPlan, ResourceSpec, ShardSpec, encode, snapshot_key
+from shardshape.gateway.middleware import ShapingMiddleware
+from shardshape.gateway.pools import ShardPools
+from shardshape.gateway.routing_table import RoutingTable
+from shardshape.models.profiler import Profiler
+from shardshape.models.synthetic import SyntheticStream
+from shardshape.streams.contracts import (
+    AllocationPlan,
+    ResourceSpec,
+    ShardSpec,
+    encode,
+    snapshot_key,
+)
 
 BATCH = 500
 

@@ -17,7 +17,7 @@ import statistics
 import sys
 import time
 
-from allocator.optimiser import Allocation, ShardDemand, Smoothing, _Problem, solve
+from shardshape.allocator.optimiser import Allocation, ShardDemand, Smoothing, _Problem, solve
 
 TYPES = {"small": 1.0, "medium": 1.9, "large": 3.5, "io": 2.0}
 SIZE = {"small": 1.0, "medium": 2.0, "large": 4.0, "io": 1.2}

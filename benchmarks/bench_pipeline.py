@@ -36,16 +36,16 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from confluent_kafka import Producer
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from gateway.routing_table import RoutingTable
-from infra.broker import kafka_bootstrap
-from infra.net import ensure_port_free
-from infra.settings import Settings, load_settings
-from infra.topics import create_topics
-from models.synthetic import SyntheticStream
-from streams.app import faust_credentials
-from streams.columns import decode_columns
-from streams.contracts import RequestBatch, encode
-from streams.replay import replay
+from shardshape.gateway.routing_table import RoutingTable
+from shardshape.infra.broker import kafka_bootstrap
+from shardshape.infra.net import ensure_port_free
+from shardshape.infra.settings import Settings, load_settings
+from shardshape.infra.topics import create_topics
+from shardshape.models.synthetic import SyntheticStream
+from shardshape.streams.app import faust_credentials
+from shardshape.streams.columns import decode_columns
+from shardshape.streams.contracts import RequestBatch, encode
+from shardshape.streams.replay import replay
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -55,7 +55,7 @@ def quantile(values: list[float], q: float) -> float:
 
 async def raw_consumer_rate(settings: Settings, expected: int) -> float:
     """Events/s of a bare aiokafka consumer that decodes every batch (the ceiling), with the
-    agent's own fast decoder (``streams.columns``)."""
+    agent's own fast decoder (``shardshape.streams.columns``)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         enable_auto_commit=False,

@@ -6,7 +6,8 @@ All in one run on the same broker, so the figures compare side by side:
    least any non-blocking hand-off to another thread costs;
 2. **throughput**: events/s accepted by ``report()`` in a tight loop, and events/s delivered
    (acknowledged by the broker) until ``flush`` returns, beside trace replay
-   (:func:`streams.replay.replay`, a plain synchronous batch producer) on the same events;
+   (:func:`shardshape.streams.replay.replay`, a plain synchronous batch producer) on the same
+   events;
 3. **outage** (``--pause S``, embedded broker only): events reported at ``--rate`` while the
    broker is stopped (SIGSTOP) for ``S`` seconds: ``report()`` cost meanwhile, what was
    dropped, and how long after SIGCONT the first batch is acknowledged again.
@@ -31,13 +32,13 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 
-from gateway.reporter import Reporter
-from infra.broker import EmbeddedBroker
-from infra.settings import Settings, load_settings
-from infra.topics import create_topics
-from models.synthetic import SyntheticStream
-from streams.contracts import RequestEvent
-from streams.replay import replay
+from shardshape.gateway.reporter import Reporter
+from shardshape.infra.broker import EmbeddedBroker
+from shardshape.infra.settings import Settings, load_settings
+from shardshape.infra.topics import create_topics
+from shardshape.models.synthetic import SyntheticStream
+from shardshape.streams.contracts import RequestEvent
+from shardshape.streams.replay import replay
 
 
 def percentiles_us(costs: list[float]) -> str:

@@ -17,9 +17,10 @@ beyond its reserve (ties: the lowest priority, then the first listed), so the le
 least important pool lends first. A borrowed request holds the lender's slot (and counts in
 its memory) until it completes; it keeps its own pool's cache, bandwidth and accounting.
 
-The gateway (:mod:`gateway.pools`) calls :func:`choose_lender` when it admits or dispatches a
-request; the simulator (:mod:`allocator.simulate.engine`) calls :meth:`LendingPolicy.allows`
-and :meth:`LendingPolicy.reserve` to find when a lender's idle slots exceed its reserve, and
+The gateway (:mod:`shardshape.gateway.pools`) calls :func:`choose_lender` when it admits or
+dispatches a request; the simulator (:mod:`shardshape.allocator.simulate.engine`) calls
+:meth:`LendingPolicy.allows` and :meth:`LendingPolicy.reserve` to find when a lender's idle slots
+exceed its reserve, and
 :func:`choose_lender` to pick the lender then.
 
 >>> policy = LendingPolicy(reserve_fraction=0.25, to_lower=False)

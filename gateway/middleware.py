@@ -9,7 +9,7 @@ rejects the request answers 503 with ``Retry-After`` and the event is reported a
 ``rejected``. Nothing here waits on Kafka: prediction is local, ``report`` must not block.
 
 >>> from starlette.applications import Starlette
->>> from gateway.pools import ShardPools
+>>> from shardshape.gateway.pools import ShardPools
 >>> app = Starlette()
 >>> app.add_middleware(ShapingMiddleware, service="shop", pools=ShardPools())
 """
@@ -27,10 +27,10 @@ from typing import Any, Protocol
 import orjson
 from starlette.routing import Match
 
-from gateway.pools import ShardPools, ShardRejected
-from gateway.routing_table import ArrivingRequest, ShardAssignment
-from streams.contracts import MAX_ID_CHARS, RequestEvent
-from streams.metrics import CACHE_HIT_ATTRIBUTE
+from shardshape.gateway.pools import ShardPools, ShardRejected
+from shardshape.gateway.routing_table import ArrivingRequest, ShardAssignment
+from shardshape.streams.contracts import MAX_ID_CHARS, RequestEvent
+from shardshape.streams.metrics import CACHE_HIT_ATTRIBUTE
 
 log = logging.getLogger("shardshape.gateway.middleware")
 
@@ -45,7 +45,7 @@ _ROUTE_CACHE_SIZE = 4_096
 
 
 class Router(Protocol):
-    """What predicts a shard locally (:class:`gateway.routing_table.RoutingTable`)."""
+    """What predicts a shard locally (:class:`shardshape.gateway.routing_table.RoutingTable`)."""
 
     def predict(self, request: ArrivingRequest) -> ShardAssignment: ...
 

@@ -16,8 +16,8 @@ banks no credit.
 
 Optionally (``lending``) the pools are work-conserving: a shard's planned slots are its
 reservation, and a request whose pool has no free slot borrows an idle slot of another pool
-(another shard's or the default pool) by the rule of :mod:`gateway.lending`: only from a pool
-with no waiters of its own that keeps its reserve of idle slots, and from a pool of higher
+(another shard's or the default pool) by the rule of :mod:`shardshape.gateway.lending`: only from a
+pool with no waiters of its own that keeps its reserve of idle slots, and from a pool of higher
 priority only when the policy lends ``to_lower`` (it then keeps at least one slot idle).
 A borrowed request holds the lender's slot (and memory) and keeps its own pool's cache,
 bandwidth and counts. Experiment arms neither lend nor borrow (an arm is measured on its own
@@ -49,21 +49,21 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
-from allocator.arms import ArmAssigner
-from gateway.bandwidth import TokenBucket
-from gateway.cache import CacheLookup, ShardCache, request_lookup
-from gateway.lending import Lender, LendingPolicy, choose_lender
-from gateway.limits import (
+from shardshape.allocator.arms import ArmAssigner
+from shardshape.gateway.bandwidth import TokenBucket
+from shardshape.gateway.cache import CacheLookup, ShardCache, request_lookup
+from shardshape.gateway.lending import Lender, LendingPolicy, choose_lender
+from shardshape.gateway.limits import (
     PoolDefaults,
     PoolLimits,
     limits_of_arm,
     limits_of_shard,
     running_experiments,
 )
-from streams.contracts import AllocationPlan
+from shardshape.streams.contracts import AllocationPlan
 
 if TYPE_CHECKING:
-    from infra.settings import Settings
+    from shardshape.infra.settings import Settings
 
 log = logging.getLogger("shardshape.gateway.pools")
 
@@ -262,7 +262,7 @@ class _Arms:
         self.pools = pools
 
     def pick(self, key: str) -> ShardPool:
-        # The same hash as every other gateway (allocator.arms): a user stays in one arm.
+        # The same hash as every other gateway (shardshape.allocator.arms): a user stays in one arm.
         return self.pools[self.assigner.index(key or _anonymous_key())]
 
 
@@ -320,7 +320,7 @@ class ShardPools:
         for how ``io_weight`` orders waiting pools when this budget binds.
     lending
         The rule by which a busy pool borrows idle slots of others (``None``: no lending,
-        every pool takes only its own slots). See :mod:`gateway.lending`.
+        every pool takes only its own slots). See :mod:`shardshape.gateway.lending`.
     """
 
     def __init__(
@@ -544,7 +544,8 @@ class ShardPools:
         return head is not None and pool.fits(head.memory)
 
     def _lender(self, pool: ShardPool, memory: float) -> ShardPool | None:
-        """The pool whose idle slot a request of ``pool`` borrows now (:mod:`gateway.lending`)."""
+        """The pool whose idle slot a request of ``pool`` borrows now
+        (:mod:`shardshape.gateway.lending`)."""
         if self.lending is None or pool.key.arm is not None or pool.draining:
             return None
         candidates = [

@@ -10,7 +10,7 @@ Wire it around the report callable and the app::
     metrics.pools = app.state.pools
     app = with_metrics(app, metrics)  # GET /metrics answered before the shaping middleware
 
->>> from streams.contracts import RequestEvent
+>>> from shardshape.streams.contracts import RequestEvent
 >>> metrics = GatewayMetrics("shop")
 >>> metrics.observe(RequestEvent(request_id="r", ts=0, service="shop", request_type="GET /",
 ...                              latency_ms=12.0, shard_id=2))
@@ -28,13 +28,13 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from streams.contracts import RequestEvent
-from streams.prometheus import CONTENT_TYPE, LATENCY_BUCKETS_S
+from shardshape.streams.contracts import RequestEvent
+from shardshape.streams.prometheus import CONTENT_TYPE, LATENCY_BUCKETS_S
 
 if TYPE_CHECKING:
-    from gateway.pools import ShardPools
-    from gateway.reporter import Reporter
-    from gateway.routing_table import RoutingTable
+    from shardshape.gateway.pools import ShardPools
+    from shardshape.gateway.reporter import Reporter
+    from shardshape.gateway.routing_table import RoutingTable
 
 METRICS_PATH = "/metrics"
 

@@ -3,17 +3,17 @@
 The planner learns demand from completed requests, one window late; a burst waiting in a
 gateway's queues is demand it has not seen yet. :class:`QueueReports` counts the waiting
 requests of each watched service every ``interval_s`` and hands a
-:class:`~streams.contracts.QueueReport` to ``send`` while any wait, plus one report with no
-shards when they have just drained (so the planner stops counting them at once); nothing
+:class:`~shardshape.streams.contracts.QueueReport` to ``send`` while any wait, plus one report with
+no shards when they have just drained (so the planner stops counting them at once); nothing
 while idle. The reporter's background thread drives it
-(:meth:`gateway.reporter.Reporter.watch_queues`); see docs/reporter.md.
+(:meth:`shardshape.gateway.reporter.Reporter.watch_queues`); see docs/reporter.md.
 
 Reports are best effort: one that cannot go now (Kafka unreachable, the last one still
 unacknowledged, the counting function failing) is skipped, never kept for later, since a
 stale count is of no use to the planner. Only a lost drained report is sent again, at the
 next interval.
 
->>> from streams.contracts import decode
+>>> from shardshape.streams.contracts import decode
 >>> sent = []
 >>> def send(value, done):
 ...     sent.append(decode(QueueReport, value))
@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from streams.contracts import MAX_ID_CHARS, QueueReport, encode
+from shardshape.streams.contracts import MAX_ID_CHARS, QueueReport, encode
 
 log = logging.getLogger("shardshape.gateway.queue_report")
 

@@ -10,9 +10,9 @@ gateway keeps routing when Kafka is unreachable.
 Memory is bounded: at most ``max_routes`` entries are held, and the least recently seen one
 (looked up by ``predict`` or updated by the topic) is evicted first and counted; an evicted key
 is predicted by the snapshot's model until its entry comes again. With a signer, messages not
-signed with the shared key are rejected (:mod:`streams.signing`).
+signed with the shared key are rejected (:mod:`shardshape.streams.signing`).
 
->>> from streams.contracts import encode
+>>> from shardshape.streams.contracts import encode
 >>> table = RoutingTable({"bootstrap.servers": "127.0.0.1:1"}, "routing", max_routes=2)
 >>> for user in ("u1", "u2", "u3"):
 ...     entry = RoutingEntry(service="s", key=f"s|t|{user}", shard_id=1, snapshot_version=1)
@@ -30,20 +30,20 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from models.features import profile_key
-from models.predictor import ShardPredictor
-from streams.contracts import (
+from shardshape.models.features import profile_key
+from shardshape.models.predictor import ShardPredictor
+from shardshape.streams.contracts import (
     SNAPSHOT_KEY_PREFIX,
     ContractError,
     RoutingEntry,
     ShardSnapshot,
     decode,
 )
-from streams.follower import TopicFollower
-from streams.signing import Signer, signer_from
+from shardshape.streams.follower import TopicFollower
+from shardshape.streams.signing import Signer, signer_from
 
 if TYPE_CHECKING:
-    from infra.settings import Settings
+    from shardshape.infra.settings import Settings
 
 log = logging.getLogger("shardshape.gateway.routing")
 

@@ -28,7 +28,7 @@ import logging
 import os
 from pathlib import Path
 
-from infra.settings import ENV_PREFIX, SettingsError
+from shardshape.infra.settings import ENV_PREFIX, SettingsError
 
 log = logging.getLogger("shardshape.gateway.spool")
 

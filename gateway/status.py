@@ -1,7 +1,7 @@
 """What a running gateway reports about itself (JSON at :data:`STATUS_PATH`), read by
 ``shardshape doctor --gateway-url``.
 
->>> from streams.contracts import ResourceSpec
+>>> from shardshape.streams.contracts import ResourceSpec
 >>> status = GatewayStatus(
 ...     service="shop",
 ...     routing_entries=12,
@@ -23,15 +23,15 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from streams.contracts import CachePolicy, ResourceSpec
+from shardshape.streams.contracts import CachePolicy, ResourceSpec
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from allocator.client import AllocatorClient
-    from gateway.pools import PoolState, ShardPools
-    from gateway.reporter import Reporter
-    from gateway.routing_table import RoutingTable
+    from shardshape.allocator.client import AllocatorClient
+    from shardshape.gateway.pools import PoolState, ShardPools
+    from shardshape.gateway.reporter import Reporter
+    from shardshape.gateway.routing_table import RoutingTable
 
 STATUS_PATH = "/shardshape/gateway/status"
 
@@ -65,8 +65,8 @@ class ShardPoolStatus(BaseModel):
 
 
 class ReporterStatus(BaseModel):
-    """The counters of the gateway's reporter (:class:`gateway.reporter.ReporterStats`), in
-    events since start."""
+    """The counters of the gateway's reporter (:class:`shardshape.gateway.reporter.ReporterStats`),
+    in events since start."""
 
     model_config = ConfigDict(extra="ignore", frozen=True, from_attributes=True)
 
@@ -118,7 +118,7 @@ class GatewayStatus(BaseModel):
 
 
 def in_process_status(state: PoolState) -> ShardPoolStatus:
-    """The status of one in-process pool (:meth:`gateway.pools.ShardPools.states`)."""
+    """The status of one in-process pool (:meth:`shardshape.gateway.pools.ShardPools.states`)."""
     limits = state.limits
     return ShardPoolStatus(
         shard_id=state.key.shard_id,
@@ -156,7 +156,7 @@ def gateway_status(
     """The JSON body of the status endpoint for a gateway built of these parts.
 
     ``process_pools`` adds the shards of a process-mode pool
-    (:meth:`gateway.isolation.ProcessShardPool.status`); ``reporter`` adds its counters.
+    (:meth:`shardshape.gateway.isolation.ProcessShardPool.status`); ``reporter`` adds its counters.
     """
     plan_version = allocator.applied_version if allocator else 0
     if not plan_version and pools is not None:

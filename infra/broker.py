@@ -22,8 +22,8 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from infra.net import ensure_port_free
-from infra.settings import ENV_PREFIX, Settings
+from shardshape.infra.net import ensure_port_free
+from shardshape.infra.settings import ENV_PREFIX, Settings
 
 log = logging.getLogger("shardshape.broker")
 

@@ -16,12 +16,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from infra.broker import BrokerError, EmbeddedBroker, kafka_bootstrap
-from infra.logs import configure_logging
-from infra.net import PortInUseError
-from infra.settings import ENV_PREFIX, Settings, SettingsError, load_settings
-from infra.simulate_command import simulate
-from infra.topics import create_topics, describe_topics
+from shardshape.infra.broker import BrokerError, EmbeddedBroker, kafka_bootstrap
+from shardshape.infra.logs import configure_logging
+from shardshape.infra.net import PortInUseError
+from shardshape.infra.settings import ENV_PREFIX, Settings, SettingsError, load_settings
+from shardshape.infra.simulate_command import simulate
+from shardshape.infra.topics import create_topics, describe_topics
 
 console = Console(stderr=True)
 
@@ -76,8 +76,8 @@ def run(ctx: click.Context) -> None:
     Uses the embedded broker unless SHARDSHAPE_KAFKA_BOOTSTRAP names a cluster. Everything
     started here is stopped on Ctrl-C or SIGTERM; the broker log is kept in the data directory.
     """
-    from allocator.pools_config import PoolsConfigError
-    from streams.app import run_worker
+    from shardshape.allocator.pools_config import PoolsConfigError
+    from shardshape.streams.app import run_worker
 
     settings = _settings(ctx)
     try:
@@ -144,9 +144,9 @@ def demo(
     port (SHARDSHAPE_WEB_PORT), /metrics beside it. Ctrl-C stops everything, then a summary
     is printed. Logs of each part go to $SHARDSHAPE_DATA_DIR/demo/.
     """
-    from allocator.pools_config import PoolsConfigError
-    from infra.demo.examples import ExampleMissing
-    from infra.demo.run import DemoError, DemoOptions, demo_settings, run_demo
+    from shardshape.allocator.pools_config import PoolsConfigError
+    from shardshape.infra.demo.examples import ExampleMissing
+    from shardshape.infra.demo.run import DemoError, DemoOptions, demo_settings, run_demo
 
     if traces and mapping is None:
         raise click.UsageError("--trace needs --mapping (e.g. examples/traces/genai.toml)")
@@ -196,8 +196,8 @@ def worker(ctx: click.Context) -> None:
     It consumes the requests topic, validates every message and sends what is invalid to the
     DLQ topic with the reason. Start several for more throughput; they share the partitions.
     """
-    from allocator.pools_config import PoolsConfigError
-    from streams.app import run_worker
+    from shardshape.allocator.pools_config import PoolsConfigError
+    from shardshape.streams.app import run_worker
 
     try:
         run_worker(_bootstrapped(_settings(ctx), "worker"))
@@ -228,7 +228,7 @@ def shards(ctx: click.Context, workers: tuple[str, ...], window: str, as_json: b
     import urllib.error
     import urllib.request
 
-    from streams.metrics import latest_window, split_metric_key
+    from shardshape.streams.metrics import latest_window, split_metric_key
 
     urls = workers or (f"http://127.0.0.1:{_settings(ctx).web_port}",)
     views = []
@@ -314,9 +314,9 @@ def plan_show(ctx: click.Context, service: str | None, as_json: bool) -> None:
 
 def _latest_plans(ctx: click.Context, command: str, service: str | None) -> list:
     """The newest plan of each service (or of ``service``) on the plans topic, by name."""
-    from streams.contracts import AllocationPlan, ContractError, decode
-    from streams.follower import TopicFollower
-    from streams.signing import signer_from
+    from shardshape.streams.contracts import AllocationPlan, ContractError, decode
+    from shardshape.streams.follower import TopicFollower
+    from shardshape.streams.signing import signer_from
 
     settings = _bootstrapped(_settings(ctx), command)
     latest: dict[str, AllocationPlan] = {}
@@ -480,7 +480,7 @@ def topics_list(ctx: click.Context, as_json: bool) -> None:
 )
 def schema(out: Path | None) -> None:
     """Print the JSON Schemas of the wire contracts, for gateways in other languages."""
-    from streams.contracts import json_schemas
+    from shardshape.streams.contracts import json_schemas
 
     schemas = json_schemas()
     if out is None:
@@ -504,7 +504,7 @@ _MAPPING = click.option(
 
 
 def _read_events(traces: tuple[Path, ...], mapping_path: Path) -> tuple[list, object]:
-    from streams.trace import MappingError, TraceReport, load_mapping, read_trace
+    from shardshape.streams.trace import MappingError, TraceReport, load_mapping, read_trace
 
     try:
         mapping = load_mapping(mapping_path)
@@ -558,7 +558,7 @@ def replay(
     """
     from rich.progress import Progress
 
-    from streams.replay import replay as run_replay
+    from shardshape.streams.replay import replay as run_replay
 
     settings = _bootstrapped(_settings(ctx), "replay")
     events, _ = _read_events(traces, mapping)
@@ -606,7 +606,7 @@ def evaluate_profiles_command(
     Reports how much of the variance of log response time the shard predicted at arrival
     explains (eta squared), next to grouping by request type, the naive baseline.
     """
-    from models.evaluate import evaluate_profiles
+    from shardshape.models.evaluate import evaluate_profiles
 
     events, trace_mapping = _read_events(traces, mapping)
     after = _parse_time(evaluate_after, trace_mapping.tz)
@@ -632,7 +632,7 @@ def evaluate_forecast_command(
     """Prequential one-step-ahead forecasts of the request count per bin, scored with MASE
     against the seasonal-naive (one day) and last-value baselines (below 1 beats them).
     """
-    from models.forecast_eval import evaluate_forecast, parse_duration
+    from shardshape.models.forecast_eval import evaluate_forecast, parse_duration
 
     try:
         bin_s = parse_duration(bin_width)
@@ -689,9 +689,9 @@ def doctor(ctx: click.Context, gateway_url: str | None, as_json: bool) -> None:
     changes nothing else. Exits with 2 when SHARDSHAPE_ISOLATION_MODE names a mode the host
     does not allow. See docs/isolation.md.
     """
-    from gateway.isolation.detect import detect_capabilities
-    from gateway.isolation.report import capabilities_report
-    from gateway.status import StatusUnavailable, fetch_status, status_report
+    from shardshape.gateway.isolation.detect import detect_capabilities
+    from shardshape.gateway.isolation.report import capabilities_report
+    from shardshape.gateway.status import StatusUnavailable, fetch_status, status_report
 
     caps = detect_capabilities(_settings(ctx))
     try:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from infra.broker import _die_with_parent
+from shardshape.infra.broker import _die_with_parent
 
 log = logging.getLogger("shardshape.processes")
 

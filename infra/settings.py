@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.contracts import MAX_BATCH_EVENTS
+from shardshape.streams.contracts import MAX_BATCH_EVENTS
 
 ENV_PREFIX = "SHARDSHAPE_"
 
@@ -139,8 +139,8 @@ class Settings(BaseSettings):
     )
     plan_horizon_s: float = Field(120.0, gt=0, le=86_400, description="How far plans look ahead.")
 
-    # Experiments the planner proposes and decides (allocator.experiments.ExperimentPolicy),
-    # see docs/feedback.md
+    # Experiments the planner proposes and decides
+    # (shardshape.allocator.experiments.ExperimentPolicy), see docs/feedback.md
     experiments_enabled: bool = Field(
         True, description="false: the planner proposes no experiments (running ones finish)."
     )
@@ -378,7 +378,7 @@ class Settings(BaseSettings):
     @property
     def topic_windows(self) -> str:
         """The planner's one-partition input: the workers' window reports and the gateways'
-        :class:`~streams.contracts.QueueReport` messages."""
+        :class:`~shardshape.streams.contracts.QueueReport` messages."""
         return f"{self.app_id}-windows"
 
     @property
@@ -424,7 +424,7 @@ class Settings(BaseSettings):
         >>> Settings().model_copy(update={"requests_partitions": 0}).revalidated()
         Traceback (most recent call last):
         ...
-        infra.settings.SettingsError: invalid shardshape settings:
+        shardshape.infra.settings.SettingsError: invalid shardshape settings:
           SHARDSHAPE_REQUESTS_PARTITIONS=0: Input should be greater than or equal to 1
         """
         return load_settings(**self.model_dump())

@@ -165,12 +165,12 @@ def simulate(
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from allocator.pools_config import PoolsConfigError, load_pools_config
-    from allocator.simulate.report import write_report
-    from allocator.simulate.scenarios import evaluate, mixed_setup, trace_setup
-    from gateway.lending import LendingPolicy
-    from infra.cli import CommandError, _settings, console
-    from streams.trace import MappingError
+    from shardshape.allocator.pools_config import PoolsConfigError, load_pools_config
+    from shardshape.allocator.simulate.report import write_report
+    from shardshape.allocator.simulate.scenarios import evaluate, mixed_setup, trace_setup
+    from shardshape.gateway.lending import LendingPolicy
+    from shardshape.infra.cli import CommandError, _settings, console
+    from shardshape.streams.trace import MappingError
 
     settings = _settings(ctx)
     chosen = tuple(s.strip() for s in strategies.split(",") if s.strip())

@@ -3,8 +3,8 @@
 What marks a misbehaving key (a scraper, a runaway client, a bursting tenant) is how often it
 calls and how often it fails, not how slow its requests are (slow but regular users have their
 own shard). The detector scores a key's ``(log rate, error rate)`` against the mass of keys it
-has learned. Keys are scored on a cadence (see :class:`models.profiler.Profiler`), not per
-event.
+has learned. Keys are scored on a cadence (see :class:`shardshape.models.profiler.Profiler`), not
+per event.
 
 The profiler uses :meth:`KeyAnomalyDetector.check_keys`: every key checked is learned, but at
 most ``key_share`` of a window's walks come from one key, so the reference is the population

@@ -9,8 +9,8 @@ Two levels, as in CluStream:
   fitted recent sample, which is how a new behaviour gets a centre after drift. Each centre
   also carries a decayed weight and a decayed mean squared distance of its samples.
 * **macro**: every ``recluster_every`` samples the micro-clusters are cut into shards by Ward
-  agglomeration (:mod:`models.agglomerate`) and the shards' ids are matched to the previous
-  ones (:mod:`models.matching`).
+  agglomeration (:mod:`shardshape.models.agglomerate`) and the shards' ids are matched to the
+  previous ones (:mod:`shardshape.models.matching`).
 
 Why not river's other clusterers: KMeans and STREAMKMeans fix ``k``; CluStream's macro step is
 a KMeans with a fixed ``k`` too; DenStream and DBSTREAM find ``k`` but their radius parameters
@@ -35,8 +35,8 @@ from collections.abc import Sequence
 import numpy as np
 from river import base, cluster
 
-from models.features import BEHAVIOUR_NAMES
-from models.shards import MicroSummary, Shards, shards_from_micro
+from shardshape.models.features import BEHAVIOUR_NAMES
+from shardshape.models.shards import MicroSummary, Shards, shards_from_micro
 
 _FAR = 1e9  # coordinate of a centre not seeded yet: never the nearest
 
@@ -135,7 +135,7 @@ class BehaviourClusterer(base.Clusterer):
         return self.shards.nearest(rows, self.scale_vector)
 
     def summary(self) -> MicroSummary:
-        """The micro-clusters in raw units, for :func:`models.merge.merge_summaries`."""
+        """The micro-clusters in raw units, for :func:`shardshape.models.merge.merge_summaries`."""
         live = np.flatnonzero(self._weights > 0)
         centers = np.array([self._center(i) for i in live]).reshape(len(live), -1)
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -1,7 +1,7 @@
 """Prequential evaluation: predict each event's shard at arrival, then learn from it.
 
-Events are replayed in time order through a :class:`~models.profiler.Profiler` one at a time
-(a batch of one), so each prediction uses only arrival features and the key history of
+Events are replayed in time order through a :class:`~shardshape.models.profiler.Profiler` one at a
+time (a batch of one), so each prediction uses only arrival features and the key history of
 earlier events, as a gateway would. Scores cover the events with ``ts >= evaluate_after_ts``.
 
 * ``eta2_*``: share of the variance of ``log(latency)`` explained by a grouping
@@ -25,9 +25,9 @@ from collections.abc import Hashable, Iterable, Sequence
 
 import numpy as np
 
-from models.profiler import Profiler, ProfilerConfig
-from models.synthetic import SyntheticStream
-from streams.contracts import RequestEvent
+from shardshape.models.profiler import Profiler, ProfilerConfig
+from shardshape.models.synthetic import SyntheticStream
+from shardshape.streams.contracts import RequestEvent
 
 
 def adjusted_rand_index(labels_true: Sequence[Hashable], labels_pred: Sequence[Hashable]) -> float:

@@ -4,8 +4,8 @@ Two vectors describe a request:
 
 * the **arrival vector** (what a gateway knows before running it): a bias, the log payload
   size, the key's history (its routed shard's centroid times the key's weight, a function of
-  its confidence in that shard, see :mod:`models.predictor`; zeros for an unseen key) and the
-  request type, numeric and categorical attributes hashed into ``n_buckets`` slots;
+  its confidence in that shard, see :mod:`shardshape.models.predictor`; zeros for an unseen key)
+  and the request type, numeric and categorical attributes hashed into ``n_buckets`` slots;
 * the **behaviour vector** (what the completed request did): log latency, error flag, log
   payload and log response size. Shards are clusters of behaviour vectors.
 

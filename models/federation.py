@@ -1,15 +1,15 @@
 """Several workers, one model: summaries out of each worker, one global snapshot back in.
 
-Each worker's :class:`~models.profiler.Profiler` learns on its own partitions. Its
+Each worker's :class:`~shardshape.models.profiler.Profiler` learns on its own partitions. Its
 :func:`worker_summary` holds what merges exactly or nearly so: the clusterer's micro-clusters
-(cut again as one set, :func:`~models.merge.merge_summaries`), the behaviour regression's
+(cut again as one set, :func:`~shardshape.models.merge.merge_summaries`), the behaviour regression's
 decayed sufficient statistics (which add up), and the shard describer's decayed counts.
-:class:`GlobalModel` merges them into a :class:`~streams.contracts.ShardSnapshot` whose shard
-ids stay matched to the previous snapshot's and whose version only grows; every worker adopts
+:class:`GlobalModel` merges them into a :class:`~shardshape.streams.contracts.ShardSnapshot` whose
+shard ids stay matched to the previous snapshot's and whose version only grows; every worker adopts
 it with :func:`adopt_snapshot`, so workers and gateways predict with the same version.
 
->>> from models.synthetic import SyntheticStream
->>> from models.profiler import Profiler, ProfilerConfig
+>>> from shardshape.models.synthetic import SyntheticStream
+>>> from shardshape.models.profiler import Profiler, ProfilerConfig
 >>> events = list(SyntheticStream(seed=2).events(4_000))
 >>> workers = [Profiler("shop", ProfilerConfig(federated=True)) for _ in range(2)]
 >>> for i in range(0, 4_000, 500):
@@ -30,12 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from models.describe import ShardDescriber
-from models.merge import merge_summaries
-from models.predictor import ShardPredictor
-from models.profiler import Profiler, ProfilerConfig
-from models.shards import MicroSummary, Shards
-from streams.contracts import ShardSnapshot
+from shardshape.models.describe import ShardDescriber
+from shardshape.models.merge import merge_summaries
+from shardshape.models.predictor import ShardPredictor
+from shardshape.models.profiler import Profiler, ProfilerConfig
+from shardshape.models.shards import MicroSummary, Shards
+from shardshape.streams.contracts import ShardSnapshot
 
 
 def worker_summary(profiler: Profiler) -> dict[str, Any]:

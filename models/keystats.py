@@ -3,8 +3,8 @@
 A key's record is a row of :attr:`KeyTable.data` (indices below); :meth:`KeyTable.get` and
 :attr:`KeyTable.records` hand it out as a short list of plain Python numbers (ints, floats
 and a bool, as checkpoints store it) and take such lists back. The profiler updates the rows
-of a whole batch at once (:mod:`models.profiler`); :meth:`KeyTable.update` folds one event in.
-Means are exponentially weighted with ``alpha = max(1 / n, min_alpha)``: an exact running
+of a whole batch at once (:mod:`shardshape.models.profiler`); :meth:`KeyTable.update` folds one
+event in. Means are exponentially weighted with ``alpha = max(1 / n, min_alpha)``: an exact running
 mean for a young key, a fading one afterwards, so a key's old behaviour fades.
 
 >>> table = KeyTable(min_alpha=0.1)

@@ -1,8 +1,8 @@
 """Merge per-worker clusterer summaries into one global set of shards with stable ids.
 
 Each worker learns on its own partitions; the leader concatenates their micro-clusters and cuts
-them exactly as a single worker would (:func:`models.shards.shards_from_micro`), matching ids
-to the previous global shards.
+them exactly as a single worker would (:func:`shardshape.models.shards.shards_from_micro`),
+matching ids to the previous global shards.
 
 >>> import numpy as np
 >>> a = MicroSummary(np.array([[1.0], [6.0]]), np.array([4.0, 1.0]), np.zeros(2))
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from models.shards import MicroSummary, Shards, shards_from_micro
+from shardshape.models.shards import MicroSummary, Shards, shards_from_micro
 
 
 def merge_summaries(

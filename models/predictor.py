@@ -7,8 +7,8 @@ disagree). For each request, in order:
 2. a key whose route is confident (``confidence >= lookup_confidence``) goes to its routed
    shard: a dictionary lookup;
 3. otherwise the linear model predicts the request's behaviour from its arrival vector (see
-   :mod:`models.features`; a known key contributes its routed shard's centroid times its key
-   weight ``clip(confidence, 0, 1) ** key_power``) and the request goes to the nearest shard
+   :mod:`shardshape.models.features`; a known key contributes its routed shard's centroid times its
+   key weight ``clip(confidence, 0, 1) ** key_power``) and the request goes to the nearest shard
    centroid.
 
 Why the square (``key_power = 2``): a key that splits its requests between shards (a user's
@@ -25,7 +25,7 @@ The snapshot's ``model`` map holds ``format``, ``hash`` (``crc32``), ``n_buckets
 ``linear-nearest-centroid/1`` snapshots (no bins, key weight = confidence) still load.
 
 >>> import numpy as np
->>> from models.features import FeatureSpace
+>>> from shardshape.models.features import FeatureSpace
 >>> space = FeatureSpace(n_buckets=4)
 >>> coef = np.zeros((space.n_features, 4))
 >>> coef[0, 0] = 3.0                             # bias: log latency 3 ...
@@ -49,8 +49,8 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from models.features import BEHAVIOUR_NAMES, N_BEHAVIOUR, ArrivalLike, FeatureSpace
-from streams.contracts import ShardProfile, ShardSnapshot
+from shardshape.models.features import BEHAVIOUR_NAMES, N_BEHAVIOUR, ArrivalLike, FeatureSpace
+from shardshape.streams.contracts import ShardProfile, ShardSnapshot
 
 MODEL_FORMAT = "linear-nearest-centroid/2"
 # Formats a gateway reads, with the feature settings a snapshot of that format implies.

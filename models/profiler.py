@@ -2,10 +2,11 @@
 
 Per batch of events (the Faust agent calls :meth:`Profiler.process_batch` per decoded batch):
 
-1. **predict at arrival**, vectorised, with the current :class:`~models.predictor.ShardPredictor`
-   and each key's route as it stood before the batch, exactly as a gateway would;
+1. **predict at arrival**, vectorised, with the current
+   :class:`~shardshape.models.predictor.ShardPredictor` and each key's route as it stood
+   before the batch, exactly as a gateway would;
 2. **per event, O(1)**: fold the completed event into its key's running statistics
-   (:mod:`models.keystats`) and the key's confidence in its shard;
+   (:mod:`shardshape.models.keystats`) and the key's confidence in its shard;
 3. **per key, on a cadence**: re-decide the key's shard with hysteresis every
    ``decide_every`` of its events, check it for anomalies every ``anomaly_every``;
 4. **per batch**: add the batch to the behaviour regressor's sufficient statistics (one matrix
@@ -13,9 +14,9 @@ Per batch of events (the Faust agent calls :meth:`Profiler.process_batch` per de
    ``max_samples_per_batch`` per batch (river's ``learn_one`` costs ~100 us).
 
 Changed key routes accumulate for :meth:`Profiler.routing_changes`; :meth:`Profiler.snapshot`
-returns the current model as a :class:`~streams.contracts.ShardSnapshot`.
+returns the current model as a :class:`~shardshape.streams.contracts.ShardSnapshot`.
 
->>> from models.synthetic import SyntheticStream
+>>> from shardshape.models.synthetic import SyntheticStream
 >>> profiler = Profiler("shop", ProfilerConfig(max_shards=8))
 >>> events = list(SyntheticStream(seed=1).events(3_000))
 >>> assignments = [a for i in range(0, 3_000, 500) for a in profiler.process_batch(events[i:i+500])]
@@ -31,12 +32,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from models.anomaly import KeyAnomalyDetector
-from models.blas import blas_threads
-from models.clustering import BehaviourClusterer
-from models.describe import ShardDescriber
-from models.features import N_BEHAVIOUR, N_FIXED, FeatureSpace
-from models.keystats import (
+from shardshape.models.anomaly import KeyAnomalyDetector
+from shardshape.models.blas import blas_threads
+from shardshape.models.clustering import BehaviourClusterer
+from shardshape.models.describe import ShardDescriber
+from shardshape.models.features import N_BEHAVIOUR, N_FIXED, FeatureSpace
+from shardshape.models.keystats import (
     ANOMALY_STREAK,
     BEHAVIOUR_SLICE,
     CALM_STREAK,
@@ -53,12 +54,12 @@ from models.keystats import (
     N,
     new_record,
 )
-from models.predictor import Route, ShardPredictor
-from models.regression import BehaviourRegressor
-from models.routing import KeyRouter
-from models.shards import Shards
-from streams.columns import EventColumns, columns_of, zeros_for_none
-from streams.contracts import RequestEvent, RoutingEntry, ShardProfile, ShardSnapshot
+from shardshape.models.predictor import Route, ShardPredictor
+from shardshape.models.regression import BehaviourRegressor
+from shardshape.models.routing import KeyRouter
+from shardshape.models.shards import Shards
+from shardshape.streams.columns import EventColumns, columns_of, zeros_for_none
+from shardshape.streams.contracts import RequestEvent, RoutingEntry, ShardProfile, ShardSnapshot
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,8 @@ class ProfilerConfig:
     min_gain: float = 0.005
     regression_halflife: float = 1_500
     key_min_alpha: float = 0.05
-    # Most keys held (``max_keys``); the least recently seen are evicted (models.keystats).
+    # Most keys held (``max_keys``); the least recently seen are evicted
+    # (shardshape.models.keystats).
     max_keys: int = 1_000_000
     decide_every: int = 4
     margin: float = 0.25
@@ -599,8 +601,8 @@ class Profiler:
     def adopt_global(self, shards: Shards, predictor: ShardPredictor | None, version: int) -> None:
         """Route by merged ``shards`` and predict with ``predictor`` (built here when None).
 
-        See :mod:`models.federation`; with ``federated=True`` only this changes the model that
-        predicts, so every worker predicts with the same global version.
+        See :mod:`shardshape.models.federation`; with ``federated=True`` only this changes the
+        model that predicts, so every worker predicts with the same global version.
         """
         self._global_shards = shards
         self.version = version

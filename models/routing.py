@@ -7,8 +7,8 @@ Quarantine works the same way: ``quarantine_after`` anomalous checks in a row pu
 quarantine, ``release_after`` normal checks in a row take it out.
 
 >>> import numpy as np
->>> from models.keystats import KeyTable, SHARD
->>> from models.shards import Shards
+>>> from shardshape.models.keystats import KeyTable, SHARD
+>>> from shardshape.models.shards import Shards
 >>> shards = Shards([4, 9], np.array([[2.0, 0, 0, 0], [6.0, 0, 0, 0]]), np.ones(2), np.ones(2))
 >>> router = KeyRouter(margin=0.5, patience=2)
 >>> rec = KeyTable().update("k", 0.0, [2.2, 0.0, 0.0, 0.0])
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.keystats import (
+from shardshape.models.keystats import (
     ANOMALY_STREAK,
     BEHAVIOUR_SLICE,
     CALM_STREAK,
@@ -36,7 +36,7 @@ from models.keystats import (
     SHARD,
     STREAK,
 )
-from models.shards import Shards
+from shardshape.models.shards import Shards
 
 
 class KeyRouter:

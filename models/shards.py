@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.agglomerate import ward_cut
-from models.matching import match_ids
+from shardshape.models.agglomerate import ward_cut
+from shardshape.models.matching import match_ids
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The Faust application: topics, agents and the worker entry point.
 
-Agents stay short; what they do lives in plain functions (``streams.validation``).
-Values on every topic are raw bytes decoded by ``streams.contracts``: nothing is unpickled.
+Agents stay short; what they do lives in plain functions (``shardshape.streams.validation``).
+Values on every topic are raw bytes decoded by ``shardshape.streams.contracts``: nothing is
+unpickled.
 """
 
 from __future__ import annotations
@@ -19,40 +20,45 @@ import faust
 import orjson
 from faust.types.auth import CredentialsT
 
-from allocator.pools_config import load_pools_config
-from infra.logs import use_log_format
-from infra.net import ensure_port_free
-from infra.settings import Settings
-from models.blas import limit_blas_threads
-from models.profiler import ProfilerConfig
-from streams.columns import concat_columns
-from streams.contracts import (
+from shardshape.allocator.pools_config import load_pools_config
+from shardshape.infra.logs import use_log_format
+from shardshape.infra.net import ensure_port_free
+from shardshape.infra.settings import Settings
+from shardshape.models.blas import limit_blas_threads
+from shardshape.models.profiler import ProfilerConfig
+from shardshape.streams.columns import concat_columns
+from shardshape.streams.contracts import (
     MAX_ID_CHARS,
     MAX_MESSAGE_BYTES,
     QUEUE_REPORT_KEY,
     encode,
     snapshot_key,
 )
-from streams.dashboard.views import add_web_views
-from streams.fetch_wait import set_fetch_max_wait
-from streams.follower import TopicFollower
-from streams.gaps import GapReader, SkippedOffsets, start_offset
-from streams.highwater import correct_faust_highwaters
-from streams.intake import Received, merge_groups, take_queued
-from streams.metrics import WindowRecorder, aggregate, partition_of
-from streams.partitioning import partition_for
-from streams.planning import (
+from shardshape.streams.dashboard.views import add_web_views
+from shardshape.streams.fetch_wait import set_fetch_max_wait
+from shardshape.streams.follower import TopicFollower
+from shardshape.streams.gaps import GapReader, SkippedOffsets, start_offset
+from shardshape.streams.highwater import correct_faust_highwaters
+from shardshape.streams.intake import Received, merge_groups, take_queued
+from shardshape.streams.metrics import WindowRecorder, aggregate, partition_of
+from shardshape.streams.partitioning import partition_for
+from shardshape.streams.planning import (
     PlanningLoop,
     ReplicaTracker,
     WindowReporter,
     experiment_policy,
     plan_listener,
 )
-from streams.profiling import KeyCheckpoints, ProfilingWorker, SnapshotMerger, snapshot_listener
-from streams.publisher import RoutingPublisher, flush_before_commits
-from streams.rebalance import forget_moved_partitions, kept_partitions
-from streams.signing import Signer, signer_from
-from streams.validation import MessageOrigin, validate_message
+from shardshape.streams.profiling import (
+    KeyCheckpoints,
+    ProfilingWorker,
+    SnapshotMerger,
+    snapshot_listener,
+)
+from shardshape.streams.publisher import RoutingPublisher, flush_before_commits
+from shardshape.streams.rebalance import forget_moved_partitions, kept_partitions
+from shardshape.streams.signing import Signer, signer_from
+from shardshape.streams.validation import MessageOrigin, validate_message
 
 log = logging.getLogger("shardshape.worker")
 

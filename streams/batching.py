@@ -17,9 +17,9 @@ Events are grouped by the partition of their profile key (:func:`partition_for`)
 
 from __future__ import annotations
 
-from models.features import profile_key
-from streams.contracts import RequestEvent
-from streams.partitioning import partition_for
+from shardshape.models.features import profile_key
+from shardshape.streams.contracts import RequestEvent
+from shardshape.streams.partitioning import partition_for
 
 Batch = tuple[int, list[RequestEvent]]
 

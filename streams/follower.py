@@ -3,8 +3,8 @@
 Gateways follow the routing topic this way to build their routing table; workers follow it to
 adopt the global shard snapshot. Each message goes to ``on_message(key, value)``; the follower
 never commits offsets, so every start replays the topic's current (compacted) state. With a
-:class:`~streams.signing.Signer`, only messages signed with its key are passed on; the others
-go to ``on_rejected(key, reason)`` (by default a logged warning) and are counted.
+:class:`~shardshape.streams.signing.Signer`, only messages signed with its key are passed on; the
+others go to ``on_rejected(key, reason)`` (by default a logged warning) and are counted.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from streams.signing import Signer
+from shardshape.streams.signing import Signer
 
 log = logging.getLogger("shardshape.follower")
 

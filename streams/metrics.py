@@ -4,7 +4,7 @@ Plain objects, no Faust: the profile agent aggregates each batch into :class:`Sh
 per key and merges them into the windowed tables; views and the CLI merge the stats of all
 partitions and workers (latency sketches are mergeable) and summarise them.
 
->>> from streams.contracts import RequestEvent
+>>> from shardshape.streams.contracts import RequestEvent
 >>> events = [RequestEvent(request_id=str(i), ts=0, service="api", request_type="GET",
 ...                        latency_ms=10.0 * (i + 1), status="error" if i == 9 else "ok")
 ...           for i in range(10)]
@@ -24,10 +24,10 @@ from itertools import repeat
 import numpy as np
 import orjson
 
-from streams.cadence import PartitionClock
-from streams.columns import EventColumns, columns_of, zeros_for_none
-from streams.contracts import RequestEvent
-from streams.sketch import LatencySketch
+from shardshape.streams.cadence import PartitionClock
+from shardshape.streams.columns import EventColumns, columns_of, zeros_for_none
+from shardshape.streams.contracts import RequestEvent
+from shardshape.streams.sketch import LatencySketch
 
 BUSY_ATTRIBUTE = "busy_ms"  # services that measure busy time report it as this attribute
 CACHE_HIT_ATTRIBUTE = "cache_hit"  # a bool: did the request's shard cache answer it
@@ -251,8 +251,8 @@ class WindowRecorder:
     slot's stored offset.
 
     Totals are kept in memory and written per partition at most every ``write_every_s``, and
-    when the partition's window rolls over (see :mod:`streams.cadence`); :meth:`unwritten`
-    shows what is not written yet, so views are never behind.
+    when the partition's window rolls over (see :mod:`shardshape.streams.cadence`);
+    :meth:`unwritten` shows what is not written yet, so views are never behind.
 
     >>> table = {}
     >>> recorder = WindowRecorder(lambda s, w: table.get((s, w)),

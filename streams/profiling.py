@@ -1,6 +1,6 @@
 """The profile agent's logic on one worker, without Faust: plain objects the agents call.
 
-- :class:`ProfilingWorker` runs one :class:`~models.profiler.Profiler` per service on the
+- :class:`ProfilingWorker` runs one :class:`~shardshape.models.profiler.Profiler` per service on the
   events of this worker's partitions, emits routing changes, and adopts the global snapshot.
 - :class:`SnapshotMerger` runs on whichever worker owns the (single-partition) summaries
   topic: it keeps the latest summary of each worker and merges them into one global
@@ -20,11 +20,11 @@ from typing import Protocol
 
 import orjson
 
-from models.federation import GlobalModel, adopt_snapshot, worker_summary
-from models.profiler import Profiler, ProfilerConfig, Recover
-from streams.cadence import PartitionClock
-from streams.columns import EventColumns, columns_of
-from streams.contracts import (
+from shardshape.models.federation import GlobalModel, adopt_snapshot, worker_summary
+from shardshape.models.profiler import Profiler, ProfilerConfig, Recover
+from shardshape.streams.cadence import PartitionClock
+from shardshape.streams.columns import EventColumns, columns_of
+from shardshape.streams.contracts import (
     SNAPSHOT_KEY_PREFIX,
     ContractError,
     RequestEvent,
@@ -32,11 +32,12 @@ from streams.contracts import (
     ShardSnapshot,
     decode,
 )
-from streams.follower import OnMessage
+from shardshape.streams.follower import OnMessage
 
 
 class SnapshotNoter(Protocol):
-    """What takes the snapshots a worker follows (:class:`streams.planning.PlanningLoop`)."""
+    """What takes the snapshots a worker follows
+    (:class:`shardshape.streams.planning.PlanningLoop`)."""
 
     def note_snapshot(self, snapshot: ShardSnapshot) -> None: ...
 

@@ -1,5 +1,6 @@
-"""Prometheus metrics of a worker, read from its :class:`~streams.dashboard.state.DashboardState`
-at scrape time (the standard client's custom-collector pattern: nothing is counted twice).
+"""Prometheus metrics of a worker, read from its
+:class:`~shardshape.streams.dashboard.state.DashboardState` at scrape time (the standard client's
+custom-collector pattern: nothing is counted twice).
 
 Per (service, shard, arm) series, over this worker's partitions: requests and errors since the
 worker started (counters), a latency histogram in seconds built from the mergeable latency
@@ -8,7 +9,7 @@ blocks and SLO of the plan in force. Per pool: blocks allocated and held. The pi
 messages, events and dead letters (counters), events/s, consumer lag per partition; and the
 snapshot and plan versions, shard and quarantined-key counts, experiments by status.
 
->>> from streams.dashboard.state import DashboardState
+>>> from shardshape.streams.dashboard.state import DashboardState
 >>> text = exposition(worker_registry(DashboardState())).decode()
 >>> "# TYPE shardshape_pipeline_events_total counter" in text
 True
@@ -29,8 +30,8 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from streams.dashboard.state import DashboardState
-from streams.metrics import ShardStats, split_metric_key
+from shardshape.streams.dashboard.state import DashboardState
+from shardshape.streams.metrics import ShardStats, split_metric_key
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Latency histogram bounds in seconds: a 5 ms read to a five-minute generation job.

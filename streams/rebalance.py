@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, MutableMapping
 
-from streams.metrics import WindowRecorder, partition_of
-from streams.partitioning import partition_for
-from streams.profiling import KeyCheckpoints, ProfilingWorker
+from shardshape.streams.metrics import WindowRecorder, partition_of
+from shardshape.streams.partitioning import partition_for
+from shardshape.streams.profiling import KeyCheckpoints, ProfilingWorker
 
 
 def drop_keys(data: MutableMapping, gone: Callable[[Hashable], bool]) -> int:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import Producer
 
-from streams.batching import PartitionBatcher
-from streams.contracts import RequestBatch, RequestEvent, encode
+from shardshape.streams.batching import PartitionBatcher
+from shardshape.streams.contracts import RequestBatch, RequestEvent, encode
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 With ``SHARDSHAPE_SIGNING_KEY`` set, workers put an HMAC-SHA256 of each message's key and value
 in a Kafka header (:data:`SIGNATURE_HEADER`), and every reader of the routing and plans topics
-(:class:`~streams.follower.TopicFollower` with a signer) drops messages whose signature is
-missing or wrong, so a party that can write to those topics but does not hold the key cannot
+(:class:`~shardshape.streams.follower.TopicFollower` with a signer) drops messages whose signature
+is missing or wrong, so a party that can write to those topics but does not hold the key cannot
 steer gateways. The value stays the plain contract JSON: readers without a key still read it.
 
 >>> signer = Signer("k" * 32)
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 from pydantic import SecretStr
 
-from infra.settings import Settings
+from shardshape.infra.settings import Settings
 
 SIGNATURE_HEADER = "shardshape-signature"
 _DOMAIN = b"shardshape-signature-v1\0"  # never the same bytes as another use of the key

@@ -8,8 +8,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from streams.columns import EventColumns, columns_of, decode_columns
-from streams.contracts import (
+from shardshape.streams.columns import EventColumns, columns_of, decode_columns
+from shardshape.streams.contracts import (
     ContractError,
     DeadLetter,
     dead_letter,
@@ -46,8 +46,8 @@ def validate_message(
 
     A batch with some bad events keeps its good ones: only the bad events go to the DLQ, each
     with its own reason. A message that cannot be read at all goes to the DLQ whole. Plain
-    valid batches take the fast path (:func:`streams.columns.decode_columns`); anything else
-    goes through the schema, which gives the reasons. An empty message or a null value (a
+    valid batches take the fast path (:func:`shardshape.streams.columns.decode_columns`); anything
+    else goes through the schema, which gives the reasons. An empty message or a null value (a
     tombstone) is a dead letter too.
 
     >>> validate_message(None, MessageOrigin("requests")).dead_letters[0].reason

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.broker import EmbeddedBroker
-from infra.settings import Settings
+from shardshape.infra.broker import EmbeddedBroker
+from shardshape.infra.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from gateway.routing_table import RoutingTable
-from infra.memory import process_memory
-from infra.net import ensure_port_free
-from infra.settings import Settings
-from infra.topics import create_topics
-from models.synthetic import distinct_users
-from streams.contracts import RoutingEntry, encode
-from streams.replay import replay
+from shardshape.gateway.routing_table import RoutingTable
+from shardshape.infra.memory import process_memory
+from shardshape.infra.net import ensure_port_free
+from shardshape.infra.settings import Settings
+from shardshape.infra.topics import create_topics
+from shardshape.models.synthetic import distinct_users
+from shardshape.streams.contracts import RoutingEntry, encode
+from shardshape.streams.replay import replay
 from tests.conftest import running, settings_env, shardshape_command, wait_for_line
 
 CAP = 20_000

@@ -12,8 +12,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from infra.cli import cli
-from streams.contracts import CONTRACTS
+from shardshape.infra.cli import cli
+from shardshape.streams.contracts import CONTRACTS
 from tests.conftest import pid_alive, running, shardshape_command, wait_for_line
 
 

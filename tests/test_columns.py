@@ -8,10 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from models.synthetic import SyntheticStream
-from streams.columns import columns_of, decode_columns
-from streams.contracts import RequestBatch, encode
-from streams.validation import MessageOrigin, validate_message
+from shardshape.models.synthetic import SyntheticStream
+from shardshape.streams.columns import columns_of, decode_columns
+from shardshape.streams.contracts import RequestBatch, encode
+from shardshape.streams.validation import MessageOrigin, validate_message
 
 VALID_EVENT = {
     "v": 1,

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from infra.settings import Settings
-from infra.topics import create_topics
-from models.synthetic import SyntheticStream
-from streams.contracts import AllocationPlan, decode
-from streams.follower import TopicFollower
-from streams.metrics import ShardStats, partition_of, stored_offset
-from streams.replay import replay
+from shardshape.infra.settings import Settings
+from shardshape.infra.topics import create_topics
+from shardshape.models.synthetic import SyntheticStream
+from shardshape.streams.contracts import AllocationPlan, decode
+from shardshape.streams.follower import TopicFollower
+from shardshape.streams.metrics import ShardStats, partition_of, stored_offset
+from shardshape.streams.replay import replay
 from tests.conftest import REPO_ROOT, pid_alive
 from tests.worker_support import (
     Worker,

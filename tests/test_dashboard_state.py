@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from allocator.pools_config import load_pools_config
-from streams.contracts import (
+from shardshape.allocator.pools_config import load_pools_config
+from shardshape.streams.contracts import (
     AllocationPlan,
     Arm,
     Experiment,
@@ -19,17 +19,17 @@ from streams.contracts import (
     encode,
     snapshot_key,
 )
-from streams.dashboard.state import DashboardState
-from streams.metrics import aggregate
-from streams.prometheus import exposition, worker_registry
+from shardshape.streams.dashboard.state import DashboardState
+from shardshape.streams.metrics import aggregate
+from shardshape.streams.prometheus import exposition, worker_registry
 from tests.conftest import REPO_ROOT
 
 READ_KEY = "shop|GET /items/{item_id}|scraper-bot"
 
 
 def window(start: float, latencies: dict[int, list[float]], arm: str | None = None) -> dict:
-    """A 10 s window as ``streams.app.window_slots`` gives it: per-partition slots of stats
-    aggregated from request events (shard -> their latencies)."""
+    """A 10 s window as ``shardshape.streams.app.window_slots`` gives it: per-partition slots of
+    stats aggregated from request events (shard -> their latencies)."""
     events, shards = [], []
     for shard, values in latencies.items():
         for i, latency in enumerate(values):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.demo.run import free_port
+from shardshape.infra.demo.run import free_port
 from tests.conftest import (
     REPO_ROOT,
     descendant_pids,

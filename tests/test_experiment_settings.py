@@ -7,10 +7,10 @@ import subprocess
 
 import pytest
 
-from allocator.experiments import ExperimentPolicy
-from allocator.sequential import TestDesign
-from infra.settings import SettingsError, load_settings
-from streams.planning import experiment_policy
+from shardshape.allocator.experiments import ExperimentPolicy
+from shardshape.allocator.sequential import TestDesign
+from shardshape.infra.settings import SettingsError, load_settings
+from shardshape.streams.planning import experiment_policy
 from tests.conftest import settings_env, shardshape_command
 
 

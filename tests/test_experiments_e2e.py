@@ -25,13 +25,19 @@ import httpx
 import numpy as np
 import pytest
 
-from allocator.arms import ArmAssigner
-from gateway.status import STATUS_PATH, GatewayStatus
-from infra.settings import Settings
-from infra.topics import create_topics
-from streams.contracts import AllocationPlan, Experiment, RequestEvent, decode, decode_requests
-from streams.follower import TopicFollower
-from streams.metrics import CACHE_HIT_ATTRIBUTE
+from shardshape.allocator.arms import ArmAssigner
+from shardshape.gateway.status import STATUS_PATH, GatewayStatus
+from shardshape.infra.settings import Settings
+from shardshape.infra.topics import create_topics
+from shardshape.streams.contracts import (
+    AllocationPlan,
+    Experiment,
+    RequestEvent,
+    decode,
+    decode_requests,
+)
+from shardshape.streams.follower import TopicFollower
+from shardshape.streams.metrics import CACHE_HIT_ATTRIBUTE
 from tests.conftest import settings_env
 from tests.gateway.serving import example_server
 from tests.worker_support import requests_on_topic, worker

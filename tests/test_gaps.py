@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from infra.settings import Settings
-from infra.topics import create_topics
-from models.features import profile_key
-from models.synthetic import SyntheticStream
-from streams.contracts import encode
-from streams.gaps import GapReader, SkippedOffsets
-from streams.partitioning import partition_for
+from shardshape.infra.settings import Settings
+from shardshape.infra.topics import create_topics
+from shardshape.models.features import profile_key
+from shardshape.models.synthetic import SyntheticStream
+from shardshape.streams.contracts import encode
+from shardshape.streams.gaps import GapReader, SkippedOffsets
+from shardshape.streams.partitioning import partition_for
 from tests.worker_support import counted_by, wait_until, worker
 
 

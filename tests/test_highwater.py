@@ -6,8 +6,8 @@ from __future__ import annotations
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from infra.settings import Settings
-from streams.highwater import end_offsets, true_end_offsets
+from shardshape.infra.settings import Settings
+from shardshape.streams.highwater import end_offsets, true_end_offsets
 
 
 def _batched_topic(settings: Settings, name: str, records: int) -> None:

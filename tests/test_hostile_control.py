@@ -10,13 +10,13 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from allocator.client import AllocatorClient
-from gateway.routing_table import RoutingTable
-from infra.settings import Settings
-from infra.topics import create_topics
-from models.profiler import Profiler, ProfilerConfig
-from models.synthetic import SyntheticStream
-from streams.contracts import (
+from shardshape.allocator.client import AllocatorClient
+from shardshape.gateway.routing_table import RoutingTable
+from shardshape.infra.settings import Settings
+from shardshape.infra.topics import create_topics
+from shardshape.models.profiler import Profiler, ProfilerConfig
+from shardshape.models.synthetic import SyntheticStream
+from shardshape.streams.contracts import (
     AllocationPlan,
     RoutingEntry,
     ShardSnapshot,
@@ -24,7 +24,7 @@ from streams.contracts import (
     encode,
     snapshot_key,
 )
-from streams.signing import SIGNATURE_HEADER, Signer
+from shardshape.streams.signing import SIGNATURE_HEADER, Signer
 
 KEY = "k" * 40
 Message = tuple[bytes, bytes | None, list[tuple[str, bytes]] | None]

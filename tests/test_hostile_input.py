@@ -24,13 +24,13 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from infra.net import ensure_port_free
-from infra.settings import Settings
-from infra.topics import create_topics
-from models.features import profile_key
-from models.synthetic import SyntheticStream
-from streams.batching import PartitionBatcher
-from streams.contracts import (
+from shardshape.infra.net import ensure_port_free
+from shardshape.infra.settings import Settings
+from shardshape.infra.topics import create_topics
+from shardshape.models.features import profile_key
+from shardshape.models.synthetic import SyntheticStream
+from shardshape.streams.batching import PartitionBatcher
+from shardshape.streams.contracts import (
     MAX_ATTRIBUTES,
     MAX_BATCH_EVENTS,
     DeadLetter,
@@ -38,8 +38,8 @@ from streams.contracts import (
     decode,
     encode,
 )
-from streams.follower import TopicFollower
-from streams.metrics import ShardStats, partition_of, series_of, split_metric_key
+from shardshape.streams.follower import TopicFollower
+from shardshape.streams.metrics import ShardStats, partition_of, series_of, split_metric_key
 from tests.conftest import running, settings_env, shardshape_command, wait_for_line
 
 HOSTILE = 10_000

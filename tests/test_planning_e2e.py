@@ -8,12 +8,12 @@ import threading
 import time
 from pathlib import Path
 
-from allocator.pools_config import load_pools_config
-from gateway.reporter import Reporter
-from infra.settings import Settings
-from infra.topics import create_topics
-from models.synthetic import SyntheticStream
-from streams.replay import replay
+from shardshape.allocator.pools_config import load_pools_config
+from shardshape.gateway.reporter import Reporter
+from shardshape.infra.settings import Settings
+from shardshape.infra.topics import create_topics
+from shardshape.models.synthetic import SyntheticStream
+from shardshape.streams.replay import replay
 from tests.conftest import REPO_ROOT, running, settings_env, shardshape_command, wait_for_line
 
 POOLS = REPO_ROOT / "examples" / "pools.toml"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from allocator.pools_config import load_pools_config, parse_pools_config
-from streams.contracts import (
+from shardshape.allocator.pools_config import load_pools_config, parse_pools_config
+from shardshape.streams.contracts import (
     AllocationPlan,
     QueueReport,
     RequestEvent,
@@ -15,8 +15,8 @@ from streams.contracts import (
     ShardSnapshot,
     encode,
 )
-from streams.metrics import ShardStats
-from streams.planning import QUEUE_REPORT_TTL_S, PlanningLoop
+from shardshape.streams.metrics import ShardStats
+from shardshape.streams.planning import QUEUE_REPORT_TTL_S, PlanningLoop
 from tests.conftest import REPO_ROOT
 
 WINDOW_S = 10.0

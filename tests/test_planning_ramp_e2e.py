@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from allocator.pools_config import load_pools_config
-from infra.settings import Settings
-from infra.topics import create_topics
-from models.features import profile_key
-from streams.contracts import (
+from shardshape.allocator.pools_config import load_pools_config
+from shardshape.infra.settings import Settings
+from shardshape.infra.topics import create_topics
+from shardshape.models.features import profile_key
+from shardshape.streams.contracts import (
     SNAPSHOT_KEY_PREFIX,
     AllocationPlan,
     RequestEvent,
@@ -30,8 +30,8 @@ from streams.contracts import (
     ShardSpec,
     decode,
 )
-from streams.follower import TopicFollower
-from streams.replay import replay
+from shardshape.streams.follower import TopicFollower
+from shardshape.streams.replay import replay
 from tests.conftest import running, settings_env, shardshape_command, wait_for_line
 
 WINDOW_S = 10.0

@@ -12,7 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from infra.processes import ChildProcesses, wait_for_text
+from shardshape.infra.processes import ChildProcesses, wait_for_text
 from tests.conftest import child_pids, wait_gone
 
 SLEEP = [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(300)"]
@@ -51,7 +51,7 @@ def test_children_die_with_a_parent_killed_outright(tmp_path: Path) -> None:
         f"""
         import time
         from pathlib import Path
-        from infra.processes import ChildProcesses
+        from shardshape.infra.processes import ChildProcesses
         children = ChildProcesses(Path({str(tmp_path)!r}))
         child = children.start("sleeper", {SLEEP!r})
         print(child.pid, flush=True)

@@ -9,19 +9,19 @@ import subprocess
 import time
 from pathlib import Path
 
-from gateway.routing_table import RoutingTable
-from infra.settings import Settings
-from infra.topics import create_topics
-from models.synthetic import SyntheticStream
-from streams.contracts import (
+from shardshape.gateway.routing_table import RoutingTable
+from shardshape.infra.settings import Settings
+from shardshape.infra.topics import create_topics
+from shardshape.models.synthetic import SyntheticStream
+from shardshape.streams.contracts import (
     SNAPSHOT_KEY_PREFIX,
     RoutingEntry,
     ShardSnapshot,
     decode,
 )
-from streams.follower import TopicFollower
-from streams.replay import replay
-from streams.trace import load_mapping, read_trace
+from shardshape.streams.follower import TopicFollower
+from shardshape.streams.replay import replay
+from shardshape.streams.trace import load_mapping, read_trace
 from tests.conftest import running, settings_env, shardshape_command, wait_for_line
 from tests.trace_data import GENAI_MAPPING, GENAI_TRACE, needs_genai_trace
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from infra.settings import Settings
-from infra.topics import create_topics
-from models.keystats import N
-from streams.contracts import RequestEvent
-from streams.replay import replay
+from shardshape.infra.settings import Settings
+from shardshape.infra.topics import create_topics
+from shardshape.models.keystats import N
+from shardshape.streams.contracts import RequestEvent
+from shardshape.streams.replay import replay
 from tests.worker_support import (
     Worker,
     all_committed,

@@ -16,18 +16,18 @@ from types import SimpleNamespace
 import pytest
 from pydantic import SecretStr
 
-from allocator.client import AllocatorClient
-from gateway.reporter import Reporter
-from gateway.routing_table import RoutingTable
-from infra.net import ensure_port_free
-from infra.settings import Settings
-from infra.topics import create_topics
-from models.synthetic import SyntheticStream
-from streams.contracts import RequestEvent
-from streams.publisher import RoutingPublisher
-from streams.replay import replay
-from streams.signing import signer_from
-from streams.web_auth import requires_admin_token
+from shardshape.allocator.client import AllocatorClient
+from shardshape.gateway.reporter import Reporter
+from shardshape.gateway.routing_table import RoutingTable
+from shardshape.infra.net import ensure_port_free
+from shardshape.infra.settings import Settings
+from shardshape.infra.topics import create_topics
+from shardshape.models.synthetic import SyntheticStream
+from shardshape.streams.contracts import RequestEvent
+from shardshape.streams.publisher import RoutingPublisher
+from shardshape.streams.replay import replay
+from shardshape.streams.signing import signer_from
+from shardshape.streams.web_auth import requires_admin_token
 from tests.conftest import REPO_ROOT, running, settings_env, shardshape_command, wait_for_line
 
 TLS_HANDSHAKE = 0x16  # first byte of a TLS record carrying a ClientHello
@@ -179,7 +179,7 @@ def test_a_worker_speaks_only_tls_with_sasl_ssl(listener: FirstBytes, tmp_path: 
 
 
 def test_faust_gets_the_sasl_credentials_and_tls_context() -> None:
-    from streams.app import create_app
+    from shardshape.streams.app import create_app
 
     settings = _secure("127.0.0.1:9", web_enabled=False)
     credentials = create_app(settings).conf.broker_credentials

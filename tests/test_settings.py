@@ -5,8 +5,8 @@ from __future__ import annotations
 import faust
 import pytest
 
-from infra.settings import Settings, SettingsError, load_settings
-from streams.app import faust_credentials
+from shardshape.infra.settings import Settings, SettingsError, load_settings
+from shardshape.streams.app import faust_credentials
 
 
 def test_bootstrap_alone_selects_the_external_broker(monkeypatch: pytest.MonkeyPatch) -> None:

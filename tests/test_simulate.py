@@ -9,16 +9,16 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from allocator.blocks import BlockType
-from allocator.simulate.baselines import SharedReactive, partition_sizes
-from allocator.simulate.compare import Runner, with_planning, with_target_utilisation
-from allocator.simulate.engine import Simulation
-from allocator.simulate.mixed import mixed_history, mixed_workload, pools_config
-from allocator.simulate.results import OVERALL, summarise
-from allocator.simulate.scenarios import evaluate, mixed_setup, trace_setup
-from allocator.simulate.workload import Profile, Workload
-from gateway.lending import LendingPolicy
-from models.keystats import QUARANTINED
+from shardshape.allocator.blocks import BlockType
+from shardshape.allocator.simulate.baselines import SharedReactive, partition_sizes
+from shardshape.allocator.simulate.compare import Runner, with_planning, with_target_utilisation
+from shardshape.allocator.simulate.engine import Simulation
+from shardshape.allocator.simulate.mixed import mixed_history, mixed_workload, pools_config
+from shardshape.allocator.simulate.results import OVERALL, summarise
+from shardshape.allocator.simulate.scenarios import evaluate, mixed_setup, trace_setup
+from shardshape.allocator.simulate.workload import Profile, Workload
+from shardshape.gateway.lending import LendingPolicy
+from shardshape.models.keystats import QUARANTINED
 from tests.conftest import shardshape_command
 from tests.trace_data import GENAI_MAPPING, GENAI_TRACE, needs_genai_trace
 

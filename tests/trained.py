@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from models.profiler import Profiler, ProfilerConfig
-from models.synthetic import SyntheticStream
+from shardshape.models.profiler import Profiler, ProfilerConfig
+from shardshape.models.synthetic import SyntheticStream
 
 
 def trained_profiler(n: int = 6_000) -> tuple[Profiler, list]:

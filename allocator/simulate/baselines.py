@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from allocator.simulate.engine import Allocation, Completed, EngineView, QueueKey
-from allocator.simulate.workload import Workload
+from shardshape.allocator.simulate.engine import Allocation, Completed, EngineView, QueueKey
+from shardshape.allocator.simulate.workload import Workload
 
 SHARED = "shared"
 
@@ -150,7 +150,7 @@ def partition_sizes(history: Workload, total_blocks: int, block_type: str) -> di
     """Blocks per request type: ``total_blocks`` in proportion to each type's peak hourly
     busy slots in ``history``, at least one each (largest remainders get the rest).
 
-    >>> from allocator.simulate.mixed import mixed_history
+    >>> from shardshape.allocator.simulate.mixed import mixed_history
     >>> sizes = partition_sizes(mixed_history(), 20, "block")
     >>> sum(sizes.values()), min(sizes.values()) >= 1
     (20, True)

@@ -31,14 +31,14 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from allocator.pools_config import PlanningPolicy, PoolsConfig
-from allocator.simulate.baselines import SharedReactive, StaticByType
-from allocator.simulate.engine import RunResult, Simulation, Strategy
-from allocator.simulate.oracle import Oracle
-from allocator.simulate.results import meets, summarise
-from allocator.simulate.shaped import Shardshape
-from allocator.simulate.workload import Workload
-from gateway.lending import LendingPolicy
+from shardshape.allocator.pools_config import PlanningPolicy, PoolsConfig
+from shardshape.allocator.simulate.baselines import SharedReactive, StaticByType
+from shardshape.allocator.simulate.engine import RunResult, Simulation, Strategy
+from shardshape.allocator.simulate.oracle import Oracle
+from shardshape.allocator.simulate.results import meets, summarise
+from shardshape.allocator.simulate.shaped import Shardshape
+from shardshape.allocator.simulate.workload import Workload
+from shardshape.gateway.lending import LendingPolicy
 
 STRATEGIES = ("shared-reactive", "static-by-type", "shardshape", "oracle")
 _UTILISATION = (0.05, 0.97)
@@ -402,7 +402,7 @@ def with_target_utilisation(config: PoolsConfig, utilisation: float) -> PoolsCon
     5/7 of any target): a band fixed at 0.5 would make a target of 0.95 hold a shard's
     blocks until its load halves, so raising the knob would hardly release anything.
 
-    >>> from allocator.simulate.mixed import pools_config
+    >>> from shardshape.allocator.simulate.mixed import pools_config
     >>> policy = with_target_utilisation(pools_config(), 0.9).planning
     >>> policy.target_utilisation, policy.release_below_utilisation
     (0.9, 0.642)
@@ -421,7 +421,7 @@ def with_target_utilisation(config: PoolsConfig, utilisation: float) -> PoolsCon
 def with_planning(config: PoolsConfig, **changes: object) -> PoolsConfig:
     """``config`` with ``changes`` to its ``[planning]`` table (validated again).
 
-    >>> from allocator.simulate.mixed import pools_config
+    >>> from shardshape.allocator.simulate.mixed import pools_config
     >>> with_planning(pools_config(), block_rounding="pool").planning.block_rounding
     'pool'
     """
@@ -434,7 +434,7 @@ def with_pool_blocks(config: PoolsConfig, service: str, blocks: int) -> PoolsCon
 
     The pool must hold one block type (a cap in blocks is then what an operator buys).
 
-    >>> from allocator.simulate.mixed import pools_config
+    >>> from shardshape.allocator.simulate.mixed import pools_config
     >>> with_pool_blocks(pools_config(), "shop", 12).pools["main"].blocks
     {'block': 12}
     """

@@ -12,13 +12,13 @@ Time advances in ticks (10 s by default). In each tick, in this order:
    start after the tick's end waits for the next tick (capacity may change at the boundary);
    one that has waited ``max_wait_s`` is rejected (a client or gateway timeout) and never
    holds a slot;
-   If the strategy lends (it has a ``lending`` policy, :class:`gateway.lending.LendingPolicy`,
-   and a ``priority(queue)`` method), the queues are served together, in arrival order, by
-   the gateway's rule (:mod:`gateway.lending`): a request whose own queue has no free slot at
-   its arrival starts at the first moment either its own queue frees a slot or another queue
-   that may lend to it (by priority), with no request of its own waiting, has more idle slots
-   than its reserve (on the slot of the lender :func:`gateway.lending.choose_lender` picks
-   then).
+   If the strategy lends (it has a ``lending`` policy,
+   :class:`shardshape.gateway.lending.LendingPolicy`, and a ``priority(queue)`` method), the queues
+   are served together, in arrival order, by the gateway's rule
+   (:mod:`shardshape.gateway.lending`): a request whose own queue has no free slot at its arrival
+   starts at the first moment either its own queue frees a slot or another queue that may lend to
+   it (by priority), with no request of its own waiting, has more idle slots than its reserve (on
+   the slot of the lender :func:`shardshape.gateway.lending.choose_lender` picks then).
    A borrowed request holds the lender's slot, on the lender's block type, and is reported
    as its own queue's. (Queues are merged by arrival, so a lender's own request that
    arrives while a borrowed one is being placed may find its slot taken, as in a gateway.)
@@ -34,8 +34,8 @@ autoscaler's sync period, a planner's window). The cost per request is one heap 
 strategies' batch code.
 
 >>> import numpy as np
->>> from allocator.blocks import BlockType
->>> from allocator.simulate.workload import Profile, Workload
+>>> from shardshape.allocator.blocks import BlockType
+>>> from shardshape.allocator.simulate.workload import Profile, Workload
 >>> block = BlockType(name="b", cpu_millicores=1000, memory_mib=1, concurrency=1, cost=1)
 >>> n = 4
 >>> w = Workload("svc", (Profile("p", slo_ms=1_500),), (block,), np.array([0.0, 0.1, 0.2, 0.3]),
@@ -63,8 +63,8 @@ from typing import Protocol
 
 import numpy as np
 
-from allocator.simulate.workload import Workload
-from gateway.lending import Lender, LendingPolicy, choose_lender
+from shardshape.allocator.simulate.workload import Workload
+from shardshape.gateway.lending import Lender, LendingPolicy, choose_lender
 
 QueueKey = Hashable
 Allocation = Mapping[QueueKey, Mapping[str, int]]
@@ -119,7 +119,7 @@ class EngineView(Protocol):
 
 @dataclass
 class RunResult:
-    """Everything a run measured; :mod:`allocator.simulate.results` summarises it."""
+    """Everything a run measured; :mod:`shardshape.allocator.simulate.results` summarises it."""
 
     strategy: str
     workload: Workload
@@ -188,7 +188,7 @@ class Simulation:
     Parameters
     ----------
     workload
-        The requests (see :class:`~allocator.simulate.workload.Workload`).
+        The requests (see :class:`~shardshape.allocator.simulate.workload.Workload`).
     strategy
         Routes requests and sets blocks (see :class:`Strategy`).
     tick_s
@@ -472,7 +472,8 @@ class Simulation:
         """When and where a request of ``key`` arriving at ``a`` starts: the first moment
         before ``own`` (when its own queue has a slot) at which some lender has more idle
         slots than its reserve and no waiting request, on the slot of the lender
-        :func:`gateway.lending.choose_lender` picks then; else ``own`` on its own queue."""
+        :func:`shardshape.gateway.lending.choose_lender` picks then; else ``own`` on its own
+        queue."""
         ready: list[tuple[float, _Queue]] = []
         arrival = self.w.arrival
         for lender in lenders:

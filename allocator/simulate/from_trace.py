@@ -1,7 +1,7 @@
 """The ``trace`` scenario: arrivals and service demands replayed from a request trace.
 
-Rows become :class:`~streams.contracts.RequestEvent` s through the trace's TOML mapping (the
-same reader as ``shardshape replay``); then each event is one request arriving at
+Rows become :class:`~shardshape.streams.contracts.RequestEvent` s through the trace's TOML mapping
+(the same reader as ``shardshape replay``); then each event is one request arriving at
 ``(ts - first ts) / speed`` whose service time is its recorded latency (the trace's
 execution time: what one slot is held for, on any block type). Its reported outcome is the
 trace's status. Profiles are the request types, with the service's ``slo_p99_ms`` from the
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from allocator.pools_config import PoolsConfig, parse_pools_config
-from allocator.simulate.workload import Profile, Workload
-from streams.trace import load_mapping, read_trace
+from shardshape.allocator.pools_config import PoolsConfig, parse_pools_config
+from shardshape.allocator.simulate.workload import Profile, Workload
+from shardshape.streams.trace import load_mapping, read_trace
 
 DEFAULT_SLO_MS = 120_000.0
 
@@ -28,9 +28,10 @@ DEFAULT_SLO_MS = 120_000.0
 def trace_pools_config(service: str, target_utilisation: float = 0.7) -> PoolsConfig:
     """A pool of one-slot workers (each request holds a whole worker, as an image model does).
 
-    Blocks are planned for the pool (``block_rounding = "pool"``, :mod:`allocator.pooling`):
-    each shard sees a request a minute or less, so the margins of per-shard plans for one-slot
-    workers would add up to more than the work; the shards' queues lend to each other.
+    Blocks are planned for the pool (``block_rounding = "pool"``,
+    :mod:`shardshape.allocator.pooling`): each shard sees a request a minute or less, so the
+    margins of per-shard plans for one-slot workers would add up to more than the work; the shards'
+    queues lend to each other.
     """
     release = round(min(0.5, target_utilisation - 0.1), 3)
     return parse_pools_config(

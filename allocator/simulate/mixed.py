@@ -38,9 +38,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from allocator.blocks import BlockType
-from allocator.pools_config import PoolsConfig, parse_pools_config
-from allocator.simulate.workload import Profile, Workload, service_times
+from shardshape.allocator.blocks import BlockType
+from shardshape.allocator.pools_config import PoolsConfig, parse_pools_config
+from shardshape.allocator.simulate.workload import Profile, Workload, service_times
 
 SERVICE = "shop"
 PROFILES = (

@@ -2,7 +2,7 @@
 
 It routes every request by its true class (the scenario's profile; for a trace, its service
 time class known in hindsight), with an anomalous profile in the quarantine shard, and at
-every planning window asks the same :class:`~allocator.planner.PoolPlanner` (same policy,
+every planning window asks the same :class:`~shardshape.allocator.planner.PoolPlanner` (same policy,
 smoothing and optimiser) for blocks, given for each class:
 
 * the demand it will actually see: the highest arrival rate of the next ``horizon_s``, in
@@ -19,12 +19,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from allocator.optimiser import ShardDemand
-from allocator.planner import PoolPlanner
-from allocator.pools_config import PoolsConfig
-from allocator.simulate.engine import Allocation, Completed, EngineView, QueueKey
-from allocator.simulate.workload import Workload
-from gateway.lending import LendingPolicy
+from shardshape.allocator.optimiser import ShardDemand
+from shardshape.allocator.planner import PoolPlanner
+from shardshape.allocator.pools_config import PoolsConfig
+from shardshape.allocator.simulate.engine import Allocation, Completed, EngineView, QueueKey
+from shardshape.allocator.simulate.workload import Workload
+from shardshape.gateway.lending import LendingPolicy
 
 
 class Oracle:

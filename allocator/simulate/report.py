@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from allocator.simulate.compare import Comparison
-from allocator.simulate.engine import RunResult
-from allocator.simulate.results import OVERALL
+from shardshape.allocator.simulate.compare import Comparison
+from shardshape.allocator.simulate.engine import RunResult
+from shardshape.allocator.simulate.results import OVERALL
 
 
 def write_report(out: dict[str, object], directory: Path, command: str) -> Path:
-    """Write the report of :func:`~allocator.simulate.scenarios.evaluate`'s ``out``."""
+    """Write the report of :func:`~shardshape.allocator.simulate.scenarios.evaluate`'s ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")

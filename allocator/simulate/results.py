@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from allocator.simulate.engine import RunResult
+from shardshape.allocator.simulate.engine import RunResult
 
 OVERALL = "overall"
 

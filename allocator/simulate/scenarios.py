@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from allocator.pools_config import PoolsConfig
-from allocator.simulate.compare import STRATEGIES, Comparison, Progress, Runner, Setup
-from allocator.simulate.from_trace import trace_pools_config, trace_workload
-from allocator.simulate.mixed import mixed_history, mixed_workload, pools_config
-from gateway.lending import LendingPolicy
+from shardshape.allocator.pools_config import PoolsConfig
+from shardshape.allocator.simulate.compare import STRATEGIES, Comparison, Progress, Runner, Setup
+from shardshape.allocator.simulate.from_trace import trace_pools_config, trace_workload
+from shardshape.allocator.simulate.mixed import mixed_history, mixed_workload, pools_config
+from shardshape.gateway.lending import LendingPolicy
 
 COMPARISONS = ("budget", "target")
 LENDING = LendingPolicy()  # the gateway's rule, with its default reserve
@@ -37,8 +37,8 @@ def mixed_setup(
     default_slots: int = 16,
     lending: LendingPolicy | None = LENDING,
 ) -> Setup:
-    """The ``mixed`` scenario (see :mod:`allocator.simulate.mixed`) on its own pool, or on
-    ``config`` (which must serve the service ``shop``); ``lending`` is how ``shardshape``'s
+    """The ``mixed`` scenario (see :mod:`shardshape.allocator.simulate.mixed`) on its own pool, or
+    on ``config`` (which must serve the service ``shop``); ``lending`` is how ``shardshape``'s
     and the oracle's queues lend idle slots (``None``: not at all)."""
     config = config or pools_config(quarantine_shard=max_shards)
     blocks = _service_blocks(config, "shop")
@@ -72,7 +72,7 @@ def trace_setup(
     default_slots: int = 16,
     lending: LendingPolicy | None = LENDING,
 ) -> Setup:
-    """The ``trace`` scenario (see :mod:`allocator.simulate.from_trace`)."""
+    """The ``trace`` scenario (see :mod:`shardshape.allocator.simulate.from_trace`)."""
     workload = trace_workload(traces, mapping, config, speed=speed, warmup=warmup)
     config = config or trace_pools_config(workload.service)
     history = workload.subset(np.flatnonzero(workload.arrival < workload.score_from))
@@ -100,7 +100,7 @@ def evaluate(
     progress: Progress | None = None,
 ) -> dict[str, object]:
     """Both comparisons for ``strategies``; the JSON the CLI prints (``_runs`` holds the
-    :class:`~allocator.simulate.compare.Comparison` objects for a report)."""
+    :class:`~shardshape.allocator.simulate.compare.Comparison` objects for a report)."""
     unknown = set(strategies) - set(STRATEGIES)
     if unknown:
         raise ValueError(f"unknown strategies {sorted(unknown)}; choose from {STRATEGIES}")

@@ -2,7 +2,8 @@
 
 What runs is the project's own code, fed what the deployed parts would feed it:
 
-* **at arrival** (the gateway): :meth:`models.profiler.Profiler.process_many` on the arriving
+* **at arrival** (the gateway): :meth:`shardshape.models.profiler.Profiler.process_many` on the
+arriving
   requests without an outcome, which predicts each one's shard with the key routes and model
   as they stand (the same predictor the gateway's routing table builds from the snapshot);
   a request whose shard the plan in force gives blocks runs in that shard's queue, a request
@@ -12,16 +13,17 @@ What runs is the project's own code, fed what the deployed parts would feed it:
 * **on completion** (the reporter and the profile agent): the completed requests, with their
   response time (queueing included), status and response bytes, go through
   ``process_many`` again, which learns from them; the same events, with the service's
-  ``busy_ms`` attribute, are aggregated with :func:`streams.metrics.aggregate` into
+  ``busy_ms`` attribute, are aggregated with :func:`shardshape.streams.metrics.aggregate` into
   per-shard window statistics;
 * **per window** (the metrics agent and the planner): each closed window is one report to a
-  :class:`streams.planning.PlanningLoop` (demand forecasts, calibration, the pool planner,
-  the optimiser and plan building), whose plans set the blocks of every shard's queue;
+  :class:`shardshape.streams.planning.PlanningLoop` (demand forecasts, calibration, the pool
+  planner, the optimiser and plan building), whose plans set the blocks of every shard's queue;
 * **per tick** (the snapshot on the routing topic and the gateway's queue report): the
-  profiler's snapshot goes to :meth:`~streams.planning.PlanningLoop.note_snapshot`, which
+  profiler's snapshot goes to :meth:`~shardshape.streams.planning.PlanningLoop.note_snapshot`, which
   retires shards it no longer has; the requests waiting in every queue, counted by predicted
-  shard, go to :meth:`~streams.planning.PlanningLoop.add_queued` as a
-  :class:`~streams.contracts.QueueReport`, which the planner adds to their shards' demand.
+  shard, go to :meth:`~shardshape.streams.planning.PlanningLoop.add_queued` as a
+  :class:`~shardshape.streams.contracts.QueueReport`, which the planner adds to their shards'
+  demand.
 
 Nothing here knows the scenario's profiles: shards are whatever the profiler learned.
 """
@@ -35,15 +37,15 @@ from collections.abc import Sequence
 import numpy as np
 import orjson
 
-from allocator.pools_config import PoolsConfig
-from allocator.simulate.engine import Allocation, Completed, EngineView, QueueKey
-from allocator.simulate.workload import Workload
-from gateway.lending import LendingPolicy
-from models.profiler import Profiler, ProfilerConfig
-from streams.columns import EventColumns
-from streams.contracts import QueueReport, encode
-from streams.metrics import BUSY_ATTRIBUTE, ShardStats, aggregate
-from streams.planning import PlanningLoop
+from shardshape.allocator.pools_config import PoolsConfig
+from shardshape.allocator.simulate.engine import Allocation, Completed, EngineView, QueueKey
+from shardshape.allocator.simulate.workload import Workload
+from shardshape.gateway.lending import LendingPolicy
+from shardshape.models.profiler import Profiler, ProfilerConfig
+from shardshape.streams.columns import EventColumns
+from shardshape.streams.contracts import QueueReport, encode
+from shardshape.streams.metrics import BUSY_ATTRIBUTE, ShardStats, aggregate
+from shardshape.streams.planning import PlanningLoop
 
 DEFAULT = "default"
 
@@ -62,8 +64,8 @@ class Shardshape:
     default_blocks
         Blocks of the default pool (the gateway's, for shards not in the plan yet).
     lending
-        The gateway's lending rule (:mod:`gateway.lending`): a request whose shard's slots
-        are all busy borrows an idle slot of another shard or of the default pool (priority
+        The gateway's lending rule (:mod:`shardshape.gateway.lending`): a request whose shard's
+        slots are all busy borrows an idle slot of another shard or of the default pool (priority
         0), by the plan's priorities. ``None``: every queue takes only its own slots.
     """
 

@@ -10,7 +10,7 @@ with every slot getting an equal share of its block (see :func:`service_times`):
 
     service_s = base_s + cpu_s / (cores / slots) + 8 * response_bytes / (net_mbit * 1e6 / slots)
 
->>> from allocator.blocks import BlockType
+>>> from shardshape.allocator.blocks import BlockType
 >>> block = BlockType(name="b", cpu_millicores=1000, memory_mib=1024, net_mbit=100,
 ...                   concurrency=4, cost=1)
 >>> service_times(np.array([0.0]), np.array([0.004]), np.array([16_000.0]), [block]).round(4)
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from allocator.blocks import BlockType
+from shardshape.allocator.blocks import BlockType
 
 
 @dataclass(frozen=True)

@@ -35,14 +35,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from allocator.client import AllocatorClient
-from gateway.middleware import ShapingMiddleware
-from gateway.pools import ShardPools, current_slot
-from gateway.reporter import Reporter, default_gateway_id
-from gateway.routing_table import RoutingTable
-from gateway.status import STATUS_PATH, gateway_status
-from infra.settings import Settings, load_settings
-from streams.contracts import RequestEvent
+from shardshape.allocator.client import AllocatorClient
+from shardshape.gateway.middleware import ShapingMiddleware
+from shardshape.gateway.pools import ShardPools, current_slot
+from shardshape.gateway.reporter import Reporter, default_gateway_id
+from shardshape.gateway.routing_table import RoutingTable
+from shardshape.gateway.status import STATUS_PATH, gateway_status
+from shardshape.infra.settings import Settings, load_settings
+from shardshape.streams.contracts import RequestEvent
 
 SERVICE = "shop"
 EXPORT_MEMORY_MIB = 64.0
@@ -112,14 +112,14 @@ def create_app(
     reporter: Reporter | None = None,
 ) -> Starlette:
     """The example service; with a bootstrap set it follows routing and plans from Kafka and
-    reports each completed request with a :class:`~gateway.reporter.Reporter`.
+    reports each completed request with a :class:`~shardshape.gateway.reporter.Reporter`.
 
     Without ``report`` and ``reporter``, the service makes its own reporter (when a bootstrap
     is set) and closes it when it shuts down. A ``reporter`` given is the caller's to close;
     its counters show in the status page. A ``report`` given is called instead of the
     reporter's (e.g. to count each event, then hand it to ``reporter.report``). The reporter,
     own or given, also sends the planner how many requests wait in the pools, by shard
-    (:meth:`~gateway.reporter.Reporter.watch_queues`).
+    (:meth:`~shardshape.gateway.reporter.Reporter.watch_queues`).
     """
     pools = ShardPools.from_settings(settings)
     routing: RoutingTable | None = None

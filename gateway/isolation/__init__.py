@@ -5,11 +5,11 @@ What the host allows (cgroup v2, cgroup v1, rlimits or nothing) is detected at s
 each shard's requests in its own workers and applies live plans. See docs/isolation.md.
 
 The names below are imported on first use, so a worker process (``python -m
-gateway.isolation.worker``) starts without pydantic and the settings: small and quick.
+shardshape.gateway.isolation.worker``) starts without pydantic and the settings: small and quick.
 
->>> from gateway.isolation import ProcessShardPool
+>>> from shardshape.gateway.isolation import ProcessShardPool
 >>> ProcessShardPool.__module__
-'gateway.isolation.process_pool'
+'shardshape.gateway.isolation.process_pool'
 """
 
 from __future__ import annotations
@@ -18,18 +18,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gateway.isolation.detect import (
+    from shardshape.gateway.isolation.detect import (
         IsolationCapabilities,
         IsolationError,
         detect_capabilities,
     )
-    from gateway.isolation.errors import (
+    from shardshape.gateway.isolation.errors import (
         HandlerFailed,
         ShardPoolError,
         ShardUnavailable,
         WorkerLost,
     )
-    from gateway.isolation.process_pool import ProcessShardPool
+    from shardshape.gateway.isolation.process_pool import ProcessShardPool
 
 _EXPORTS = {
     "IsolationCapabilities": "detect",
@@ -56,5 +56,5 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'gateway.isolation' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"gateway.isolation.{module}"), name)
+        raise AttributeError(f"module 'shardshape.gateway.isolation' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"shardshape.gateway.isolation.{module}"), name)

@@ -8,7 +8,7 @@ a new gateway remove the empty groups of one that died without cleaning up.
 
 The values written are plain functions of the shard's per-replica :class:`ResourceSpec`:
 
->>> from streams.contracts import ResourceSpec
+>>> from shardshape.streams.contracts import ResourceSpec
 >>> spec = ResourceSpec(cpu_millicores=500, memory_mib=64, io_weight=200)
 >>> limit_values(2, spec)["cpu"], limit_values(2, spec)["io"]
 ([('cpu.max', '50000 100000')], [('io.weight', 'default 200')])
@@ -28,10 +28,10 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from gateway.isolation.detect import IsolationCapabilities
-from gateway.isolation.layout import Resource
-from gateway.isolation.probe import enable_controllers, make_group, remove_group
-from streams.contracts import ResourceSpec
+from shardshape.gateway.isolation.detect import IsolationCapabilities
+from shardshape.gateway.isolation.layout import Resource
+from shardshape.gateway.isolation.probe import enable_controllers, make_group, remove_group
+from shardshape.streams.contracts import ResourceSpec
 
 log = logging.getLogger("shardshape.gateway.isolation")
 
@@ -159,7 +159,7 @@ class CgroupTree:
     Parameters
     ----------
     capabilities
-        A cgroup mode from :func:`~gateway.isolation.detect.detect_capabilities`.
+        A cgroup mode from :func:`~shardshape.gateway.isolation.detect.detect_capabilities`.
     service
         The service whose shards get groups.
     """

@@ -1,9 +1,10 @@
 """What the host allows for per-shard OS limits: cgroup v2, cgroup v1, rlimits, or nothing.
 
-:func:`detect_capabilities` finds the cgroup hierarchies (:mod:`gateway.isolation.layout`),
-probes each controller (:mod:`gateway.isolation.probe`: a probe group is created, a limit
-written, the group removed) and picks the mode with :func:`choose_mode`, a plain function of
-the probes, tested on fabricated ones.
+:func:`detect_capabilities` finds the cgroup hierarchies
+(:mod:`shardshape.gateway.isolation.layout`), probes each controller
+(:mod:`shardshape.gateway.isolation.probe`: a probe group is created, a limit written, the group
+removed) and picks the mode with :func:`choose_mode`, a plain function of the probes, tested on
+fabricated ones.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.isolation import process_limits
-from gateway.isolation.layout import RESOURCES, Hierarchy, Resource, find_hierarchies
-from gateway.isolation.probe import ControllerProbe, probe_controllers
+from shardshape.gateway.isolation import process_limits
+from shardshape.gateway.isolation.layout import RESOURCES, Hierarchy, Resource, find_hierarchies
+from shardshape.gateway.isolation.probe import ControllerProbe, probe_controllers
 
 if TYPE_CHECKING:
-    from infra.settings import Settings
+    from shardshape.infra.settings import Settings
 
 Mode = Literal["cgroup2", "cgroup1", "rlimit", "none"]
 RequestedMode = Literal["auto", "cgroup2", "cgroup1", "rlimit", "none"]

@@ -16,7 +16,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from gateway.isolation.layout import CONTROLLERS, LIMIT_FILES, RESOURCES, Hierarchy, Resource
+from shardshape.gateway.isolation.layout import (
+    CONTROLLERS,
+    LIMIT_FILES,
+    RESOURCES,
+    Hierarchy,
+    Resource,
+)
 
 
 class ControllerProbe(BaseModel):

@@ -1,8 +1,8 @@
 """Process-mode shard pools: each shard's requests run in its own worker processes, under OS limits.
 
 Each shard of the plan in force gets ``concurrency`` worker processes (see
-:mod:`gateway.isolation.worker`) placed in the shard's cgroup, whose CPU quota, memory limit
-and I/O weight come from the shard's per-replica resources; where the host has no cgroup
+:mod:`shardshape.gateway.isolation.worker`) placed in the shard's cgroup, whose CPU quota, memory
+limit and I/O weight come from the shard's per-replica resources; where the host has no cgroup
 controller for a resource, each worker gets a per-process fallback (nice, RLIMIT_AS, ionice).
 A request is a handler named ``module:function`` and JSON arguments; its result comes back
 as JSON. Nothing is pickled.
@@ -33,16 +33,21 @@ from typing import Any
 
 import orjson
 
-from gateway.isolation import process_limits
-from gateway.isolation.cgroups import CgroupTree, ShardGroup
-from gateway.isolation.detect import IsolationCapabilities, Mode, detect_capabilities
-from gateway.isolation.errors import HandlerFailed, ShardPoolError, ShardUnavailable, WorkerLost
-from gateway.isolation.layout import Resource
-from gateway.isolation.probe import explain_os_error
-from gateway.isolation.worker import parse_handler
-from gateway.status import ShardPoolStatus
-from infra.settings import Settings, load_settings
-from streams.contracts import AllocationPlan, ResourceSpec
+from shardshape.gateway.isolation import process_limits
+from shardshape.gateway.isolation.cgroups import CgroupTree, ShardGroup
+from shardshape.gateway.isolation.detect import IsolationCapabilities, Mode, detect_capabilities
+from shardshape.gateway.isolation.errors import (
+    HandlerFailed,
+    ShardPoolError,
+    ShardUnavailable,
+    WorkerLost,
+)
+from shardshape.gateway.isolation.layout import Resource
+from shardshape.gateway.isolation.probe import explain_os_error
+from shardshape.gateway.isolation.worker import parse_handler
+from shardshape.gateway.status import ShardPoolStatus
+from shardshape.infra.settings import Settings, load_settings
+from shardshape.streams.contracts import AllocationPlan, ResourceSpec
 
 log = logging.getLogger("shardshape.gateway.isolation")
 
@@ -407,7 +412,7 @@ class ProcessShardPool:
         """Start one worker process for ``shard`` (its slot is counted in ``shard.starting``)."""
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.isolation.worker"],
+                [sys.executable, "-m", "shardshape.gateway.isolation.worker"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env=self._env,
@@ -598,7 +603,7 @@ class ProcessShardPool:
 
     def queued_by_shard(self) -> dict[int, int]:
         """Requests waiting for a worker now, by shard; give it to
-        :meth:`gateway.reporter.Reporter.watch_queues` so the planner hears of them."""
+        :meth:`shardshape.gateway.reporter.Reporter.watch_queues` so the planner hears of them."""
         with self._lock:
             return {s.shard_id: len(s.pending) for s in self._shards.values() if s.pending}
 

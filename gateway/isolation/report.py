@@ -6,7 +6,7 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from gateway.isolation.detect import IsolationCapabilities
+from shardshape.gateway.isolation.detect import IsolationCapabilities
 
 
 def capabilities_report(caps: IsolationCapabilities) -> list[RenderableType]:

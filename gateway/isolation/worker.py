@@ -1,6 +1,6 @@
 """A shard worker process: runs handlers named ``module:function`` on JSON arguments.
 
-The gateway starts it as ``python -m gateway.isolation.worker`` and talks to it over its
+The gateway starts it as ``python -m shardshape.gateway.isolation.worker`` and talks to it over its
 standard input and output, one JSON object per line (never pickle):
 
 - the worker first writes ``{"ready": <pid>}``;

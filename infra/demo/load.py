@@ -13,7 +13,7 @@ scraper   item reads, never backs off     one user, 2 clients, none: ~70 req/s, 
                                           ``scraper_after_s`` on
 ========  ==============================  ==============================================
 
-Run by ``shardshape demo`` as ``python -m infra.demo.load --url URL --seconds S``; prints
+Run by ``shardshape demo`` as ``python -m shardshape.infra.demo.load --url URL --seconds S``; prints
 each tenant's requests and latency quantiles when done.
 """
 
@@ -23,7 +23,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from infra.demo.examples import example_module
+from shardshape.infra.demo.examples import example_module
 
 SCRAPER_AFTER_S = 20.0
 

@@ -1,8 +1,8 @@
 """Run the demo: broker, topics, worker, the example service and its load (or a trace replay),
 a live view of what the worker learns, and a summary; everything stopped on the way out.
 
-Children run in their own process groups (:class:`infra.processes.ChildProcesses`): Ctrl-C
-reaches only the demo, which stops the load, then the service, then the worker, then the
+Children run in their own process groups (:class:`shardshape.infra.processes.ChildProcesses`):
+Ctrl-C reaches only the demo, which stops the load, then the service, then the worker, then the
 broker, and exits 0. SIGTERM does the same and exits 143 (SIGHUP, 129).
 """
 
@@ -25,13 +25,13 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
-from infra.broker import kafka_bootstrap
-from infra.demo.examples import POOLS_EXAMPLE
-from infra.demo.view import live_view, status_line, summary
-from infra.net import ensure_port_free
-from infra.processes import ChildProcesses, wait_for_text
-from infra.settings import ENV_PREFIX, Settings
-from infra.topics import create_topics
+from shardshape.infra.broker import kafka_bootstrap
+from shardshape.infra.demo.examples import POOLS_EXAMPLE
+from shardshape.infra.demo.view import live_view, status_line, summary
+from shardshape.infra.net import ensure_port_free
+from shardshape.infra.processes import ChildProcesses, wait_for_text
+from shardshape.infra.settings import ENV_PREFIX, Settings
+from shardshape.infra.topics import create_topics
 
 # Quicker than the defaults, so that plans come within a minute; a variable set wins.
 DEMO_DEFAULTS: dict[str, Any] = {
@@ -102,18 +102,18 @@ def run_demo(settings: Settings, options: DemoOptions, out: Console) -> int:
 def _start(
     children: ChildProcesses, settings: Settings, options: DemoOptions, out: Console
 ) -> None:
-    from streams.app import READY_LINE
+    from shardshape.streams.app import READY_LINE
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
     env.update(settings.as_environment())
     python = sys.executable
-    worker = children.start("worker", [python, "-m", "infra.cli", "worker"], env)
+    worker = children.start("worker", [python, "-m", "shardshape.infra.cli", "worker"], env)
     out.print(f"started worker (pid {worker.pid}, log {children.log_path('worker')})")
     if not wait_for_text(children.log_path("worker"), READY_LINE, worker, 120):
         raise DemoError(_died("worker", children))
     seconds = str(options.duration_s or _FOREVER_S)
     if options.traces:
-        command = [python, "-m", "infra.cli", "replay", *map(str, options.traces),
+        command = [python, "-m", "shardshape.infra.cli", "replay", *map(str, options.traces),
                    "--mapping", str(options.mapping)]  # fmt: skip
         if options.speed:
             command += ["--speed", str(options.speed)]
@@ -125,13 +125,15 @@ def _start(
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     service = children.start(
-        "service", [python, "-m", "infra.demo.service", "--port", str(port)], env
+        "service", [python, "-m", "shardshape.infra.demo.service", "--port", str(port)], env
     )
     out.print(f"started service (pid {service.pid}, {url}, log {children.log_path('service')})")
     if not _answers(f"{url}/healthz", service, 60):
         raise DemoError(_died("service", children))
     load = children.start(
-        "load", [python, "-m", "infra.demo.load", "--url", url, "--seconds", seconds], env
+        "load",
+        [python, "-m", "shardshape.infra.demo.load", "--url", url, "--seconds", seconds],
+        env,
     )
     out.print(
         f"started load (pid {load.pid}): shoppers, partners, analysts, media; a scraper "

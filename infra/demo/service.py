@@ -3,7 +3,7 @@ middleware, following the routing and plans topics, reporting every completed re
 requests topic and its queued requests to the planner, with the gateway's Prometheus metrics
 at ``/metrics``.
 
-Run by ``shardshape demo`` as ``python -m infra.demo.service --port N`` with the demo's
+Run by ``shardshape demo`` as ``python -m shardshape.infra.demo.service --port N`` with the demo's
 ``SHARDSHAPE_*`` environment; SIGTERM stops it after the reporter has flushed.
 """
 
@@ -15,11 +15,11 @@ import socket
 
 import uvicorn
 
-from gateway.prometheus import GatewayMetrics, with_metrics
-from gateway.reporter import Reporter
-from infra.demo.examples import example_module
-from infra.logs import configure_logging
-from infra.settings import load_settings
+from shardshape.gateway.prometheus import GatewayMetrics, with_metrics
+from shardshape.gateway.reporter import Reporter
+from shardshape.infra.demo.examples import example_module
+from shardshape.infra.logs import configure_logging
+from shardshape.infra.settings import load_settings
 
 
 def main() -> None:

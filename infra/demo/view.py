@@ -21,7 +21,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from models.describe import format_ms
+from shardshape.models.describe import format_ms
 
 Doc = Mapping[str, Any]
 

@@ -1,12 +1,13 @@
 """The worker's read-only web views: the dashboard, its JSON and assets, and ``/metrics``.
 
-:func:`add_web_views` is the one call ``streams.app.create_app`` makes: it starts followers
-of the routing and plans topics into a :class:`~streams.dashboard.state.DashboardState`,
+:func:`add_web_views` is the one call ``shardshape.streams.app.create_app`` makes: it starts
+followers of the routing and plans topics into a
+:class:`~shardshape.streams.dashboard.state.DashboardState`,
 feeds it the worker's 10 s metric windows and pipeline counters on a timer, and serves:
 
 - ``/dashboard``: the page (HTML, one script, one stylesheet, all served from here);
 - ``/dashboard/api/state``: the JSON it polls (also read by ``shardshape demo``);
-- ``/metrics``: Prometheus text exposition (:mod:`streams.prometheus`).
+- ``/metrics``: Prometheus text exposition (:mod:`shardshape.streams.prometheus`).
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import faust
 
-from allocator.pools_config import load_pools_config
-from infra.settings import Settings
-from streams.dashboard.state import DashboardState
-from streams.follower import TopicFollower
-from streams.prometheus import CONTENT_TYPE, exposition, worker_registry
+from shardshape.allocator.pools_config import load_pools_config
+from shardshape.infra.settings import Settings
+from shardshape.streams.dashboard.state import DashboardState
+from shardshape.streams.follower import TopicFollower
+from shardshape.streams.prometheus import CONTENT_TYPE, exposition, worker_registry
 
 if TYPE_CHECKING:
-    from streams.signing import Signer
+    from shardshape.streams.signing import Signer
 
 DASHBOARD_PATH = "/dashboard"
 STATE_PATH = "/dashboard/api/state"
@@ -54,10 +55,10 @@ def add_web_views(
     Parameters
     ----------
     counters
-        The worker's pipeline counters (``streams.app.PipelineCounters``).
+        The worker's pipeline counters (``shardshape.streams.app.PipelineCounters``).
     windows
         This worker's 10 s metric windows with what is not written yet
-        (``streams.app.window_slots``).
+        (``shardshape.streams.app.window_slots``).
     signer
         With ``SHARDSHAPE_SIGNING_KEY``: snapshots, routing entries and plans not signed with
         it are not shown (the followers drop them, as the worker's own do).
@@ -72,7 +73,7 @@ def add_web_views(
         TopicFollower(config, settings.topic_plans, state.on_plan, signer=signer),
     ]
     registry = worker_registry(state)
-    static = files("streams.dashboard") / "static"
+    static = files("shardshape.streams.dashboard") / "static"
     page = (static / "index.html").read_text(encoding="utf-8")
     assets = {name: (static / name).read_bytes() for name in _ASSETS}
     app.shardshape_dashboard = state  # read by tests

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from confluent_kafka import Producer
 
-from allocator.client import AllocatorClient
-from infra.settings import Settings
-from infra.topics import create_topics
-from streams.contracts import AllocationPlan, ShardSpec, encode
+from shardshape.allocator.client import AllocatorClient
+from shardshape.infra.settings import Settings
+from shardshape.infra.topics import create_topics
+from shardshape.streams.contracts import AllocationPlan, ShardSpec, encode
 
 
 class RecordingBackend:

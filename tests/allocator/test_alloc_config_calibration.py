@@ -6,9 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from allocator.blocks import BlockType
-from allocator.calibration import Calibrator, ShardWindow
-from allocator.pools_config import PoolsConfigError, load_pools_config, parse_pools_config
+from shardshape.allocator.blocks import BlockType
+from shardshape.allocator.calibration import Calibrator, ShardWindow
+from shardshape.allocator.pools_config import (
+    PoolsConfigError,
+    load_pools_config,
+    parse_pools_config,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "pools.toml"
 SMALL = BlockType(name="small", cpu_millicores=250, memory_mib=256, concurrency=4, cost=1)

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from allocator.optimiser import ShardDemand, Smoothing, _Problem, solve
+from shardshape.allocator.optimiser import ShardDemand, Smoothing, _Problem, solve
 
 
 def _brute_force_cost(demands: list[ShardDemand], pool: dict[str, int], costs) -> float | None:

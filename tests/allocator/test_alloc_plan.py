@@ -8,17 +8,17 @@ from statistics import NormalDist
 
 import pytest
 
-from allocator import (
+from shardshape.allocator import (
     PoolPlanner,
     build_plan,
     calibrator_for,
     load_pools_config,
     shard_demands,
 )
-from allocator.calibration import ShardWindow
-from allocator.optimiser import ShardDemand, solve
-from allocator.planner import joint_capacity
-from streams.contracts import AllocationPlan, decode, encode
+from shardshape.allocator.calibration import ShardWindow
+from shardshape.allocator.optimiser import ShardDemand, solve
+from shardshape.allocator.planner import joint_capacity
+from shardshape.streams.contracts import AllocationPlan, decode, encode
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "pools.toml"
 
@@ -69,7 +69,7 @@ def test_rationale_states_forecast_capacity_utilisation_and_shortfall() -> None:
         ShardDemand("shop", 1, 300, {"small": 50}, priority=1, quantile=0.9),
     ]
     allocation = solve(demands, {"small": 10}, {"small": 1.0})
-    from allocator.blocks import BlockType
+    from shardshape.allocator.blocks import BlockType
 
     small = BlockType(name="small", cpu_millicores=250, memory_mib=256, cost=1)
     plan = build_plan(

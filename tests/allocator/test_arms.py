@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from allocator.arms import ArmAssigner, arm_point, assign_arm
-from streams.contracts import Arm, Experiment
+from shardshape.allocator.arms import ArmAssigner, arm_point, assign_arm
+from shardshape.streams.contracts import Arm, Experiment
 
 KEYS = [f"user-{i}" for i in range(10_000)]
 
@@ -21,7 +21,7 @@ def test_the_same_key_gets_the_same_arm_in_another_process_with_another_hash_see
     here = [assign_arm("shop:3:lfu-1024:1700000000", key, weights) for key in KEYS[:2_000]]
     script = (
         "import json, sys\n"
-        "from allocator.arms import assign_arm\n"
+        "from shardshape.allocator.arms import assign_arm\n"
         "keys = [f'user-{i}' for i in range(2000)]\n"
         "print(json.dumps([assign_arm('shop:3:lfu-1024:1700000000', k, [0.5, 0.3, 0.2])"
         " for k in keys]))\n"

@@ -1,9 +1,9 @@
 """The experiment manager in-process: proposals, decisions with evidence, adoption, budget.
 
 Traffic is simulated per window, as the metrics agent would count it per (service, shard, arm):
-the arm of each request is the real :class:`~allocator.arms.ArmAssigner`'s, caches are real
-cachetools caches, latencies are drawn per request and folded into real
-:class:`~streams.metrics.ShardStats` (sketch and counters), so the manager sees what the
+the arm of each request is the real :class:`~shardshape.allocator.arms.ArmAssigner`'s, caches are
+real cachetools caches, latencies are drawn per request and folded into real
+:class:`~shardshape.streams.metrics.ShardStats` (sketch and counters), so the manager sees what the
 planning loop hands it from the workers.
 """
 
@@ -17,11 +17,11 @@ import numpy as np
 import orjson
 import pytest
 
-from allocator.arms import ArmAssigner
-from allocator.experiments import CONTROL, ExperimentManager, ExperimentPolicy
-from allocator.pools_config import PoolsConfig, load_pools_config, parse_pools_config
-from allocator.sequential import TestDesign
-from streams.contracts import (
+from shardshape.allocator.arms import ArmAssigner
+from shardshape.allocator.experiments import CONTROL, ExperimentManager, ExperimentPolicy
+from shardshape.allocator.pools_config import PoolsConfig, load_pools_config, parse_pools_config
+from shardshape.allocator.sequential import TestDesign
+from shardshape.streams.contracts import (
     AllocationPlan,
     Arm,
     CachePolicy,
@@ -31,8 +31,8 @@ from streams.contracts import (
     decode,
     encode,
 )
-from streams.metrics import ShardStats, metric_key
-from streams.planning import PlanningLoop
+from shardshape.streams.metrics import ShardStats, metric_key
+from shardshape.streams.planning import PlanningLoop
 from tests.conftest import REPO_ROOT
 
 WINDOW_S = 10.0
@@ -352,7 +352,7 @@ def test_a_new_planner_restores_promotions_and_ends_what_was_running() -> None:
 
 
 def test_a_promoted_block_type_limits_the_shard_to_that_type_in_the_optimiser() -> None:
-    from allocator.optimiser import ShardDemand
+    from shardshape.allocator.optimiser import ShardDemand
 
     manager = ExperimentManager(CONFIG)
     manager.attach(plan_with([spec(3, blocks=2)]))

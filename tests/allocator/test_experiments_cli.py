@@ -9,11 +9,18 @@ import subprocess
 import numpy as np
 from confluent_kafka import Producer
 
-from allocator.experiments import CONTROL, ExperimentManager
-from infra.settings import Settings
-from infra.topics import create_topics
-from streams.contracts import AllocationPlan, Arm, ArmOverrides, CachePolicy, Experiment, encode
-from streams.metrics import metric_key
+from shardshape.allocator.experiments import CONTROL, ExperimentManager
+from shardshape.infra.settings import Settings
+from shardshape.infra.topics import create_topics
+from shardshape.streams.contracts import (
+    AllocationPlan,
+    Arm,
+    ArmOverrides,
+    CachePolicy,
+    Experiment,
+    encode,
+)
+from shardshape.streams.metrics import metric_key
 from tests.allocator.test_experiments import CONFIG, arm_stats, plan_with, spec
 from tests.conftest import settings_env, shardshape_command
 

@@ -9,9 +9,9 @@ import numpy as np
 import orjson
 import pytest
 
-from streams.contracts import RequestEvent
-from streams.metrics import CACHE_HIT_ATTRIBUTE, ShardStats, aggregate, metric_key
-from streams.sketch import LatencySketch
+from shardshape.streams.contracts import RequestEvent
+from shardshape.streams.metrics import CACHE_HIT_ATTRIBUTE, ShardStats, aggregate, metric_key
+from shardshape.streams.sketch import LatencySketch
 
 
 def _event(i: int, arm: str | None, hit: object) -> RequestEvent:

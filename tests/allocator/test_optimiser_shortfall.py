@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from allocator.optimiser import Allocation, ShardDemand, Smoothing, _Problem, solve
+from shardshape.allocator.optimiser import Allocation, ShardDemand, Smoothing, _Problem, solve
 
 
 def _binding_instance(rng: random.Random, n_shards: int, types: list[str]):

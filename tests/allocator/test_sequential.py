@@ -9,7 +9,13 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from allocator.sequential import ArmWindow, ExperimentTest, MixtureSPRT, Moments, TestDesign
+from shardshape.allocator.sequential import (
+    ArmWindow,
+    ExperimentTest,
+    MixtureSPRT,
+    Moments,
+    TestDesign,
+)
 
 LOOKS = 30
 PER_LOOK = 150

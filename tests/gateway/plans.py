@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from models.features import profile_key
-from streams.contracts import (
+from shardshape.models.features import profile_key
+from shardshape.streams.contracts import (
     AllocationPlan,
     CachePolicy,
     Experiment,

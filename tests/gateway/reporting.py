@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from infra.settings import Settings
-from streams.contracts import RequestBatch, decode
+from shardshape.infra.settings import Settings
+from shardshape.streams.contracts import RequestBatch, decode
 
 
 def consume_batches(

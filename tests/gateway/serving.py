@@ -15,7 +15,7 @@ from types import ModuleType
 import httpx
 import uvicorn
 
-from infra.demo.examples import example_module
+from shardshape.infra.demo.examples import example_module
 from tests.conftest import REPO_ROOT, running
 
 EXAMPLE_DIR = REPO_ROOT / "examples" / "service"

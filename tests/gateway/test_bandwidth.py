@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from gateway.bandwidth import TokenBucket
+from shardshape.gateway.bandwidth import TokenBucket
 
 
 class Clock:

@@ -7,13 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from gateway.isolation.cgroups import limit_values
-from gateway.isolation.detect import choose_mode
-from gateway.isolation.layout import Hierarchy, find_hierarchies, parse_mounts, parse_proc_cgroup
-from gateway.isolation.probe import ControllerProbe, groups_base
-from gateway.isolation.process_limits import address_space_limit, ioprio_level_for, nice_for
-from infra.settings import SettingsError, load_settings
-from streams.contracts import ResourceSpec
+from shardshape.gateway.isolation.cgroups import limit_values
+from shardshape.gateway.isolation.detect import choose_mode
+from shardshape.gateway.isolation.layout import (
+    Hierarchy,
+    find_hierarchies,
+    parse_mounts,
+    parse_proc_cgroup,
+)
+from shardshape.gateway.isolation.probe import ControllerProbe, groups_base
+from shardshape.gateway.isolation.process_limits import (
+    address_space_limit,
+    ioprio_level_for,
+    nice_for,
+)
+from shardshape.infra.settings import SettingsError, load_settings
+from shardshape.streams.contracts import ResourceSpec
 
 # A systemd host on cgroup2 only.
 UNIFIED_MOUNTS = """\

@@ -8,9 +8,14 @@ from concurrent.futures import Future
 
 import pytest
 
-from gateway.isolation import HandlerFailed, ProcessShardPool, ShardUnavailable, WorkerLost
-from gateway.isolation.process_limits import nice_for
-from streams.contracts import ResourceSpec
+from shardshape.gateway.isolation import (
+    HandlerFailed,
+    ProcessShardPool,
+    ShardUnavailable,
+    WorkerLost,
+)
+from shardshape.gateway.isolation.process_limits import nice_for
+from shardshape.streams.contracts import ResourceSpec
 from tests.conftest import pid_alive
 from tests.gateway.isolation_support import (
     HERE,

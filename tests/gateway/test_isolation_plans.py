@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import Producer
 
-from allocator.client import AllocatorClient
-from gateway.isolation import ShardUnavailable
-from gateway.isolation.detect import IsolationCapabilities
-from infra.settings import Settings
-from infra.topics import create_topics
-from streams.contracts import ResourceSpec, encode
+from shardshape.allocator.client import AllocatorClient
+from shardshape.gateway.isolation import ShardUnavailable
+from shardshape.gateway.isolation.detect import IsolationCapabilities
+from shardshape.infra.settings import Settings
+from shardshape.infra.topics import create_topics
+from shardshape.streams.contracts import ResourceSpec, encode
 from tests.conftest import pid_alive
 from tests.gateway.isolation_support import (
     HERE,

@@ -13,14 +13,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from allocator.arms import ArmAssigner
-from gateway.limits import PoolDefaults
-from gateway.middleware import ShapingMiddleware
-from gateway.pools import ShardPools, current_slot
-from gateway.routing_table import RoutingTable
-from models.features import profile_key
-from streams.contracts import Arm, CachePolicy, Experiment, RequestEvent, RoutingEntry, encode
-from streams.metrics import CACHE_HIT_ATTRIBUTE
+from shardshape.allocator.arms import ArmAssigner
+from shardshape.gateway.limits import PoolDefaults
+from shardshape.gateway.middleware import ShapingMiddleware
+from shardshape.gateway.pools import ShardPools, current_slot
+from shardshape.gateway.routing_table import RoutingTable
+from shardshape.models.features import profile_key
+from shardshape.streams.contracts import (
+    Arm,
+    CachePolicy,
+    Experiment,
+    RequestEvent,
+    RoutingEntry,
+    encode,
+)
+from shardshape.streams.metrics import CACHE_HIT_ATTRIBUTE
 from tests.gateway.plans import plan, shard
 from tests.gateway.serving import serve
 

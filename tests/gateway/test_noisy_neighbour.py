@@ -17,10 +17,10 @@ import httpx
 import pytest
 from confluent_kafka import Producer
 
-from gateway.status import STATUS_PATH
-from infra.settings import Settings
-from infra.topics import create_topics
-from streams.contracts import encode
+from shardshape.gateway.status import STATUS_PATH
+from shardshape.infra.settings import Settings
+from shardshape.infra.topics import create_topics
+from shardshape.streams.contracts import encode
 from tests.conftest import settings_env
 from tests.gateway.plans import plan, route_entry, shard
 from tests.gateway.serving import example, example_server

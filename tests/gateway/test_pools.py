@@ -10,13 +10,13 @@ from collections import Counter
 
 import pytest
 
-from allocator.arms import ArmAssigner
-from gateway.lending import LendingPolicy
-from gateway.limits import PoolDefaults
-from gateway.pools import PoolKey, ShardPools, ShardRejected
-from gateway.prometheus import GatewayMetrics
-from gateway.status import in_process_status
-from streams.contracts import Arm, ArmOverrides, CachePolicy, Experiment
+from shardshape.allocator.arms import ArmAssigner
+from shardshape.gateway.lending import LendingPolicy
+from shardshape.gateway.limits import PoolDefaults
+from shardshape.gateway.pools import PoolKey, ShardPools, ShardRejected
+from shardshape.gateway.prometheus import GatewayMetrics
+from shardshape.gateway.status import in_process_status
+from shardshape.streams.contracts import Arm, ArmOverrides, CachePolicy, Experiment
 from tests.gateway.plans import plan, shard
 from tests.gateway.test_gateway_metrics import labelled, samples
 

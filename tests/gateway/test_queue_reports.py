@@ -14,14 +14,14 @@ import httpx
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from gateway.limits import PoolDefaults
-from gateway.pools import ShardPools
-from gateway.queue_report import QueueReports
-from gateway.reporter import Reporter
-from infra.settings import Settings, SettingsError, load_settings
-from infra.topics import create_topics
-from streams.contracts import QUEUE_REPORT_KEY, QueueReport, RequestEvent, decode
-from streams.planning import QUEUE_REPORT_TTL_S
+from shardshape.gateway.limits import PoolDefaults
+from shardshape.gateway.pools import ShardPools
+from shardshape.gateway.queue_report import QueueReports
+from shardshape.gateway.reporter import Reporter
+from shardshape.infra.settings import Settings, SettingsError, load_settings
+from shardshape.infra.topics import create_topics
+from shardshape.streams.contracts import QUEUE_REPORT_KEY, QueueReport, RequestEvent, decode
+from shardshape.streams.planning import QUEUE_REPORT_TTL_S
 from tests.gateway.plans import plan, shard
 from tests.gateway.serving import example, serve
 from tests.gateway.test_pools import Held, settle

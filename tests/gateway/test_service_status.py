@@ -15,10 +15,10 @@ import httpx
 import pytest
 from confluent_kafka import Producer
 
-from gateway.status import STATUS_PATH, GatewayStatus
-from infra.settings import Settings
-from infra.topics import create_topics
-from streams.contracts import encode, snapshot_key
+from shardshape.gateway.status import STATUS_PATH, GatewayStatus
+from shardshape.infra.settings import Settings
+from shardshape.infra.topics import create_topics
+from shardshape.streams.contracts import encode, snapshot_key
 from tests.conftest import settings_env, shardshape_command
 from tests.gateway.isolation_support import isolation_settings, parent_dirs
 from tests.gateway.plans import plan, shard

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from river import anomaly
 
-from models.anomaly import _LIMITS, KeyAnomalyDetector
+from shardshape.models.anomaly import _LIMITS, KeyAnomalyDetector
 
 
 @pytest.mark.parametrize("window_size", [50, 250])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.evaluate import evaluate_synthetic
+from shardshape.models.evaluate import evaluate_synthetic
 
 
 @pytest.fixture(scope="module")
