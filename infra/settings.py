@@ -421,10 +421,11 @@ class Settings(BaseSettings):
         ``model_copy(update=...)`` skips validation, so a component that takes ``Settings``
         calls this once at start and fails there, not deep inside.
 
-        >>> Settings().model_copy(update={"requests_partitions": 0}).revalidated()
-        Traceback (most recent call last):
-        ...
-        shardshape.infra.settings.SettingsError: invalid shardshape settings:
+        >>> try:
+        ...     Settings().model_copy(update={"requests_partitions": 0}).revalidated()
+        ... except SettingsError as error:
+        ...     print(error)
+        invalid shardshape settings:
           SHARDSHAPE_REQUESTS_PARTITIONS=0: Input should be greater than or equal to 1
         """
         return load_settings(**self.model_dump())
