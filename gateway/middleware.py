@@ -29,8 +29,7 @@ from starlette.routing import Match
 
 from shardshape.gateway.pools import ShardPools, ShardRejected
 from shardshape.gateway.routing_table import ArrivingRequest, ShardAssignment
-from shardshape.streams.contracts import MAX_ID_CHARS, RequestEvent
-from shardshape.streams.metrics import CACHE_HIT_ATTRIBUTE
+from shardshape.streams.contracts import CACHE_HIT_ATTRIBUTE, MAX_ID_CHARS, RequestEvent
 
 log = logging.getLogger("shardshape.gateway.middleware")
 

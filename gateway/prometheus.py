@@ -29,7 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from shardshape.streams.contracts import RequestEvent
-from shardshape.streams.prometheus import CONTENT_TYPE, LATENCY_BUCKETS_S
+from shardshape.streams.exposition import CONTENT_TYPE, LATENCY_BUCKETS_S
 
 if TYPE_CHECKING:
     from shardshape.gateway.pools import ShardPools

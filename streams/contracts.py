@@ -34,6 +34,9 @@ MAX_TEXT_CHARS = 4_096
 MAX_SHARDS = 256
 MAX_FEATURES = 512
 MAX_COUNT = 2**63 - 1  # counts, ids and versions fit a signed 64-bit integer in any language
+# Attributes of a RequestEvent that the workers read (set by services and by the gateway).
+BUSY_ATTRIBUTE = "busy_ms"  # services that measure busy time report it as this attribute
+CACHE_HIT_ATTRIBUTE = "cache_hit"  # a bool: did the request's shard cache answer it
 _MAX_DEAD_LETTER_BYTES = 2 * MAX_MESSAGE_BYTES  # base64 of a whole message plus the reason
 _UNSUPPORTED_VERSION = f"v: unsupported contract version (this build speaks v{CONTRACT_VERSION})"
 

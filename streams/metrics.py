@@ -26,11 +26,8 @@ import orjson
 
 from shardshape.streams.cadence import PartitionClock
 from shardshape.streams.columns import EventColumns, columns_of, zeros_for_none
-from shardshape.streams.contracts import RequestEvent
+from shardshape.streams.contracts import BUSY_ATTRIBUTE, CACHE_HIT_ATTRIBUTE, RequestEvent
 from shardshape.streams.sketch import LatencySketch
-
-BUSY_ATTRIBUTE = "busy_ms"  # services that measure busy time report it as this attribute
-CACHE_HIT_ATTRIBUTE = "cache_hit"  # a bool: did the request's shard cache answer it
 
 
 def metric_key(service: str, shard: int, arm: str | None) -> str:

@@ -27,15 +27,12 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from shardshape.streams.dashboard.state import DashboardState
+from shardshape.streams.exposition import LATENCY_BUCKETS_S
 from shardshape.streams.metrics import ShardStats, split_metric_key
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
-# Latency histogram bounds in seconds: a 5 ms read to a five-minute generation job.
-LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _SERIES = ["service", "shard", "arm"]
 
 
@@ -219,5 +216,6 @@ def worker_registry(state: DashboardState) -> CollectorRegistry:
 
 
 def exposition(registry: CollectorRegistry) -> bytes:
-    """The text exposition of ``registry`` (serve it with :data:`CONTENT_TYPE`)."""
+    """The text exposition of ``registry`` (serve it with
+    :data:`shardshape.streams.exposition.CONTENT_TYPE`)."""
     return generate_latest(registry)

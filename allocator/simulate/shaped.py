@@ -43,8 +43,8 @@ from shardshape.allocator.simulate.workload import Workload
 from shardshape.gateway.lending import LendingPolicy
 from shardshape.models.profiler import Profiler, ProfilerConfig
 from shardshape.streams.columns import EventColumns
-from shardshape.streams.contracts import QueueReport, encode
-from shardshape.streams.metrics import BUSY_ATTRIBUTE, ShardStats, aggregate
+from shardshape.streams.contracts import BUSY_ATTRIBUTE, QueueReport, encode
+from shardshape.streams.metrics import ShardStats, aggregate
 from shardshape.streams.planning import PlanningLoop
 
 DEFAULT = "default"

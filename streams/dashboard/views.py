@@ -22,8 +22,9 @@ import faust
 from shardshape.allocator.pools_config import load_pools_config
 from shardshape.infra.settings import Settings
 from shardshape.streams.dashboard.state import DashboardState
+from shardshape.streams.exposition import CONTENT_TYPE
 from shardshape.streams.follower import TopicFollower
-from shardshape.streams.prometheus import CONTENT_TYPE, exposition, worker_registry
+from shardshape.streams.prometheus import exposition, worker_registry
 
 if TYPE_CHECKING:
     from shardshape.streams.signing import Signer

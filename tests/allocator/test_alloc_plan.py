@@ -8,16 +8,16 @@ from statistics import NormalDist
 
 import pytest
 
-from shardshape.allocator import (
-    PoolPlanner,
-    build_plan,
-    calibrator_for,
-    load_pools_config,
-    shard_demands,
-)
 from shardshape.allocator.calibration import ShardWindow
 from shardshape.allocator.optimiser import ShardDemand, solve
-from shardshape.allocator.planner import joint_capacity
+from shardshape.allocator.plan import build_plan
+from shardshape.allocator.planner import (
+    PoolPlanner,
+    calibrator_for,
+    joint_capacity,
+    shard_demands,
+)
+from shardshape.allocator.pools_config import load_pools_config
 from shardshape.streams.contracts import AllocationPlan, decode, encode
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "pools.toml"
