@@ -1,4 +1,5 @@
-# Two commands for a fresh clone: `make run` and `make test`. Each creates .venv when missing.
+# Two commands for a fresh clone: `make run` and `make test`. Each creates .venv when missing
+# and installs shardshape with every extra (`.[all,dev]`), again whenever pyproject.toml changes.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -9,7 +10,7 @@ STAMP  := $(VENV)/.shardshape-installed
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
 	@touch $(STAMP)
 
 # The demo: broker, topics, a worker planning with the example pools (or your own

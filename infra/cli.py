@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shardshape.infra.broker import BrokerError, EmbeddedBroker, kafka_bootstrap
+from shardshape.infra.extras import MissingExtra, require_extra
 from shardshape.infra.logs import configure_logging
 from shardshape.infra.net import PortInUseError
 from shardshape.infra.settings import ENV_PREFIX, Settings, SettingsError, load_settings
@@ -42,6 +43,15 @@ def _settings(ctx: click.Context) -> Settings:
             raise CommandError(str(exc)) from None
         configure_logging(root.obj.log_level, root.obj.log_format)
     return root.obj
+
+
+def _require(extra: str, what: str) -> None:
+    """Stop (exit 2) naming the extra to install when ``what`` needs one that is missing; run
+    first, before the command imports what the extra provides."""
+    try:
+        require_extra(extra, what)
+    except MissingExtra as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _bootstrapped(settings: Settings, command: str) -> Settings:
@@ -76,6 +86,7 @@ def run(ctx: click.Context) -> None:
     Uses the embedded broker unless SHARDSHAPE_KAFKA_BOOTSTRAP names a cluster. Everything
     started here is stopped on Ctrl-C or SIGTERM; the broker log is kept in the data directory.
     """
+    _require("worker", "`shardshape run`")
     from shardshape.allocator.pools_config import PoolsConfigError
     from shardshape.streams.app import run_worker
 
@@ -144,6 +155,7 @@ def demo(
     port (SHARDSHAPE_WEB_PORT), /metrics beside it. Ctrl-C stops everything, then a summary
     is printed. Logs of each part go to $SHARDSHAPE_DATA_DIR/demo/.
     """
+    _require("demo", "the demo")
     from shardshape.allocator.pools_config import PoolsConfigError
     from shardshape.infra.demo.examples import ExampleMissing
     from shardshape.infra.demo.run import DemoError, DemoOptions, demo_settings, run_demo
@@ -196,6 +208,7 @@ def worker(ctx: click.Context) -> None:
     It consumes the requests topic, validates every message and sends what is invalid to the
     DLQ topic with the reason. Start several for more throughput; they share the partitions.
     """
+    _require("worker", "the worker")
     from shardshape.allocator.pools_config import PoolsConfigError
     from shardshape.streams.app import run_worker
 
@@ -224,6 +237,7 @@ def shards(ctx: click.Context, workers: tuple[str, ...], window: str, as_json: b
     """Per-shard request metrics: rate, errors and latency quantiles per service, shard and
     A/B arm, from the workers' windowed tables (the latest complete window).
     """
+    _require("worker", "`shardshape shards`")
     import time
     import urllib.error
     import urllib.request
@@ -606,6 +620,7 @@ def evaluate_profiles_command(
     Reports how much of the variance of log response time the shard predicted at arrival
     explains (eta squared), next to grouping by request type, the naive baseline.
     """
+    _require("worker", "`shardshape evaluate`")
     from shardshape.models.evaluate import evaluate_profiles
 
     events, trace_mapping = _read_events(traces, mapping)
@@ -632,6 +647,7 @@ def evaluate_forecast_command(
     """Prequential one-step-ahead forecasts of the request count per bin, scored with MASE
     against the seasonal-naive (one day) and last-value baselines (below 1 beats them).
     """
+    _require("worker", "`shardshape evaluate`")
     from shardshape.models.forecast_eval import evaluate_forecast, parse_duration
 
     try:

@@ -163,13 +163,17 @@ def simulate(
     A simulated day of the mixed scenario takes about half a minute per shardshape run; both
     comparisons need about 30 runs (a few minutes). See docs/simulator.md.
     """
+    from shardshape.infra.cli import CommandError, _require, _settings, console
+
+    _require("worker", "the simulator")
+    if report_dir is not None:
+        _require("report", "`shardshape simulate --report`")
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from shardshape.allocator.pools_config import PoolsConfigError, load_pools_config
     from shardshape.allocator.simulate.report import write_report
     from shardshape.allocator.simulate.scenarios import evaluate, mixed_setup, trace_setup
     from shardshape.gateway.lending import LendingPolicy
-    from shardshape.infra.cli import CommandError, _settings, console
     from shardshape.streams.trace import MappingError
 
     settings = _settings(ctx)

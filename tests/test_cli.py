@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from shardshape.infra.cli import cli
+from shardshape.infra.extras import EXTRAS
 from shardshape.streams.contracts import CONTRACTS
 from tests.conftest import pid_alive, running, shardshape_command, wait_for_line
 
@@ -57,6 +58,27 @@ def test_commands_that_need_a_broker_say_how_to_get_one() -> None:
     done = subprocess.run(shardshape_command("worker"), env=env, capture_output=True, text=True)
     assert done.returncode == 2
     assert "SHARDSHAPE_KAFKA_BOOTSTRAP" in done.stderr and "shardshape run" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "extra"),
+    [
+        (["worker"], "worker"),
+        (["run"], "worker"),
+        (["demo"], "demo"),
+        (["shards"], "worker"),
+        (["simulate", "--report", "out"], "report"),
+    ],
+)
+def test_a_command_whose_extra_is_missing_names_it_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], extra: str
+) -> None:
+    # As in a base install: the extra's modules cannot be found (the real case, a fresh
+    # environment with only the wheel, is tests/test_base_install.py).
+    monkeypatch.setitem(EXTRAS, extra, ("shardshape_absent_module",))
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert f"needs the \"{extra}\" extra: pip install 'shardshape[{extra}]'" in result.output
 
 
 def test_schema_prints_and_writes_one_file_per_contract(tmp_path: Path) -> None:
