@@ -3,11 +3,12 @@ status and a latency histogram, from the events the middleware reports), each po
 requests in flight and queued, occupancy and rejections, the plan and snapshot versions in
 force, and what the reporter did with the events.
 
-Wire it around the report callable and the app::
+:func:`shardshape.gateway.install` wires it (``metrics_path``). By hand, wire it around the
+report callable and the app::
 
-    metrics = GatewayMetrics("shop", reporter=reporter)
-    app = create_app(settings, report=metrics.observing(reporter.report))
-    metrics.pools = app.state.pools
+    metrics = GatewayMetrics("shop", pools, reporter=reporter)
+    app.add_middleware(ShapingMiddleware, service="shop", pools=pools,
+                       report=metrics.observing(reporter.report))
     app = with_metrics(app, metrics)  # GET /metrics answered before the shaping middleware
 
 >>> from shardshape.streams.contracts import RequestEvent
@@ -28,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from shardshape.gateway.endpoints import with_endpoints
 from shardshape.streams.contracts import RequestEvent
 from shardshape.streams.exposition import CONTENT_TYPE, LATENCY_BUCKETS_S
 
@@ -100,6 +102,10 @@ class GatewayMetrics:
     def exposition(self) -> bytes:
         """The text exposition (serve it with :data:`CONTENT_TYPE`)."""
         return generate_latest(self.registry)
+
+    def endpoint(self) -> tuple[bytes, str]:
+        """The exposition and its content type (a :mod:`shardshape.gateway.endpoints` endpoint)."""
+        return self.exposition(), CONTENT_TYPE
 
 
 class _StateCollector(Collector):
@@ -197,22 +203,4 @@ class _StateCollector(Collector):
 def with_metrics(app: Any, metrics: GatewayMetrics, path: str = METRICS_PATH) -> Any:
     """An ASGI app that answers ``GET path`` with ``metrics`` and hands the rest to ``app``
     (so scrapes are neither pooled nor reported as requests)."""
-
-    async def serve(scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != path:
-            await app(scope, receive, send)
-            return
-        body = metrics.exposition()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", CONTENT_TYPE.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-    return serve
+    return with_endpoints(app, {path: metrics.endpoint})

@@ -106,6 +106,9 @@ class GatewayStatus(BaseModel):
         default_factory=dict, description="Shard snapshot version per service."
     )
     plan_version: Count = Field(0, description="Version of the plan applied (0: none yet).")
+    shaping: bool = Field(
+        True, description="False: one shared pool for every request (gateway_shaping)."
+    )
     pools: list[ShardPoolStatus] = Field(default_factory=list)
     reporter: ReporterStatus | None = Field(None, description="None: the gateway reports nowhere.")
 
@@ -169,6 +172,7 @@ def gateway_status(
         routing_rejected=routing.rejected if routing else 0,
         snapshot_versions={service: routing.snapshot_version(service)} if routing else {},
         plan_version=plan_version,
+        shaping=pools.shaping if pools is not None else True,
         pools=[
             *(in_process_status(state) for state in (pools.states() if pools else ())),
             *process_pools,

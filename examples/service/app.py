@@ -6,13 +6,15 @@
   ``rows`` rows of CPU work in a worker thread); expects 64 MiB, for memory admission;
 - ``GET /downloads/{name}``: a large download of ``mib`` MiB streamed in 64 KiB chunks (paced
   by the shard's bandwidth);
-- ``GET /shardshape/gateway/status``: routing table, plan, pool states and the reporter's
-  counters (what ``shardshape doctor --gateway-url`` reads); ``GET /healthz``.
+- ``GET /healthz``; and from the gateway: ``GET /shardshape/gateway/status`` (routing table,
+  plan, pool states and the reporter's counters: what ``shardshape doctor --gateway-url``
+  reads) and ``GET /metrics`` (Prometheus).
 
-With a broker (``SHARDSHAPE_KAFKA_BOOTSTRAP``) the gateway follows the routing and plans topics,
-reports every completed request to the requests topic and, every few seconds while requests
-wait in its pools, how many wait per shard to the planner's topic; without one every request
-runs in the default pool and is reported nowhere. Run it with::
+One call, ``install(app, SERVICE, ...)``, shapes it: with a broker
+(``SHARDSHAPE_KAFKA_BOOTSTRAP``) the gateway follows the routing and plans topics, reports
+every completed request to the requests topic and, every few seconds while requests wait in its
+pools, how many wait per shard to the planner's topic; without one it logs that it runs
+unshaped and every request goes straight to the app. Run it with::
 
     python examples/service/app.py --port 8000
 
@@ -25,8 +27,8 @@ import argparse
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -35,12 +37,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from shardshape.allocator.client import AllocatorClient
-from shardshape.gateway.middleware import ShapingMiddleware
-from shardshape.gateway.pools import ShardPools, current_slot
-from shardshape.gateway.reporter import Reporter, default_gateway_id
-from shardshape.gateway.routing_table import RoutingTable
-from shardshape.gateway.status import STATUS_PATH, gateway_status
+from shardshape.gateway import install
+from shardshape.gateway.pools import current_slot
 from shardshape.infra.settings import Settings, load_settings
 from shardshape.streams.contracts import RequestEvent
 
@@ -97,93 +95,35 @@ async def download(request: Request) -> Response:
     return StreamingResponse(body(), media_type="application/octet-stream")
 
 
+async def healthz(request: Request) -> Response:
+    return Response("ok")
+
+
 def _expected_memory_mib(event: RequestEvent, shard_id: int) -> float:
     return EXPORT_MEMORY_MIB if event.request_type.startswith("GET /exports/") else 0.0
 
 
-def _report_nowhere(event: RequestEvent) -> None:
-    return None
-
-
-def create_app(
-    settings: Settings,
-    report: Callable[[RequestEvent], None] | None = None,
-    *,
-    reporter: Reporter | None = None,
-) -> Starlette:
-    """The example service; with a bootstrap set it follows routing and plans from Kafka and
-    reports each completed request with a :class:`~shardshape.gateway.reporter.Reporter`.
-
-    Without ``report`` and ``reporter``, the service makes its own reporter (when a bootstrap
-    is set) and closes it when it shuts down. A ``reporter`` given is the caller's to close;
-    its counters show in the status page. A ``report`` given is called instead of the
-    reporter's (e.g. to count each event, then hand it to ``reporter.report``). The reporter,
-    own or given, also sends the planner how many requests wait in the pools, by shard
-    (:meth:`~shardshape.gateway.reporter.Reporter.watch_queues`).
-    """
-    pools = ShardPools.from_settings(settings)
-    routing: RoutingTable | None = None
-    allocator: AllocatorClient | None = None
-    own_reporter: Reporter | None = None
-    if settings.kafka_bootstrap:
-        routing = RoutingTable.from_settings(settings)
-        allocator = AllocatorClient.from_settings(settings, SERVICE, pools)
-        if reporter is None and report is None:
-            reporter = own_reporter = Reporter(settings, gateway_id=default_gateway_id())
-    if reporter is not None:
-        # The planner sees a burst waiting in the pools within seconds, not a window later.
-        reporter.watch_queues(SERVICE, pools.queued_by_shard)
-    if report is None:
-        report = reporter.report if reporter is not None else _report_nowhere
-    gateway_id = reporter.gateway_id if reporter is not None else ""
-
-    async def status(request: Request) -> Response:
-        state = gateway_status(
-            SERVICE, pools, routing, allocator, gateway_id=gateway_id, reporter=reporter
-        )
-        return JSONResponse({**state, "shaping": pools.shaping})
-
-    async def healthz(request: Request) -> Response:
-        return Response("ok")
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # Both follow their topics in background threads; the service never waits on Kafka.
-        for follower in (routing, allocator):
-            if follower is not None:
-                follower.start()
-        try:
-            yield
-        finally:
-            if own_reporter is not None:
-                # Requests have stopped: send what is held, for as long as it takes to notice
-                # a stalled Kafka, then drop (counted) what is left.
-                await asyncio.to_thread(own_reporter.close, settings.reporter_stall_ms / 1000)
-            for follower in (allocator, routing):
-                if follower is not None:
-                    await asyncio.to_thread(follower.stop)
-
+def create_app(settings: Settings | None = None, **options: Any) -> Starlette:
+    """The example service, shaped by :func:`shardshape.gateway.install` from ``settings``
+    (default: the environment); ``options`` go to ``install`` (e.g. ``reporter=`` to report
+    with one you close yourself). ``app.state.gateway`` is the gateway's handle."""
     app = Starlette(
         routes=[
             Route("/items/{item_id}", item),
             Route("/exports/{report}", export),
             Route("/downloads/{name}", download),
-            Route(STATUS_PATH, status),
             Route("/healthz", healthz),
-        ],
-        lifespan=lifespan,
+        ]
     )
-    app.state.pools = pools
-    app.add_middleware(
-        ShapingMiddleware,
-        service=SERVICE,
-        pools=pools,
-        routing=routing,
-        report=report,
-        user_header=settings.gateway_user_header,
+    app.state.gateway = install(
+        app,
+        SERVICE,
+        settings=settings,
         expected_memory_mib=_expected_memory_mib,
-        unshaped_paths={"/healthz", STATUS_PATH},
+        unshaped_paths={"/healthz"},
+        **options,
     )
+    app.state.pools = app.state.gateway.pools
     return app
 
 

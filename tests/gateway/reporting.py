@@ -1,4 +1,5 @@
-"""Reading what reporters sent: the requests topic's batches from its start."""
+"""Reading what reporters sent: the requests topic's batches, and the queue reports on the
+planner's topic, from their start."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Callable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from shardshape.infra.settings import Settings
-from shardshape.streams.contracts import RequestBatch, decode
+from shardshape.streams.contracts import QueueReport, RequestBatch, decode
 
 
 def consume_batches(
@@ -48,3 +49,36 @@ def batch_ids(batches: list[tuple[int, RequestBatch]]) -> Counter[str]:
 def has_all(ids: set[str]) -> Callable[[list[tuple[int, RequestBatch]]], bool]:
     """A ``done`` for :func:`consume_batches`: every one of ``ids`` read."""
     return lambda batches: ids <= set(batch_ids(batches))
+
+
+class QueueReportReader:
+    """Reads the planner's topic from its start: (key, report) of every message so far."""
+
+    def __init__(self, settings: Settings) -> None:
+        group = f"reader-{uuid.uuid4().hex[:8]}"
+        self._consumer = Consumer(
+            settings.confluent_config(**{"group.id": group, "enable.auto.commit": False})
+        )
+        self._consumer.assign([TopicPartition(settings.topic_windows, 0, OFFSET_BEGINNING)])
+        self.messages: list[tuple[bytes, QueueReport]] = []
+
+    def read_until(
+        self, done: Callable[[list[QueueReport]], bool], timeout_s: float = 20
+    ) -> list[QueueReport]:
+        deadline = time.monotonic() + timeout_s
+        while not done(self.reports) and time.monotonic() < deadline:
+            message = self._consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                self.messages.append((message.key(), decode(QueueReport, message.value())))
+        return self.reports
+
+    def read_for(self, seconds: float) -> list[QueueReport]:
+        end = time.monotonic() + seconds
+        return self.read_until(lambda _: time.monotonic() >= end, timeout_s=seconds + 1)
+
+    @property
+    def reports(self) -> list[QueueReport]:
+        return [report for _, report in self.messages]
+
+    def close(self) -> None:
+        self._consumer.close()

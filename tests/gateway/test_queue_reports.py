@@ -7,12 +7,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Callable, Mapping
 
 import httpx
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from shardshape.gateway.limits import PoolDefaults
 from shardshape.gateway.pools import ShardPools
@@ -23,6 +21,7 @@ from shardshape.infra.topics import create_topics
 from shardshape.streams.contracts import QUEUE_REPORT_KEY, QueueReport, RequestEvent, decode
 from shardshape.streams.planning import QUEUE_REPORT_TTL_S
 from tests.gateway.plans import plan, shard
+from tests.gateway.reporting import QueueReportReader
 from tests.gateway.serving import example, serve
 from tests.gateway.test_pools import Held, settle
 
@@ -37,39 +36,6 @@ def _queue_settings(settings: Settings) -> Settings:
     settings = settings.model_copy(update={"reporter_queue_interval_ms": INTERVAL_MS})
     create_topics(settings)
     return settings
-
-
-class _Windows:
-    """Reads the planner's topic from its start: (key, report) of every message so far."""
-
-    def __init__(self, settings: Settings) -> None:
-        group = f"reader-{uuid.uuid4().hex[:8]}"
-        self._consumer = Consumer(
-            settings.confluent_config(**{"group.id": group, "enable.auto.commit": False})
-        )
-        self._consumer.assign([TopicPartition(settings.topic_windows, 0, OFFSET_BEGINNING)])
-        self.messages: list[tuple[bytes, QueueReport]] = []
-
-    def read_until(
-        self, done: Callable[[list[QueueReport]], bool], timeout_s: float = 20
-    ) -> list[QueueReport]:
-        deadline = time.monotonic() + timeout_s
-        while not done(self.reports) and time.monotonic() < deadline:
-            message = self._consumer.poll(0.2)
-            if message is not None and message.error() is None:
-                self.messages.append((message.key(), decode(QueueReport, message.value())))
-        return self.reports
-
-    def read_for(self, seconds: float) -> list[QueueReport]:
-        end = time.monotonic() + seconds
-        return self.read_until(lambda _: time.monotonic() >= end, timeout_s=seconds + 1)
-
-    @property
-    def reports(self) -> list[QueueReport]:
-        return [report for _, report in self.messages]
-
-    def close(self) -> None:
-        self._consumer.close()
 
 
 def _counts(report: QueueReport) -> dict[int, int]:
@@ -95,7 +61,7 @@ async def test_waiting_requests_reach_the_planners_topic_by_shard_then_one_empty
     expected = {1: 2, 4: 1}
     assert pools.queued_by_shard() == expected
 
-    windows = _Windows(settings)
+    windows = QueueReportReader(settings)
     try:
         with Reporter(settings, gateway_id="gw-q") as reporter:
             reporter.watch_queues("shop", pools.queued_by_shard)
@@ -142,7 +108,7 @@ async def test_a_failing_count_is_logged_once_and_other_services_are_still_repor
         calls["broken"] += 1
         raise RuntimeError("pools are gone")
 
-    windows = _Windows(settings)
+    windows = QueueReportReader(settings)
     caplog.set_level(logging.WARNING, logger="shardshape.gateway.queue_report")
     try:
         with Reporter(settings, gateway_id="gw-b") as reporter:
@@ -164,7 +130,7 @@ async def test_the_example_service_reports_its_queued_requests(settings: Setting
     settings = _queue_settings(settings).model_copy(
         update={"gateway_default_concurrency": 1, "gateway_queue_timeout_ms": 30_000}
     )
-    windows = _Windows(settings)
+    windows = QueueReportReader(settings)
     try:
         with Reporter(settings, gateway_id="gw-e") as reporter:
             app = example("app").create_app(settings, reporter=reporter)
