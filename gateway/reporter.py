@@ -43,7 +43,6 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from shardshape.gateway.queue_report import QueueReports
 from shardshape.gateway.spool import Spool
 from shardshape.infra.settings import Settings
-from shardshape.models.features import profile_key
 from shardshape.streams.batching import PartitionBatcher
 from shardshape.streams.contracts import (
     MAX_ID_CHARS,
@@ -54,7 +53,7 @@ from shardshape.streams.contracts import (
     decode_requests,
     encode,
 )
-from shardshape.streams.partitioning import partition_for
+from shardshape.streams.partitioning import partition_for, profile_key
 
 log = logging.getLogger("shardshape.gateway.reporter")
 

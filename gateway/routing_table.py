@@ -30,8 +30,6 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from shardshape.models.features import profile_key
-from shardshape.models.predictor import ShardPredictor
 from shardshape.streams.contracts import (
     SNAPSHOT_KEY_PREFIX,
     ContractError,
@@ -40,10 +38,12 @@ from shardshape.streams.contracts import (
     decode,
 )
 from shardshape.streams.follower import TopicFollower
+from shardshape.streams.partitioning import profile_key
 from shardshape.streams.signing import Signer, signer_from
 
 if TYPE_CHECKING:
     from shardshape.infra.settings import Settings
+    from shardshape.models.predictor import ShardPredictor
 
 log = logging.getLogger("shardshape.gateway.routing")
 
@@ -224,6 +224,10 @@ class RoutingTable:
     def _apply_snapshot(self, snapshot: ShardSnapshot) -> None:
         if snapshot.version <= self.snapshot_version(snapshot.service):
             return
+        # Imported with the first snapshot, on the follower's thread: importing the gateway
+        # does not load numpy, the predictor's only heavy dependency.
+        from shardshape.models.predictor import ShardPredictor
+
         predictor = ShardPredictor.from_snapshot(snapshot)
         with self._snapshot_seen:
             self._models[snapshot.service] = (snapshot, predictor)

@@ -42,6 +42,9 @@ from typing import Protocol
 
 import numpy as np
 
+# Defined beside partition_for (no numpy there: the gateway imports it); imported from here too.
+from shardshape.streams.partitioning import profile_key as profile_key
+
 BEHAVIOUR_NAMES: tuple[str, ...] = (
     "log_latency_ms",
     "error",
@@ -73,15 +76,6 @@ def signed_log(x: float) -> float:
     (0.0, -2.3026)
     """
     return math.copysign(math.log1p(abs(x)), x)
-
-
-def profile_key(service: str, request_type: str, user_id: str) -> str:
-    """The profile key: ``service|request_type|user_id`` (an empty user id is allowed).
-
-    >>> profile_key("api", "GET /items", "u1")
-    'api|GET /items|u1'
-    """
-    return f"{service}|{request_type}|{user_id}"
 
 
 def behaviour(

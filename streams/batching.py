@@ -17,9 +17,8 @@ Events are grouped by the partition of their profile key (:func:`partition_for`)
 
 from __future__ import annotations
 
-from shardshape.models.features import profile_key
 from shardshape.streams.contracts import RequestEvent
-from shardshape.streams.partitioning import partition_for
+from shardshape.streams.partitioning import partition_for, profile_key
 
 Batch = tuple[int, list[RequestEvent]]
 
