@@ -16,6 +16,7 @@ KeyError: 'no extra named nothing; extras: broker, demo, report, worker'
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 _WORKER = ("faust", "aiokafka", "river", "scipy", "threadpoolctl", "msgspec", "cramjam")
 
@@ -44,7 +45,13 @@ def missing_modules(extra: str) -> list[str]:
     """The modules of ``extra`` that cannot be imported here (none when it is installed)."""
     if extra not in EXTRAS:
         raise KeyError(f"no extra named {extra}; extras: {', '.join(sorted(EXTRAS))}")
-    return [name for name in EXTRAS[extra] if importlib.util.find_spec(name) is None]
+    return [name for name in EXTRAS[extra] if not _importable(name)]
+
+
+def _importable(name: str) -> bool:
+    # Already imported counts, whatever its __spec__: faust swaps in a lazy module without one,
+    # on which find_spec raises ValueError.
+    return name in sys.modules or importlib.util.find_spec(name) is not None
 
 
 def require_extra(extra: str, what: str) -> None:

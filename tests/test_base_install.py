@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,16 @@ from tests.conftest import REPO_ROOT, settings_env
 pytestmark = [pytest.mark.slow, pytest.mark.broker]
 
 WORKER_STACK = ["faust", "river", "scipy", "matplotlib", "aiokafka"]
+NOT_SOURCES = (
+    ".git",
+    ".venv",
+    ".shardshape",
+    "build",
+    "*.egg-info",
+    "__pycache__",
+    ".*cache*",
+    "test-artifacts",
+)
 
 SERVICE = '''
 """A user's service with its own models and gateway packages, shaped by shardshape."""
@@ -105,8 +116,12 @@ def _run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
 def base_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh virtual environment with the wheel of this repository and no extras."""
     root = tmp_path_factory.mktemp("base-install")
+    # Built from a copy: setuptools builds in the source tree, and a build/ left there by an
+    # earlier build could slip stale modules into the wheel.
+    source = root / "source"
+    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCES))
     built = _run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(root), str(REPO_ROOT)]
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(root), str(source)]
     )
     assert built.returncode == 0, built.stderr
     (wheel,) = root.glob("shardshape-*.whl")
