@@ -121,7 +121,7 @@ class Spool:
         self._file.close()
 
     def _open(self) -> BinaryIO:
-        return open(self.path, "a+b", buffering=0)  # noqa: SIM115 (held open)
+        return open(self.path, "a+b", buffering=0)
 
     def _reset(self) -> None:
         self._file.truncate(0)

@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(
         10.0, ge=1, le=3_600, description="Consumer group session timeout (Tansu joins in ~half)."
     )
+    end_offset_correction: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Read partitions' true end offsets for table recovery (Tansu reports the "
+        "last batch's base offset plus one); auto: unless the cluster id is Apache Kafka's "
+        "generated form (docs/reliability.md).",
+    )
     fetch_max_wait_ms: int = Field(
         50, ge=1, le=10_000, description="Longest a worker's fetch waits for new events."
     )

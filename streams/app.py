@@ -38,8 +38,9 @@ from shardshape.streams.dashboard.views import add_web_views
 from shardshape.streams.fetch_wait import set_fetch_max_wait
 from shardshape.streams.follower import TopicFollower
 from shardshape.streams.gaps import GapReader, SkippedOffsets, start_offset
-from shardshape.streams.highwater import correct_faust_highwaters
+from shardshape.streams.highwater import apply_end_offset_correction
 from shardshape.streams.intake import Received, merge_groups, take_queued
+from shardshape.streams.internals import check_internals
 from shardshape.streams.metrics import WindowRecorder, aggregate, partition_of
 from shardshape.streams.partitioning import partition_for
 from shardshape.streams.planning import (
@@ -618,8 +619,9 @@ def run_worker(settings: Settings) -> None:
     if settings.web_enabled:
         ensure_port_free(settings.web_port, "WEB_PORT")
     (settings.data_dir / "worker").mkdir(parents=True, exist_ok=True)
+    check_internals()  # the private attributes patched below still exist
     set_fetch_max_wait(settings.fetch_max_wait_ms)
-    correct_faust_highwaters(settings.confluent_config())  # table recovery on Tansu
+    apply_end_offset_correction(settings.confluent_config(), settings.end_offset_correction)
     app = create_app(settings)
     app.shardshape_settings = settings
     _tune_process()
