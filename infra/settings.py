@@ -14,9 +14,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from shardshape.infra.environment import (
+    FILE_SUFFIX,
+    FileSettingsSource,
+    FileValueError,
+    warn_unknown,
+)
 from shardshape.streams.contracts import MAX_BATCH_EVENTS
 
 ENV_PREFIX = "SHARDSHAPE_"
@@ -24,6 +30,8 @@ ENV_PREFIX = "SHARDSHAPE_"
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 LogLevel = Literal["debug", "info", "warn", "error", "critical"]
+# Standard names as operators write them (any case) -> the LogLevel they mean.
+_LOG_LEVEL_NAMES = {"warning": "warn", "fatal": "critical"}
 _MIN_QUEUE_INTERVAL_MS = 100
 
 
@@ -35,6 +43,18 @@ class Settings(BaseSettings):
     """Every knob of shardshape. Each field ``name`` is read from ``SHARDSHAPE_NAME``."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        files = FileSettingsSource(settings_cls, ENV_PREFIX, file_settings())
+        return init_settings, env_settings, files, dotenv_settings, file_secret_settings
 
     # Broker
     broker_mode: Literal["embedded", "external"] | None = Field(
@@ -102,7 +122,10 @@ class Settings(BaseSettings):
         description="Address the worker's web views (dashboard, /metrics, stats) listen on; "
         "loopback unless you put them behind your own access control.",
     )
-    log_level: LogLevel = "info"
+    log_level: LogLevel = Field(
+        "info",
+        description="debug, info, warn (or warning), error or critical, in any case.",
+    )
     log_format: Literal["text", "json"] = Field(
         "text",
         description="json: one JSON object a line, with the service, shard, snapshot and plan "
@@ -325,6 +348,14 @@ class Settings(BaseSettings):
     # Trace data used by tests, benchmarks and examples
     trace_dir: Path = Path("../shared/data")
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _standard_level_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return _LOG_LEVEL_NAMES.get(value, value)
+        return value
+
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
         if self.broker_mode == "external" and not self.kafka_bootstrap:
@@ -467,12 +498,39 @@ class Settings(BaseSettings):
         return conf
 
 
+def file_settings() -> list[str]:
+    """Settings that may also be given as ``SHARDSHAPE_NAME_FILE``: the secrets, and the fields
+    marked ``json_schema_extra={"file": True}``.
+
+    >>> file_settings()
+    ['sasl_password', 'signing_key', 'admin_token']
+    """
+    return [
+        name
+        for name, field in Settings.model_fields.items()
+        if "SecretStr" in str(field.annotation)
+        or (isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("file"))
+    ]
+
+
+def known_variables() -> set[str]:
+    """Every ``SHARDSHAPE_*`` variable shardshape reads."""
+    names = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+    return names | {f"{ENV_PREFIX}{name.upper()}{FILE_SUFFIX}" for name in file_settings()}
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Read settings from the environment, or raise :class:`SettingsError` naming the bad one."""
+    """Read settings from the environment, or raise :class:`SettingsError` naming the bad one.
+
+    Warns (once per process) about ``SHARDSHAPE_*`` variables that name no setting.
+    """
+    warn_unknown(ENV_PREFIX, known_variables())
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         raise SettingsError(_explain(exc)) from None
+    except FileValueError as exc:
+        raise SettingsError(f"invalid shardshape settings:\n  {exc}") from None
 
 
 def _explain(exc: ValidationError) -> str:
