@@ -38,6 +38,7 @@ from shardshape.streams.dashboard.views import add_web_views
 from shardshape.streams.fetch_wait import set_fetch_max_wait
 from shardshape.streams.follower import TopicFollower
 from shardshape.streams.gaps import GapReader, SkippedOffsets, start_offset
+from shardshape.streams.health import HEALTH_PATH, READY_PATH, Checks, liveness, readiness
 from shardshape.streams.highwater import apply_end_offset_correction
 from shardshape.streams.intake import Received, merge_groups, take_queued
 from shardshape.streams.internals import check_internals
@@ -376,6 +377,16 @@ def create_app(settings: Settings) -> faust.App:
         if line:
             log.info("%s; snapshot versions %s", line, profiling.versions())
 
+    @app.page(HEALTH_PATH)
+    async def healthz(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
+        status, body = liveness()
+        return web.json(body, status=status)
+
+    @app.page(READY_PATH)
+    async def readyz(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
+        status, body = readiness(_worker_readiness(app, generation[0], follower))
+        return web.json(body, status=status)
+
     @app.page("/shardshape/stats")
     async def stats(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
         return web.json(
@@ -431,6 +442,27 @@ def create_app(settings: Settings) -> faust.App:
         skipped.close()
 
     return app
+
+
+def _worker_readiness(app: faust.App, generation: int, routing: TopicFollower) -> Checks:
+    """What ``/readyz`` checks: joined the group, partitions assigned, tables recovered, the
+    routing topic read to its end (the latest shard snapshot adopted)."""
+    recovery = app.tables.recovery
+    return {
+        "joined": (
+            generation >= 0 and not app.rebalancing,
+            f"joining consumer group {app.conf.id}" if generation < 0 else "rebalancing",
+        ),
+        "assigned": (bool(app.consumer.assignment()), "no partitions assigned"),
+        "recovered": (
+            recovery.completed.is_set() and not recovery.in_recovery,
+            "recovering tables from their changelogs",
+        ),
+        "snapshot": (
+            routing.caught_up.is_set(),
+            "reading the routing topic (the latest shard snapshot not adopted yet)",
+        ),
+    }
 
 
 def _assignment(app: faust.App) -> dict[str, list[int]]:

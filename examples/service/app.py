@@ -40,7 +40,13 @@ from shardshape.gateway.middleware import ShapingMiddleware
 from shardshape.gateway.pools import ShardPools, current_slot
 from shardshape.gateway.reporter import Reporter, default_gateway_id
 from shardshape.gateway.routing_table import RoutingTable
-from shardshape.gateway.status import STATUS_PATH, gateway_status
+from shardshape.gateway.status import (
+    HEALTH_PATH,
+    READY_PATH,
+    STATUS_PATH,
+    gateway_status,
+    health_routes,
+)
 from shardshape.infra.settings import Settings, load_settings
 from shardshape.streams.contracts import RequestEvent
 
@@ -170,6 +176,7 @@ def create_app(
             Route("/downloads/{name}", download),
             Route(STATUS_PATH, status),
             Route("/healthz", healthz),
+            *health_routes(routing, allocator),
         ],
         lifespan=lifespan,
     )
@@ -182,7 +189,7 @@ def create_app(
         report=report,
         user_header=settings.gateway_user_header,
         expected_memory_mib=_expected_memory_mib,
-        unshaped_paths={"/healthz", STATUS_PATH},
+        unshaped_paths={"/healthz", STATUS_PATH, HEALTH_PATH, READY_PATH},
     )
     return app
 
