@@ -57,6 +57,7 @@ from shardshape.streams.profiling import (
     SnapshotMerger,
     snapshot_listener,
 )
+from shardshape.streams.prometheus import PlannerCollector
 from shardshape.streams.publisher import RoutingPublisher, flush_before_commits
 from shardshape.streams.rebalance import forget_moved_partitions, kept_partitions
 from shardshape.streams.signing import Signer, signer_from
@@ -429,6 +430,7 @@ def create_app(settings: Settings) -> faust.App:
         counters=counters,
         windows=lambda: window_slots(metric_tables["10s"], recorders["10s"].unwritten()),
         signer=signer,
+        collectors=[PlannerCollector(planning)] if planning is not None else [],
     )
 
     @app.task

@@ -115,9 +115,12 @@ def get(url: str) -> str:
 
 
 def series(text: str, name: str) -> dict[str, float]:
-    """Samples of metric ``name`` by shard label."""
+    """Samples of metric ``name`` summed by shard label (over status, arm...)."""
     pattern = re.compile(rf'^{name}\{{[^}}]*shard="(\d+)"[^}}]*\}} (\S+)$', re.M)
-    return {shard: float(value) for shard, value in pattern.findall(text)}
+    sums: dict[str, float] = {}
+    for shard, value in pattern.findall(text):
+        sums[shard] = sums.get(shard, 0.0) + float(value)
+    return sums
 
 
 def poll(check, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
@@ -145,14 +148,14 @@ def test_metrics_show_per_shard_series_during_the_demo(running_demo: Demo) -> No
     def worker_series() -> dict[str, float] | None:
         text = get(f"{running_demo.web}/metrics")
         requests = series(text, "shardshape_shard_requests_total")
-        observed = series(text, "shardshape_shard_latency_seconds_count")
+        observed = series(text, "shardshape_shard_request_duration_seconds_count")
         busy = {s for s, n in requests.items() if n > 0 and observed.get(s, 0) > 0}
         return requests if len(busy) >= 2 else None
 
     requests = poll(worker_series, 60, "two shards with requests in the worker's /metrics")
     assert sum(requests.values()) > 0
     gateway = poll(lambda: get(f"{running_demo.service_url()}/metrics"), 10, "gateway /metrics")
-    assert sum(series(gateway, "shardshape_gateway_requests_total").values()) > 0
+    assert sum(series(gateway, "shardshape_shard_requests_total").values()) > 0
     slots = re.findall(r"^shardshape_gateway_pool_slots\{[^}]*\} (\S+)$", gateway, re.M)
     assert slots and all(float(n) >= 1 for n in slots)
 
