@@ -245,12 +245,12 @@ class PlannerCollector(Collector):
         self.planner = planner
 
     def collect(self) -> Iterator[Metric]:
-        if self.planner.learned_until > 0:
-            yield GaugeMetricFamily(
-                "shardshape_planner_learned_until_timestamp_seconds",
-                "End of the newest metrics window the planner learned (on the worker that plans).",
-                value=self.planner.learned_until,
-            )
+        yield GaugeMetricFamily(
+            "shardshape_planner_learned_until_timestamp_seconds",
+            "End of the newest metrics window the planner learned (0: none yet; only the "
+            "worker that owns the windows topic learns).",
+            value=self.planner.learned_until,
+        )
 
 
 def add_process_collectors(registry: CollectorRegistry) -> CollectorRegistry:
