@@ -60,7 +60,7 @@ from shardshape.streams.profiling import (
 from shardshape.streams.prometheus import PlannerCollector
 from shardshape.streams.publisher import RoutingPublisher, flush_before_commits
 from shardshape.streams.rebalance import forget_moved_partitions, kept_partitions
-from shardshape.streams.signing import Signer, signer_from
+from shardshape.streams.signing import Checker, Signer, checker_from, signer_from
 from shardshape.streams.validation import MessageOrigin, validate_message
 
 log = logging.getLogger("shardshape.worker")
@@ -168,7 +168,8 @@ def create_app(settings: Settings) -> faust.App:
     requests = _raw_topic(app, settings.topic_requests, settings.requests_partitions)
     dlq = _raw_topic(app, settings.topic_dlq)
     # Routing entries and snapshots go out through librdkafka (see streams.publisher).
-    signer = signer_from(settings)
+    signer = signer_from(settings)  # signs what this worker publishes
+    checker = checker_from(settings)  # checks what it reads
     routing = RoutingPublisher(settings.confluent_config(), settings.topic_routing, signer)
     # Internal: each worker's model summary; one partition, so exactly one worker merges.
     summaries = _raw_topic(app, f"{settings.app_id}-summaries", partitions=1)
@@ -232,7 +233,7 @@ def create_app(settings: Settings) -> faust.App:
         settings.confluent_config(),
         settings.topic_routing,
         snapshot_listener(profiling, merger, planning),
-        signer=signer,
+        signer=checker,
     )
     app.shardshape_counters = counters  # read by tests and web views
     app.shardshape_profiling = profiling
@@ -411,6 +412,7 @@ def create_app(settings: Settings) -> faust.App:
             worker_id,
             replicas,
             signer,
+            checker,
         )
 
     @app.page("/shardshape/shards")
@@ -429,7 +431,7 @@ def create_app(settings: Settings) -> faust.App:
         settings,
         counters=counters,
         windows=lambda: window_slots(metric_tables["10s"], recorders["10s"].unwritten()),
-        signer=signer,
+        signer=checker,
         collectors=[PlannerCollector(planning)] if planning is not None else [],
     )
 
@@ -491,6 +493,7 @@ def _add_planning(
     worker_id: str,
     replicas: ReplicaTracker,
     signer: Signer | None = None,
+    checker: Checker | None = None,
 ) -> None:
     """Every worker reports its closed metric windows; the owner of the one-partition reports
     topic learns from all of them and from the gateways' queue reports, and publishes plans."""
@@ -498,7 +501,7 @@ def _add_planning(
     plans = _raw_topic(app, settings.topic_plans)
     reporter = WindowReporter(worker_id, grace_s=2.0)
     follower = TopicFollower(
-        settings.confluent_config(), settings.topic_plans, plan_listener(planning), signer=signer
+        settings.confluent_config(), settings.topic_plans, plan_listener(planning), signer=checker
     )
 
     @app.timer(1.0)

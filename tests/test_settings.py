@@ -104,8 +104,9 @@ def test_log_levels_are_read_as_operators_write_them(
 
 
 def test_every_secret_can_come_from_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    assert {"sasl_password", "admin_token"} <= set(file_settings())
-    for name in file_settings():
+    assert {"sasl_password", "admin_token", "signing_private_key"} <= set(file_settings())
+    keys = {"signing_private_key", "signing_public_key"}  # from files in tests/test_signing.py
+    for name in set(file_settings()) - keys - {"signing_key"}:  # HMAC: not with Ed25519
         secret = tmp_path / name
         secret.write_text(f"{name}-" + "s" * 40 + "\n")  # as `echo` writes it
         monkeypatch.setenv(f"SHARDSHAPE_{name.upper()}_FILE", str(secret))
@@ -114,6 +115,8 @@ def test_every_secret_can_come_from_a_file(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setenv("SHARDSHAPE_KAFKA_BOOTSTRAP", "k:9093")
     settings = load_settings()
     assert settings.confluent_config()["sasl.password"] == "sasl_password-" + "s" * 40
+    monkeypatch.setenv("SHARDSHAPE_SIGNING_KEY_FILE", str(tmp_path / "sasl_password"))
+    assert load_settings().signing_key.get_secret_value() == "sasl_password-" + "s" * 40
     assert settings.admin_token.get_secret_value() == "admin_token-" + "s" * 40
 
 

@@ -29,7 +29,7 @@ from shardshape.streams.prometheus import negotiated, worker_registry
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector
 
-    from shardshape.streams.signing import Signer
+    from shardshape.streams.signing import Checker
 
 DASHBOARD_PATH = "/dashboard"
 STATE_PATH = "/dashboard/api/state"
@@ -51,7 +51,7 @@ def add_web_views(
     *,
     counters: _Counters,
     windows: Callable[[], list[dict]],
-    signer: Signer | None = None,
+    signer: Checker | None = None,
     collectors: Iterable[Collector] = (),
 ) -> DashboardState | None:
     """Register the dashboard and ``/metrics`` on ``app`` (nothing when its web is off).
@@ -64,7 +64,7 @@ def add_web_views(
         This worker's 10 s metric windows with what is not written yet
         (``shardshape.streams.app.window_slots``).
     signer
-        With ``SHARDSHAPE_SIGNING_KEY``: snapshots, routing entries and plans not signed with
+        With signing keys set: snapshots, routing entries and plans not signed with
         it are not shown (the followers drop them, as the worker's own do).
     """
     if not settings.web_enabled:
