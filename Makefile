@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.shardshape-installed
 
-.PHONY: run test test-slow test-all lint bench clean browser-deps
+.PHONY: run test test-slow test-all lint bench clean browser-deps prometheus-deps
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,16 @@ browser-deps:
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 	@chromium --version 2>/dev/null
+
+# Debian's Prometheus server and promtool for the monitoring tests (CI runs them; without them
+# they skip, except under CI=true, where they fail).
+prometheus-deps:
+	@command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+			prometheus >/dev/null; }
+	@prometheus --version 2>&1 | head -1
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

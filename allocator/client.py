@@ -4,7 +4,7 @@ It reads the compacted plans topic from its start (so a restarted client gets th
 force at once), validates every message, and hands each plan newer than the one applied to a
 :class:`PlanBackend`. Malformed plans, plans of other services and stale versions are ignored
 with a logged reason; a backend that fails keeps the last good plan in force. With a signer,
-plans not signed with the shared key are ignored the same way (:mod:`shardshape.streams.signing`).
+plans not signed with a key it accepts are ignored the same way (:mod:`shardshape.streams.signing`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from shardshape.streams.contracts import AllocationPlan, ContractError, decode
 from shardshape.streams.follower import TopicFollower
-from shardshape.streams.signing import Signer, signer_from
+from shardshape.streams.signing import Checker, checker_from
 
 if TYPE_CHECKING:
     from shardshape.infra.settings import Settings
@@ -46,7 +46,7 @@ class AllocatorClient:
     on_applied
         Called with each plan once the backend took it (e.g. to report the version).
     signer
-        When given, plans not signed with its key are ignored (``signing_key``).
+        When given, plans not signed with a key it accepts are ignored (``checker_from``).
     """
 
     def __init__(
@@ -57,7 +57,7 @@ class AllocatorClient:
         backend: PlanBackend,
         on_applied: Callable[[AllocationPlan], None] = lambda plan: None,
         *,
-        signer: Signer | None = None,
+        signer: Checker | None = None,
     ) -> None:
         self.service = service
         self.backend = backend
@@ -88,7 +88,7 @@ class AllocatorClient:
             service,
             backend,
             on_applied,
-            signer=signer_from(settings),
+            signer=checker_from(settings),
         )
 
     @property

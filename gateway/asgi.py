@@ -9,8 +9,9 @@
 
 What it adds to ``app`` (before the app starts): the shaping middleware, fed by a
 :class:`~shardshape.gateway.wiring.Gateway` built from the settings; the status page at
-:data:`~shardshape.gateway.status.STATUS_PATH` and the Prometheus metrics at ``/metrics``
-(answered before the shaping middleware, never pooled); and the gateway's start and stop
+:data:`~shardshape.gateway.status.STATUS_PATH`, its health beside it (``.../healthz`` and
+``.../readyz``) and the Prometheus metrics at ``/metrics`` (answered before the shaping
+middleware, never pooled); and the gateway's start and stop
 around the app's own lifespan (its ``lifespan=`` or startup and shutdown handlers still run,
 inside). Without a broker it logs one line and adds no shaping: every request goes straight
 to the app.
@@ -30,13 +31,11 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
-import orjson
-
-from shardshape.gateway.endpoints import Endpoint, with_endpoints
+from shardshape.gateway.endpoints import Endpoint, json_endpoint, with_endpoints
 from shardshape.gateway.middleware import Attributes, Scope, ShapingMiddleware
 from shardshape.gateway.prometheus import METRICS_PATH
 from shardshape.gateway.reporter import Reporter
-from shardshape.gateway.status import STATUS_PATH
+from shardshape.gateway.status import STATUS_PATH, health_endpoints
 from shardshape.gateway.wiring import Gateway, gateway_settings
 from shardshape.infra.settings import Settings
 from shardshape.streams.contracts import RequestEvent
@@ -69,7 +68,9 @@ def install(
         Default: the ``SHARDSHAPE_*`` environment.
     metrics_path, status_path
         Where the gateway's Prometheus metrics and status page are served (``None``: not
-        served).
+        served). The status page brings its health along, at
+        :data:`~shardshape.gateway.status.HEALTH_PATH` and
+        :data:`~shardshape.gateway.status.READY_PATH`.
     reporter
         A reporter of the caller's, used and never closed here (default: the gateway's own).
     user_key, request_type, attributes, expected_memory_mib, unshaped_paths
@@ -107,7 +108,8 @@ def install(
         )
     endpoints: dict[str, Endpoint] = {}
     if status_path is not None:
-        endpoints[status_path] = lambda: (orjson.dumps(gateway.status()), "application/json")
+        endpoints.update(health_endpoints(gateway.routing, gateway.plans))
+        endpoints[status_path] = json_endpoint(lambda: (200, gateway.status()))
     if metrics_path is not None and gateway.metrics is not None:
         endpoints[metrics_path] = gateway.metrics.endpoint
     if endpoints:

@@ -5,7 +5,8 @@ nor reported and answers even when every shard is overloaded.
 >>> import asyncio
 >>> async def app(scope, receive, send):
 ...     raise AssertionError("the endpoint answers; the app is not called")
->>> served = with_endpoints(app, {"/ping": lambda: (b"pong", "text/plain")})
+>>> ping = lambda scope: (200, b"pong", {"content-type": "text/plain"})
+>>> served = with_endpoints(app, {"/ping": ping})
 >>> sent = []
 >>> async def send(message):
 ...     sent.append(message)
@@ -19,10 +20,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
+import orjson
+
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
-# The body of an endpoint and its content type, made when it is requested.
-Endpoint = Callable[[], tuple[bytes, str]]
+# An endpoint answers a request's scope with its status, body and headers (made when requested).
+Endpoint = Callable[[Scope], tuple[int, bytes, Mapping[str, str]]]
 
 
 def with_endpoints(app: ASGIApp, endpoints: Mapping[str, Endpoint]) -> ASGIApp:
@@ -36,13 +39,13 @@ def with_endpoints(app: ASGIApp, endpoints: Mapping[str, Endpoint]) -> ASGIApp:
         if endpoint is None:
             await app(scope, receive, send)
             return
-        body, content_type = endpoint()
+        status, body, headers = endpoint(scope)
         await send(
             {
                 "type": "http.response.start",
-                "status": 200,
+                "status": status,
                 "headers": [
-                    (b"content-type", content_type.encode()),
+                    *((name.lower().encode(), value.encode()) for name, value in headers.items()),
                     (b"content-length", str(len(body)).encode()),
                 ],
             }
@@ -50,3 +53,17 @@ def with_endpoints(app: ASGIApp, endpoints: Mapping[str, Endpoint]) -> ASGIApp:
         await send({"type": "http.response.body", "body": body})
 
     return serve
+
+
+def header(scope: Scope, name: bytes) -> str:
+    """The value of request header ``name`` (lower case) in ``scope``, or ``""``."""
+    return next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == name), "")
+
+
+def json_endpoint(answer: Callable[[], tuple[int, Any]]) -> Endpoint:
+    """An endpoint answering with the status and JSON body ``answer()`` returns."""
+    return lambda scope: _json(*answer())
+
+
+def _json(status: int, body: Any) -> tuple[int, bytes, Mapping[str, str]]:
+    return status, orjson.dumps(body), {"content-type": "application/json"}

@@ -1,7 +1,9 @@
 """Prometheus metrics of a gateway, with the standard client: requests per shard (a counter by
 status and a latency histogram, from the events the middleware reports), each pool's slots,
 requests in flight and queued, occupancy and rejections, the plan and snapshot versions in
-force, and what the reporter did with the events.
+force, what the reporter did with the events, and the process and platform. The families the
+worker also has are named as the worker names them (:mod:`shardshape.streams.prometheus`);
+``/metrics`` is prometheus_client's own ASGI app (text or OpenMetrics, gzip).
 
 :func:`shardshape.gateway.install` wires it (``metrics_path``). By hand, wire it around the
 report callable and the app::
@@ -15,7 +17,7 @@ report callable and the app::
 >>> metrics = GatewayMetrics("shop")
 >>> metrics.observe(RequestEvent(request_id="r", ts=0, service="shop", request_type="GET /",
 ...                              latency_ms=12.0, shard_id=2))
->>> 'shardshape_gateway_requests_total{arm="",service="shop",shard="2",status="ok"} 1.0' in (
+>>> 'shardshape_shard_requests_total{arm="",service="shop",shard="2",status="ok"} 1.0' in (
 ...     metrics.exposition().decode())
 True
 """
@@ -25,13 +27,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from shardshape.gateway.endpoints import with_endpoints
+from shardshape.gateway.endpoints import Scope, header, with_endpoints
 from shardshape.streams.contracts import RequestEvent
-from shardshape.streams.exposition import CONTENT_TYPE, LATENCY_BUCKETS_S
+from shardshape.streams.exposition import (
+    LATENCY_BUCKETS_S,
+    PLAN_VERSION,
+    SHARD_DURATION,
+    SHARD_REQUESTS,
+    SNAPSHOT_VERSION,
+    add_process_collectors,
+    exposition,
+    negotiated,
+)
 
 if TYPE_CHECKING:
     from shardshape.gateway.pools import ShardPools
@@ -66,26 +77,27 @@ class GatewayMetrics:
         self.routing = routing
         self.registry = CollectorRegistry(auto_describe=True)
         self._requests = Counter(
-            "shardshape_gateway_requests",
+            SHARD_REQUESTS,
             "Requests completed by the gateway, per shard, experiment arm and status.",
             ["service", "shard", "arm", "status"],
             registry=self.registry,
         )
         self._latency = Histogram(
-            "shardshape_gateway_request_duration_seconds",
+            SHARD_DURATION,
             "Response time per shard, measured around the app (queueing in the pool included).",
-            ["service", "shard"],
+            ["service", "shard", "arm"],
             buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )
         self.registry.register(_StateCollector(self))
+        add_process_collectors(self.registry)
 
     def observe(self, event: RequestEvent) -> None:
         """Count one completed request (the middleware's reported event)."""
-        shard = "" if event.shard_id is None else str(event.shard_id)
-        self._requests.labels(event.service, shard, event.arm or "", event.status).inc()
+        shard, arm = "" if event.shard_id is None else str(event.shard_id), event.arm or ""
+        self._requests.labels(event.service, shard, arm, event.status).inc()
         if event.latency_ms is not None:
-            self._latency.labels(event.service, shard).observe(event.latency_ms / 1000)
+            self._latency.labels(event.service, shard, arm).observe(event.latency_ms / 1000)
 
     def observing(
         self, report: Callable[[RequestEvent], None] | None = None
@@ -100,12 +112,16 @@ class GatewayMetrics:
         return observe_and_report
 
     def exposition(self) -> bytes:
-        """The text exposition (serve it with :data:`CONTENT_TYPE`)."""
-        return generate_latest(self.registry)
+        """The text exposition."""
+        return exposition(self.registry)
 
-    def endpoint(self) -> tuple[bytes, str]:
-        """The exposition and its content type (a :mod:`shardshape.gateway.endpoints` endpoint)."""
-        return self.exposition(), CONTENT_TYPE
+    def endpoint(self, scope: Scope) -> tuple[int, bytes, dict[str, str]]:
+        """A scrape's answer (a :mod:`shardshape.gateway.endpoints` endpoint): text or
+        OpenMetrics as its ``Accept`` asks, gzipped when it accepts that."""
+        body, headers = negotiated(
+            self.registry, header(scope, b"accept"), header(scope, b"accept-encoding")
+        )
+        return 200, body, headers
 
 
 class _StateCollector(Collector):
@@ -120,16 +136,22 @@ class _StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         m = self.metrics
         yield from self._pools(m)
-        versions = GaugeMetricFamily(
-            "shardshape_gateway_version",
-            "Plan and shard snapshot versions the gateway applies (0: none yet).",
-            labels=["service", "of"],
-        )
         if m.pools is not None:
-            versions.add_metric([m.service, "plan"], m.pools.plan_version)
+            plan = GaugeMetricFamily(
+                PLAN_VERSION,
+                "Version of the plan the gateway applies (0: none yet).",
+                labels=["service"],
+            )
+            plan.add_metric([m.service], m.pools.plan_version)
+            yield plan
         if m.routing is not None:
-            versions.add_metric([m.service, "snapshot"], m.routing.snapshot_version(m.service))
-        yield versions
+            snapshot = GaugeMetricFamily(
+                SNAPSHOT_VERSION,
+                "Version of the shard snapshot the gateway predicts with (0: none yet).",
+                labels=["service"],
+            )
+            snapshot.add_metric([m.service], m.routing.snapshot_version(m.service))
+            yield snapshot
         if m.reporter is not None:
             yield from self._reporter(m)
 
@@ -145,7 +167,7 @@ class _StateCollector(Collector):
             "shardshape_gateway_pool_queued", "Requests waiting for a slot.", labels=labels
         )
         occupancy = GaugeMetricFamily(
-            "shardshape_gateway_pool_occupancy",
+            "shardshape_gateway_pool_occupancy_ratio",
             "Share of a pool's slots in use (in flight / slots).",
             labels=labels,
         )
@@ -178,29 +200,36 @@ class _StateCollector(Collector):
 
     def _reporter(self, m: GatewayMetrics) -> Iterator[Metric]:
         stats = m.reporter.stats()  # type: ignore[union-attr]
-        events = CounterMetricFamily(
-            "shardshape_gateway_reporter_events",
-            "Completed requests by what the reporter did with them.",
-            labels=["service", "outcome"],
-        )
-        for outcome, n in (
-            ("reported", stats.reported),
-            ("delivered", stats.delivered),
-            ("spooled", stats.spooled),
+        for outcome, what, n in (
+            ("reported", "handed to the reporter", stats.reported),
+            ("delivered", "acknowledged by Kafka", stats.delivered),
+            ("spooled", "written to the spool while Kafka could not take them", stats.spooled),
         ):
-            events.add_metric([m.service, outcome], n)
+            family = CounterMetricFamily(
+                f"shardshape_gateway_reporter_{outcome}_events",
+                f"Completed requests {what}.",
+                labels=["service"],
+            )
+            family.add_metric([m.service], n)
+            yield family
+        dropped = CounterMetricFamily(
+            "shardshape_gateway_reporter_dropped_events",
+            "Completed requests the reporter dropped, by reason.",
+            labels=["service", "reason"],
+        )
         for reason, n in sorted(stats.dropped.items()):
-            events.add_metric([m.service, f"dropped_{reason}"], n)
+            dropped.add_metric([m.service, reason], n)
         reachable = GaugeMetricFamily(
             "shardshape_gateway_kafka_reachable",
             "1 while the reporter's batches are acknowledged by Kafka.",
             labels=["service"],
         )
         reachable.add_metric([m.service], 1.0 if stats.kafka_reachable else 0.0)
-        yield from (events, reachable)
+        yield from (dropped, reachable)
 
 
 def with_metrics(app: Any, metrics: GatewayMetrics, path: str = METRICS_PATH) -> Any:
-    """An ASGI app that answers ``GET path`` with ``metrics`` and hands the rest to ``app``
-    (so scrapes are neither pooled nor reported as requests)."""
+    """An ASGI app that answers ``GET path`` with ``metrics`` (content negotiation and gzip, as
+    prometheus_client's own servers answer) and hands the rest to ``app`` (so scrapes are
+    neither pooled nor reported as requests)."""
     return with_endpoints(app, {path: metrics.endpoint})

@@ -10,7 +10,7 @@ gateway keeps routing when Kafka is unreachable.
 Memory is bounded: at most ``max_routes`` entries are held, and the least recently seen one
 (looked up by ``predict`` or updated by the topic) is evicted first and counted; an evicted key
 is predicted by the snapshot's model until its entry comes again. With a signer, messages not
-signed with the shared key are rejected (:mod:`shardshape.streams.signing`).
+signed with a key it accepts are rejected (:mod:`shardshape.streams.signing`).
 
 >>> from shardshape.streams.contracts import encode
 >>> table = RoutingTable({"bootstrap.servers": "127.0.0.1:1"}, "routing", max_routes=2)
@@ -39,7 +39,7 @@ from shardshape.streams.contracts import (
 )
 from shardshape.streams.follower import TopicFollower
 from shardshape.streams.partitioning import profile_key
-from shardshape.streams.signing import Signer, signer_from
+from shardshape.streams.signing import Checker, checker_from
 
 if TYPE_CHECKING:
     from shardshape.infra.settings import Settings
@@ -80,7 +80,7 @@ class RoutingTable:
     max_routes
         Most entries held (``gateway_max_routes``); the least recently seen go first.
     signer
-        When given, messages not signed with its key are rejected (``signing_key``).
+        When given, messages not signed with a key it accepts are rejected (``checker_from``).
     """
 
     def __init__(
@@ -90,7 +90,7 @@ class RoutingTable:
         default_shard: int = 0,
         *,
         max_routes: int = 1_000_000,
-        signer: Signer | None = None,
+        signer: Checker | None = None,
     ) -> None:
         if max_routes < 1:
             raise ValueError(f"max_routes must be at least 1 (gateway_max_routes): {max_routes}")
@@ -115,7 +115,7 @@ class RoutingTable:
             settings.topic_routing,
             default_shard,
             max_routes=settings.gateway_max_routes,
-            signer=signer_from(settings),
+            signer=checker_from(settings),
         )
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -208,6 +208,15 @@ class RoutingTable:
 
     def _put(self, entry: RoutingEntry) -> None:
         entries = self._entries
+        held = entries.get(entry.key)
+        if held is not None and entry.snapshot_version < held.snapshot_version:
+            # Decided under an older snapshot: sent again (a replay, even a validly signed
+            # one). Not by time: a worker that takes a partition over may decide again from
+            # older events, and its decision stands.
+            self.rejected += 1
+            log.warning("ignored routing entry %r: older than the one held (a replay)",
+                        entry.key[:80])  # fmt: skip
+            return
         entries[entry.key] = entry
         entries.move_to_end(entry.key)
         while len(entries) > self.max_routes:

@@ -3,7 +3,9 @@
 The file never grows past ``max_bytes``: an append that would not fit is refused (the caller
 counts it as dropped). Lines are read back from the start; once every line has been read the
 file is emptied. A file left by an earlier process is read back too, and a torn last line (a
-crash mid-write) is skipped.
+crash mid-write) is skipped. Compaction (dropping the lines already read, to make room) writes
+the unread lines to a temporary file next to the spool, syncs it and renames it over the spool
+(:func:`os.replace`), so a crash at any point leaves either the old file or the new one whole.
 
 >>> import tempfile, pathlib
 >>> spool = Spool(pathlib.Path(tempfile.mkdtemp()) / "spool.jsonl", max_bytes=16)
@@ -27,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 from shardshape.infra.settings import ENV_PREFIX, SettingsError
 
@@ -44,9 +47,11 @@ class Spool:
     def __init__(self, path: Path, max_bytes: int) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
+        self._compacting = self.path.with_name(self.path.name + ".compacting")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a+b", buffering=0)  # noqa: SIM115 (held open)
+            self._compacting.unlink(missing_ok=True)  # a compaction cut short: the spool is whole
+            self._file = self._open()
         except OSError as exc:
             raise SettingsError(
                 f"{ENV_PREFIX}REPORTER_SPOOL_PATH={self.path} cannot be opened for writing "
@@ -115,14 +120,40 @@ class Spool:
     def close(self) -> None:
         self._file.close()
 
+    def _open(self) -> BinaryIO:
+        return open(self.path, "a+b", buffering=0)
+
     def _reset(self) -> None:
         self._file.truncate(0)
         self._size = self._offset = 0
 
     def _compact(self) -> None:
-        """Drop the lines already read, so the unread ones start the file."""
+        """Drop the lines already read, so the unread ones start the file.
+
+        Never empties the spool in place: the unread lines go to a synced temporary file that
+        then replaces the spool in one rename (the directory synced after it), so a crash
+        leaves the old spool (its read lines are sent again: at least once) or the new one.
+        """
         self._file.seek(self._offset)
         unread = self._file.read(self._size - self._offset)
-        self._file.truncate(0)
-        self._file.write(unread)
+        with open(self._compacting, "wb") as temporary:
+            temporary.write(unread)
+            temporary.flush()
+            os.fsync(temporary.fileno())
+        os.replace(self._compacting, self.path)
+        _sync_directory(self.path.parent)
+        self._file.close()
+        self._file = self._open()
         self._size, self._offset = len(unread), 0
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (where the platform can open a directory)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,5 +1,5 @@
 """What a running gateway reports about itself (JSON at :data:`STATUS_PATH`), read by
-``shardshape doctor --gateway-url``.
+``shardshape doctor --gateway-url``, and its health next to it (:func:`health_endpoints`).
 
 >>> from shardshape.streams.contracts import ResourceSpec
 >>> status = GatewayStatus(
@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shardshape.gateway.endpoints import Endpoint, json_endpoint
 from shardshape.streams.contracts import CachePolicy, ResourceSpec
+from shardshape.streams.health import liveness, readiness
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
     from shardshape.gateway.routing_table import RoutingTable
 
 STATUS_PATH = "/shardshape/gateway/status"
+HEALTH_PATH = "/shardshape/gateway/healthz"
+READY_PATH = "/shardshape/gateway/readyz"
 
 PoolMode = Literal["in-process", "cgroup2", "cgroup1", "rlimit", "none"]
 Count = Annotated[int, Field(ge=0)]
@@ -180,6 +184,30 @@ def gateway_status(
         reporter=ReporterStatus.model_validate(reporter.stats()) if reporter else None,
     )
     return status.model_dump(mode="json")
+
+
+def health_endpoints(
+    routing: RoutingTable | None, allocator: AllocatorClient | None
+) -> dict[str, Endpoint]:
+    """:data:`HEALTH_PATH` (200 while the app serves) and :data:`READY_PATH` (200 once the
+    routing and plans topics have been read to their end, else 503 naming which is not), as
+    endpoints for :func:`~shardshape.gateway.endpoints.with_endpoints`."""
+
+    def ready() -> tuple[int, dict[str, Any]]:
+        return readiness(
+            {
+                "routing": (
+                    routing is None or routing.wait_caught_up(0),
+                    "reading the routing topic (the latest snapshot not adopted yet)",
+                ),
+                "plans": (
+                    allocator is None or allocator.wait_caught_up(0),
+                    "reading the plans topic (the latest plan not applied yet)",
+                ),
+            }
+        )
+
+    return {HEALTH_PATH: json_endpoint(liveness), READY_PATH: json_endpoint(ready)}
 
 
 class StatusUnavailable(RuntimeError):

@@ -330,7 +330,7 @@ def _latest_plans(ctx: click.Context, command: str, service: str | None) -> list
     """The newest plan of each service (or of ``service``) on the plans topic, by name."""
     from shardshape.streams.contracts import AllocationPlan, ContractError, decode
     from shardshape.streams.follower import TopicFollower
-    from shardshape.streams.signing import signer_from
+    from shardshape.streams.signing import checker_from
 
     settings = _bootstrapped(_settings(ctx), command)
     latest: dict[str, AllocationPlan] = {}
@@ -345,7 +345,7 @@ def _latest_plans(ctx: click.Context, command: str, service: str | None) -> list
             latest[found.service] = found
 
     follower = TopicFollower(
-        settings.confluent_config(), settings.topic_plans, keep, signer=signer_from(settings)
+        settings.confluent_config(), settings.topic_plans, keep, signer=checker_from(settings)
     ).start()
     caught_up = follower.caught_up.wait(15)
     follower.stop()
@@ -726,6 +726,24 @@ def doctor(ctx: click.Context, gateway_url: str | None, as_json: bool) -> None:
             out.print(part)
     if caps.error:
         raise CommandError(caps.error)
+
+
+@cli.command("signing-keys")
+def signing_keys() -> None:
+    """Make a new Ed25519 key pair for signing routing entries, snapshots and plans.
+
+    Prints SHARDSHAPE_SIGNING_PRIVATE_KEY (workers only; keep it secret, e.g. in a file named by
+    SHARDSHAPE_SIGNING_PRIVATE_KEY_FILE) and SHARDSHAPE_SIGNING_PUBLIC_KEY (gateways; to rotate,
+    give them the old and the new public key, comma-separated, then move the workers to the new
+    private key). See docs/security.md.
+    """
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from shardshape.streams.signing import private_key_text, public_key_text
+
+    key = Ed25519PrivateKey.generate()
+    click.echo(f"{ENV_PREFIX}SIGNING_PRIVATE_KEY={private_key_text(key)}")
+    click.echo(f"{ENV_PREFIX}SIGNING_PUBLIC_KEY={public_key_text(key.public_key())}")
 
 
 @cli.command("settings")

@@ -14,9 +14,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from shardshape.infra.environment import (
+    FILE_SUFFIX,
+    FileSettingsSource,
+    FileValueError,
+    warn_unknown,
+)
 from shardshape.streams.contracts import MAX_BATCH_EVENTS
 
 ENV_PREFIX = "SHARDSHAPE_"
@@ -24,6 +30,8 @@ ENV_PREFIX = "SHARDSHAPE_"
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 LogLevel = Literal["debug", "info", "warn", "error", "critical"]
+# Standard names as operators write them (any case) -> the LogLevel they mean.
+_LOG_LEVEL_NAMES = {"warning": "warn", "fatal": "critical"}
 _MIN_QUEUE_INTERVAL_MS = 100
 
 
@@ -35,6 +43,18 @@ class Settings(BaseSettings):
     """Every knob of shardshape. Each field ``name`` is read from ``SHARDSHAPE_NAME``."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        files = FileSettingsSource(settings_cls, ENV_PREFIX, file_settings())
+        return init_settings, env_settings, files, dotenv_settings, file_secret_settings
 
     # Broker
     broker_mode: Literal["embedded", "external"] | None = Field(
@@ -53,11 +73,22 @@ class Settings(BaseSettings):
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+    signing_private_key: SecretStr | None = Field(
+        None,
+        description="Ed25519 private key (PEM, or base64 of its 32-byte seed; `shardshape "
+        "signing-keys` makes a pair) workers sign routing entries, snapshots and plans with. "
+        "Only workers hold it (docs/security.md).",
+    )
+    signing_public_key: str | None = Field(
+        None,
+        description="Ed25519 public key(s) whose signatures gateways (and workers) accept: PEM, "
+        "or base64 of 32 bytes; two (comma-separated, or two PEM blocks) while rotating.",
+        json_schema_extra={"file": True},
+    )
     signing_key: SecretStr | None = Field(
         None,
-        description="HMAC-SHA256 key (at least 32 characters): workers sign routing entries, "
-        "snapshots and plans; gateways and workers then drop unsigned or forged ones "
-        "(docs/security.md).",
+        description="HMAC-SHA256 key (at least 32 characters), the fallback to Ed25519: workers "
+        "sign with it and gateways check with it, so every holder can sign (docs/security.md).",
     )
     admin_token: SecretStr | None = Field(
         None,
@@ -83,6 +114,12 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(
         10.0, ge=1, le=3_600, description="Consumer group session timeout (Tansu joins in ~half)."
     )
+    end_offset_correction: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Read partitions' true end offsets for table recovery (Tansu reports the "
+        "last batch's base offset plus one); auto: unless the cluster id is Apache Kafka's "
+        "generated form (docs/reliability.md).",
+    )
     fetch_max_wait_ms: int = Field(
         50, ge=1, le=10_000, description="Longest a worker's fetch waits for new events."
     )
@@ -96,7 +133,10 @@ class Settings(BaseSettings):
         description="Address the worker's web views (dashboard, /metrics, stats) listen on; "
         "loopback unless you put them behind your own access control.",
     )
-    log_level: LogLevel = "info"
+    log_level: LogLevel = Field(
+        "info",
+        description="debug, info, warn (or warning), error or critical, in any case.",
+    )
     log_format: Literal["text", "json"] = Field(
         "text",
         description="json: one JSON object a line, with the service, shard, snapshot and plan "
@@ -319,6 +359,14 @@ class Settings(BaseSettings):
     # Trace data used by tests, benchmarks and examples
     trace_dir: Path = Path("../shared/data")
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _standard_level_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return _LOG_LEVEL_NAMES.get(value, value)
+        return value
+
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
         if self.broker_mode == "external" and not self.kafka_bootstrap:
@@ -355,6 +403,7 @@ class Settings(BaseSettings):
                 "characters: use at least 32 random ones (e.g. `openssl rand -hex 32`), the same "
                 "on every worker and gateway"
             )
+        _check_signing_keys(self)
         if self.experiments_min_variant_weight > self.experiments_variant_weight:
             raise ValueError(
                 f"{ENV_PREFIX}EXPERIMENTS_MIN_VARIANT_WEIGHT={self.experiments_min_variant_weight} "
@@ -461,12 +510,76 @@ class Settings(BaseSettings):
         return conf
 
 
+def _check_signing_keys(settings: Settings) -> None:
+    """The Ed25519 keys parse, at most two are accepted at once, and HMAC is not set too."""
+    from shardshape.streams.signing import MAX_PUBLIC_KEYS, load_private_key, load_public_keys
+
+    private, public = settings.signing_private_key, settings.signing_public_key
+    if private is None and not public:
+        return
+    if settings.signing_key is not None:
+        raise ValueError(
+            f"both {ENV_PREFIX}SIGNING_KEY (HMAC) and Ed25519 keys are set: keep the Ed25519 "
+            f"keys ({ENV_PREFIX}SIGNING_PRIVATE_KEY on workers, {ENV_PREFIX}SIGNING_PUBLIC_KEY "
+            "on gateways) and unset the HMAC key"
+        )
+    accepted = set()
+    try:
+        if private is not None:
+            accepted.add(_raw(load_private_key(private.get_secret_value()).public_key()))
+    except ValueError as exc:
+        raise ValueError(f"{ENV_PREFIX}SIGNING_PRIVATE_KEY: {exc}") from None
+    try:
+        accepted |= {_raw(key) for key in load_public_keys(public or "")}
+    except ValueError as exc:
+        raise ValueError(f"{ENV_PREFIX}SIGNING_PUBLIC_KEY: {exc}") from None
+    if len(accepted) > MAX_PUBLIC_KEYS:
+        raise ValueError(
+            f"{len(accepted)} signing keys accepted at once (the private key's and "
+            f"{ENV_PREFIX}SIGNING_PUBLIC_KEY's): at most {MAX_PUBLIC_KEYS}, the key in force and "
+            "the next during a rotation"
+        )
+
+
+def _raw(key: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def file_settings() -> list[str]:
+    """Settings that may also be given as ``SHARDSHAPE_NAME_FILE``: the secrets, and the fields
+    marked ``json_schema_extra={"file": True}``.
+
+    >>> file_settings()
+    ['sasl_password', 'signing_private_key', 'signing_public_key', 'signing_key', 'admin_token']
+    """
+    return [
+        name
+        for name, field in Settings.model_fields.items()
+        if "SecretStr" in str(field.annotation)
+        or (isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("file"))
+    ]
+
+
+def known_variables() -> set[str]:
+    """Every ``SHARDSHAPE_*`` variable shardshape reads."""
+    names = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+    return names | {f"{ENV_PREFIX}{name.upper()}{FILE_SUFFIX}" for name in file_settings()}
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Read settings from the environment, or raise :class:`SettingsError` naming the bad one."""
+    """Read settings from the environment, or raise :class:`SettingsError` naming the bad one.
+
+    Warns (once per process) about ``SHARDSHAPE_*`` variables that name no setting.
+    """
+    warn_unknown(ENV_PREFIX, known_variables())
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         raise SettingsError(_explain(exc)) from None
+    except FileValueError as exc:
+        raise SettingsError(f"invalid shardshape settings:\n  {exc}") from None
 
 
 def _explain(exc: ValidationError) -> str:

@@ -15,8 +15,9 @@ are relative to the keys seen, so the normal region neither shrinks nor grows ov
 learns the edge of the normal region: over a few hundred windows it contracted until nearly
 every key of a spread population was anomalous.)
 
-The trees are river's (:func:`river.tree.padded.make_padded_tree`, as in
-:class:`river.anomaly.HalfSpaceTrees`), laid out as arrays so that a batch's due keys are
+The trees are drawn as river's :class:`river.anomaly.HalfSpaceTrees` draws them (the same
+random draws in the same order, :func:`_tree_arrays`; river's ``make_padded_tree`` is not part
+of its public API, so the few lines are ours), laid out as arrays so that a batch's due keys are
 walked down all trees at once: about 3 us a key instead of river's 50 us, with the same scores
 and window pivots as river's one-at-a-time ``score_one``/``learn_one``.
 
@@ -37,7 +38,6 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 from river import base
-from river.tree.padded import PaddedBranch, make_padded_tree
 
 # log1p of events per minute: 0 .. about 1e6 per minute.
 _LIMITS = {"log_rate": (0.0, 14.0), "error_rate": (0.0, 1.0)}
@@ -266,19 +266,29 @@ class KeyAnomalyDetector(base.Estimator):
 
 
 def _tree_arrays(n_trees: int, height: int, rng: random.Random) -> tuple[np.ndarray, np.ndarray]:
-    """Split feature and threshold of every internal node (heap order) of river's trees."""
+    """Split feature and threshold of every internal node (heap order) of each tree.
+
+    Draws as river's ``make_padded_tree`` (padding 0.15): a feature weighted by the width of its
+    current range, a threshold uniform within the range's padded middle, then the left subtree
+    before the right one, so a seed gives river's trees.
+    """
     n_internal = 2**height - 1
     feature = np.zeros((n_trees, n_internal + 2**height), dtype=np.intp)
     threshold = np.zeros((n_trees, n_internal + 2**height))
+    padding = 0.15
 
-    def visit(tree: int, node: object, index: int) -> None:
-        if isinstance(node, PaddedBranch):
-            feature[tree, index] = _FEATURES.index(node.feature)
-            threshold[tree, index] = node.threshold
-            visit(tree, node.children[0], 2 * index + 1)
-            visit(tree, node.children[1], 2 * index + 2)
+    def split(tree: int, index: int, depth: int, limits: dict[str, tuple[float, float]]) -> None:
+        if depth == 0:
+            return
+        widths = [hi - lo for lo, hi in limits.values()]
+        on = rng.choices(population=list(limits), weights=widths)[0]
+        lo, hi = limits[on]
+        at = rng.uniform(lo + padding * (hi - lo), hi - padding * (hi - lo))
+        feature[tree, index] = _FEATURES.index(on)
+        threshold[tree, index] = at
+        split(tree, 2 * index + 1, depth - 1, {**limits, on: (lo, at)})
+        split(tree, 2 * index + 2, depth - 1, {**limits, on: (at, hi)})
 
     for tree in range(n_trees):
-        limits = {name: _LIMITS[name] for name in sorted(_LIMITS)}  # as river orders them
-        visit(tree, make_padded_tree(limits, height, 0.15, rng, l_mass=0, r_mass=0), 0)
+        split(tree, 0, height, {name: _LIMITS[name] for name in sorted(_LIMITS)})  # river's order
     return feature, threshold

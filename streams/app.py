@@ -38,8 +38,10 @@ from shardshape.streams.dashboard.views import add_web_views
 from shardshape.streams.fetch_wait import set_fetch_max_wait
 from shardshape.streams.follower import TopicFollower
 from shardshape.streams.gaps import GapReader, SkippedOffsets, start_offset
-from shardshape.streams.highwater import correct_faust_highwaters
+from shardshape.streams.health import HEALTH_PATH, READY_PATH, Checks, liveness, readiness
+from shardshape.streams.highwater import apply_end_offset_correction
 from shardshape.streams.intake import Received, merge_groups, take_queued
+from shardshape.streams.internals import check_internals
 from shardshape.streams.metrics import WindowRecorder, aggregate, partition_of
 from shardshape.streams.partitioning import partition_for
 from shardshape.streams.planning import (
@@ -55,9 +57,10 @@ from shardshape.streams.profiling import (
     SnapshotMerger,
     snapshot_listener,
 )
+from shardshape.streams.prometheus import PlannerCollector
 from shardshape.streams.publisher import RoutingPublisher, flush_before_commits
 from shardshape.streams.rebalance import forget_moved_partitions, kept_partitions
-from shardshape.streams.signing import Signer, signer_from
+from shardshape.streams.signing import Checker, Signer, checker_from, signer_from
 from shardshape.streams.validation import MessageOrigin, validate_message
 
 log = logging.getLogger("shardshape.worker")
@@ -165,7 +168,8 @@ def create_app(settings: Settings) -> faust.App:
     requests = _raw_topic(app, settings.topic_requests, settings.requests_partitions)
     dlq = _raw_topic(app, settings.topic_dlq)
     # Routing entries and snapshots go out through librdkafka (see streams.publisher).
-    signer = signer_from(settings)
+    signer = signer_from(settings)  # signs what this worker publishes
+    checker = checker_from(settings)  # checks what it reads
     routing = RoutingPublisher(settings.confluent_config(), settings.topic_routing, signer)
     # Internal: each worker's model summary; one partition, so exactly one worker merges.
     summaries = _raw_topic(app, f"{settings.app_id}-summaries", partitions=1)
@@ -229,7 +233,7 @@ def create_app(settings: Settings) -> faust.App:
         settings.confluent_config(),
         settings.topic_routing,
         snapshot_listener(profiling, merger, planning),
-        signer=signer,
+        signer=checker,
     )
     app.shardshape_counters = counters  # read by tests and web views
     app.shardshape_profiling = profiling
@@ -375,6 +379,16 @@ def create_app(settings: Settings) -> faust.App:
         if line:
             log.info("%s; snapshot versions %s", line, profiling.versions())
 
+    @app.page(HEALTH_PATH)
+    async def healthz(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
+        status, body = liveness()
+        return web.json(body, status=status)
+
+    @app.page(READY_PATH)
+    async def readyz(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
+        status, body = readiness(_worker_readiness(app, generation[0], follower))
+        return web.json(body, status=status)
+
     @app.page("/shardshape/stats")
     async def stats(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
         return web.json(
@@ -398,6 +412,7 @@ def create_app(settings: Settings) -> faust.App:
             worker_id,
             replicas,
             signer,
+            checker,
         )
 
     @app.page("/shardshape/shards")
@@ -416,7 +431,8 @@ def create_app(settings: Settings) -> faust.App:
         settings,
         counters=counters,
         windows=lambda: window_slots(metric_tables["10s"], recorders["10s"].unwritten()),
-        signer=signer,
+        signer=checker,
+        collectors=[PlannerCollector(planning)] if planning is not None else [],
     )
 
     @app.task
@@ -430,6 +446,27 @@ def create_app(settings: Settings) -> faust.App:
         skipped.close()
 
     return app
+
+
+def _worker_readiness(app: faust.App, generation: int, routing: TopicFollower) -> Checks:
+    """What ``/readyz`` checks: joined the group, partitions assigned, tables recovered, the
+    routing topic read to its end (the latest shard snapshot adopted)."""
+    recovery = app.tables.recovery
+    return {
+        "joined": (
+            generation >= 0 and not app.rebalancing,
+            f"joining consumer group {app.conf.id}" if generation < 0 else "rebalancing",
+        ),
+        "assigned": (bool(app.consumer.assignment()), "no partitions assigned"),
+        "recovered": (
+            recovery.completed.is_set() and not recovery.in_recovery,
+            "recovering tables from their changelogs",
+        ),
+        "snapshot": (
+            routing.caught_up.is_set(),
+            "reading the routing topic (the latest shard snapshot not adopted yet)",
+        ),
+    }
 
 
 def _assignment(app: faust.App) -> dict[str, list[int]]:
@@ -456,6 +493,7 @@ def _add_planning(
     worker_id: str,
     replicas: ReplicaTracker,
     signer: Signer | None = None,
+    checker: Checker | None = None,
 ) -> None:
     """Every worker reports its closed metric windows; the owner of the one-partition reports
     topic learns from all of them and from the gateways' queue reports, and publishes plans."""
@@ -463,7 +501,7 @@ def _add_planning(
     plans = _raw_topic(app, settings.topic_plans)
     reporter = WindowReporter(worker_id, grace_s=2.0)
     follower = TopicFollower(
-        settings.confluent_config(), settings.topic_plans, plan_listener(planning), signer=signer
+        settings.confluent_config(), settings.topic_plans, plan_listener(planning), signer=checker
     )
 
     @app.timer(1.0)
@@ -618,8 +656,9 @@ def run_worker(settings: Settings) -> None:
     if settings.web_enabled:
         ensure_port_free(settings.web_port, "WEB_PORT")
     (settings.data_dir / "worker").mkdir(parents=True, exist_ok=True)
+    check_internals()  # the private attributes patched below still exist
     set_fetch_max_wait(settings.fetch_max_wait_ms)
-    correct_faust_highwaters(settings.confluent_config())  # table recovery on Tansu
+    apply_end_offset_correction(settings.confluent_config(), settings.end_offset_correction)
     app = create_app(settings)
     app.shardshape_settings = settings
     _tune_process()

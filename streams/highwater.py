@@ -17,12 +17,19 @@ changes nothing.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import logging
 import time
 import uuid
 from collections.abc import Mapping
+from typing import Literal
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+log = logging.getLogger("shardshape.worker")
 
 TopicPartitionKey = tuple[str, int]
 
@@ -103,3 +110,53 @@ def correct_faust_highwaters(consumer_config: dict) -> None:
         return {tp: ends.get((tp.topic, tp.partition), end) for tp, end in reported.items()}
 
     AIOKafkaConsumerThread._highwaters = highwaters
+
+
+def is_kafka_cluster_id(cluster_id: str | None) -> bool:
+    """Whether ``cluster_id`` is one Apache Kafka generates: a UUID in URL-safe base64.
+
+    >>> is_kafka_cluster_id("MkU3OEVBNTcwNTJENDM2Qg"), is_kafka_cluster_id("tansu_cluster")
+    (True, False)
+    >>> is_kafka_cluster_id(None), is_kafka_cluster_id("")
+    (False, False)
+    """
+    if not cluster_id or len(cluster_id) != 22:
+        return False
+    try:
+        return len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
+    except (binascii.Error, ValueError):
+        return False
+
+
+def cluster_id(consumer_config: dict, timeout_s: float = 10.0) -> str | None:
+    """The cluster id the brokers report in their metadata; None when they do not answer."""
+    try:
+        return AdminClient(consumer_config).list_topics(timeout=timeout_s).cluster_id
+    except KafkaException:
+        return None
+
+
+def needs_end_offset_correction(
+    consumer_config: dict, mode: Literal["auto", "on", "off"] = "auto"
+) -> bool:
+    """Whether the brokers of ``consumer_config`` need the correction (see the module doc)."""
+    if mode != "auto":
+        return mode == "on"
+    found = cluster_id(consumer_config)
+    needed = not is_kafka_cluster_id(found)
+    log.info(
+        "cluster id %r: end offsets %s",
+        found,
+        "corrected (not Apache Kafka's form)" if needed else "as the brokers report them",
+    )
+    return needed
+
+
+def apply_end_offset_correction(
+    consumer_config: dict, mode: Literal["auto", "on", "off"] = "auto"
+) -> bool:
+    """Install :func:`correct_faust_highwaters` where needed; True when it was installed."""
+    if not needs_end_offset_correction(consumer_config, mode):
+        return False
+    correct_faust_highwaters(consumer_config)
+    return True

@@ -192,6 +192,7 @@ class PlanningLoop:
         # The latest queue report per (gateway, service): when it was counted, waiting per shard.
         self._queued: dict[tuple[str, str], tuple[float, dict[int, int]]] = {}
         self._planned_at = float("-inf")
+        self.learned_until = 0.0  # end of the newest window learned (shown in /metrics)
         # Follower threads note plans and snapshots, the worker's agent adds reports while
         # tick runs on an executor thread: each holds the lock for what they share.
         self._lock = threading.Lock()
@@ -276,6 +277,7 @@ class PlanningLoop:
             reports = [(span, self._reports.pop(span)) for span in complete]
         for span, by_worker in reports:
             self._learn_window(span, by_worker)
+            self.learned_until = max(self.learned_until, span[1])
         self._retire()
         if not self.forecasters:
             return []

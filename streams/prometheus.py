@@ -2,25 +2,38 @@
 :class:`~shardshape.streams.dashboard.state.DashboardState` at scrape time (the standard client's
 custom-collector pattern: nothing is counted twice).
 
-Per (service, shard, arm) series, over this worker's partitions: requests and errors since the
-worker started (counters), a latency histogram in seconds built from the mergeable latency
+Per (service, shard, arm) series, over this worker's partitions: requests by status since the
+worker started (a counter), a latency histogram in seconds built from the mergeable latency
 sketches, and the latest closed 10 s window's request rate and quantiles (gauges). Per shard:
-blocks and SLO of the plan in force. Per pool: blocks allocated and held. The pipeline:
+blocks and SLO of the plan in force. Per pool: blocks of capacity and allocated. The pipeline:
 messages, events and dead letters (counters), events/s, consumer lag per partition; and the
-snapshot and plan versions, shard and quarantined-key counts, experiments by status.
+snapshot and plan versions, shard and quarantined-key counts, experiments by status; the
+planner's progress where it runs; the process and platform (``process_*``, ``python_*``).
 
+Names follow Prometheus's rules: a unit in the name, and no family whose label splits things
+that do not add up (capacity and allocated blocks are two families). The gateway
+(:mod:`shardshape.gateway.prometheus`) uses the same names for the same things
+(``shardshape_shard_requests_total``, ``shardshape_shard_request_duration_seconds``,
+``shardshape_plan_version``, ``shardshape_snapshot_version``).
+
+>>> import gzip
 >>> from shardshape.streams.dashboard.state import DashboardState
->>> text = exposition(worker_registry(DashboardState())).decode()
->>> "# TYPE shardshape_pipeline_events_total counter" in text
-True
+>>> from shardshape.streams.exposition import negotiated
+>>> body, headers = negotiated(worker_registry(DashboardState()), accept="", accept_encoding="")
+>>> "# TYPE shardshape_pipeline_events_total counter" in body.decode(), headers
+(True, {'Content-Type': 'text/plain; version=0.0.4; charset=utf-8'})
+>>> body, headers = negotiated(worker_registry(DashboardState()), "", "gzip, deflate")
+>>> headers["Content-Encoding"], gzip.decompress(body).startswith(b"# HELP")
+('gzip', True)
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Protocol
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -30,7 +43,14 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from shardshape.streams.dashboard.state import DashboardState
-from shardshape.streams.exposition import LATENCY_BUCKETS_S
+from shardshape.streams.exposition import (
+    LATENCY_BUCKETS_S,
+    PLAN_VERSION,
+    SHARD_DURATION,
+    SHARD_REQUESTS,
+    SNAPSHOT_VERSION,
+    add_process_collectors,
+)
 from shardshape.streams.metrics import ShardStats, split_metric_key
 
 _SERIES = ["service", "shard", "arm"]
@@ -68,36 +88,32 @@ class WorkerCollector(Collector):
 
     def _series(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
-            "shardshape_shard_requests",
-            "Requests completed per shard since the worker started (its partitions).",
-            labels=_SERIES,
-        )
-        errors = CounterMetricFamily(
-            "shardshape_shard_errors",
-            "Requests that did not end ok (error, timeout, rejected), per shard.",
+            SHARD_REQUESTS,
+            "Requests completed per shard and status (ok, error, timeout, rejected), as the "
+            "gateways reported them (this worker's partitions, since it started).",
             labels=[*_SERIES, "status"],
         )
         latency = HistogramMetricFamily(
-            "shardshape_shard_latency_seconds",
+            SHARD_DURATION,
             "Response time per shard as the gateway measured it.",
             labels=_SERIES,
         )
         for key, stats in sorted(self.state.cumulative().items()):
             labels = _labels(key)
-            requests.add_metric(labels, stats.count)
+            requests.add_metric([*labels, "ok"], stats.count - sum(stats.errors.values()))
             for status, n in sorted(stats.errors.items()):
-                errors.add_metric([*labels, status], n)
+                requests.add_metric([*labels, status], n)
             latency.add_metric(labels, latency_buckets(stats), stats.latency_sum / 1000)
-        yield from (requests, errors, latency)
+        yield from (requests, latency)
 
     def _latest(self) -> Iterator[Metric]:
         rate = GaugeMetricFamily(
-            "shardshape_shard_request_rate",
+            "shardshape_shard_window_requests_per_second",
             "Requests per second per shard in the latest closed 10 s window.",
             labels=_SERIES,
         )
         quantiles = GaugeMetricFamily(
-            "shardshape_shard_latency_window_seconds",
+            "shardshape_shard_window_latency_seconds",
             "Latency quantiles per shard in the latest closed 10 s window.",
             labels=[*_SERIES, "quantile"],
         )
@@ -125,7 +141,7 @@ class WorkerCollector(Collector):
             labels=["service", "shard"],
         )
         version = GaugeMetricFamily(
-            "shardshape_plan_version", "Version of the plan in force.", labels=["service"]
+            PLAN_VERSION, "Version of the plan in force.", labels=["service"]
         )
         experiments = GaugeMetricFamily(
             "shardshape_experiments",
@@ -141,17 +157,22 @@ class WorkerCollector(Collector):
                     slo.add_metric([service, str(spec.shard_id)], spec.slo_p99_ms / 1000)
             for status, n in sorted(Counter(e.status for e in plan.experiments).items()):
                 experiments.add_metric([service, status], n)
-        pool = GaugeMetricFamily(
-            "shardshape_pool_blocks",
-            "Blocks of a pool: capacity (the pools config) and allocated (by the plans).",
-            labels=["pool", "block_type", "state"],
+        capacity = GaugeMetricFamily(
+            "shardshape_pool_capacity_blocks",
+            "Blocks a pool holds, per block type (the pools config).",
+            labels=["pool", "block_type"],
+        )
+        allocated = GaugeMetricFamily(
+            "shardshape_pool_allocated_blocks",
+            "Blocks of a pool the plans in force allocate, per block type.",
+            labels=["pool", "block_type"],
         )
         for pool_id, kinds in sorted(self.state.pool_usage().items()):
             for kind, usage in sorted(kinds.items()):
                 if usage["capacity"] is not None:
-                    pool.add_metric([pool_id, kind, "capacity"], usage["capacity"])
-                pool.add_metric([pool_id, kind, "allocated"], sum(usage["allocated"].values()))
-        yield from (blocks, slo, version, experiments, pool)
+                    capacity.add_metric([pool_id, kind], usage["capacity"])
+                allocated.add_metric([pool_id, kind], sum(usage["allocated"].values()))
+        yield from (blocks, slo, version, experiments, capacity, allocated)
 
     def _pipeline(self) -> Iterator[Metric]:
         counters, lag, rate = self.state.pipeline()
@@ -169,7 +190,7 @@ class WorkerCollector(Collector):
             value=rate,
         )
         family = GaugeMetricFamily(
-            "shardshape_consumer_lag",
+            "shardshape_consumer_lag_messages",
             "Messages of the requests topic not yet read, per partition this worker consumes.",
             labels=["topic", "partition"],
         )
@@ -179,9 +200,7 @@ class WorkerCollector(Collector):
 
     def _profiles(self) -> Iterator[Metric]:
         version = GaugeMetricFamily(
-            "shardshape_snapshot_version",
-            "Version of the shard snapshot in force.",
-            labels=["service"],
+            SNAPSHOT_VERSION, "Version of the shard snapshot in force.", labels=["service"]
         )
         shards = GaugeMetricFamily(
             "shardshape_shards",
@@ -208,14 +227,31 @@ def _labels(key: str) -> list[str]:
     return [service, str(shard), arm]
 
 
-def worker_registry(state: DashboardState) -> CollectorRegistry:
-    """A registry of its own (not the process-wide default) holding the worker's collector."""
+class PlannerProgress(Protocol):
+    learned_until: float  # end (epoch seconds) of the newest window the planner learned
+
+
+class PlannerCollector(Collector):
+    """``shardshape_planner_learned_until_timestamp_seconds``: where the planner is; silent
+    planning shows as this falling behind the clock."""
+
+    def __init__(self, planner: PlannerProgress) -> None:
+        self.planner = planner
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "shardshape_planner_learned_until_timestamp_seconds",
+            "End of the newest metrics window the planner learned (0: none yet; only the "
+            "worker that owns the windows topic learns).",
+            value=self.planner.learned_until,
+        )
+
+
+def worker_registry(state: DashboardState, extra: Iterable[Collector] = ()) -> CollectorRegistry:
+    """A registry of its own (not the process-wide default) holding the worker's collector,
+    ``extra`` collectors and the process and platform collectors."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(WorkerCollector(state))
-    return registry
-
-
-def exposition(registry: CollectorRegistry) -> bytes:
-    """The text exposition of ``registry`` (serve it with
-    :data:`shardshape.streams.exposition.CONTENT_TYPE`)."""
-    return generate_latest(registry)
+    for collector in extra:
+        registry.register(collector)
+    return add_process_collectors(registry)

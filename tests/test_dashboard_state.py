@@ -20,8 +20,9 @@ from shardshape.streams.contracts import (
     snapshot_key,
 )
 from shardshape.streams.dashboard.state import DashboardState
+from shardshape.streams.exposition import exposition
 from shardshape.streams.metrics import aggregate
-from shardshape.streams.prometheus import exposition, worker_registry
+from shardshape.streams.prometheus import worker_registry
 from tests.conftest import REPO_ROOT
 
 READ_KEY = "shop|GET /items/{item_id}|scraper-bot"
@@ -175,25 +176,25 @@ def test_prometheus_exposition_has_per_shard_series_and_pipeline_figures() -> No
         return found[0]
 
     shard_1 = {"service": "shop", "shard": "1", "arm": "lfu"}
-    assert value("shardshape_shard_requests", "shardshape_shard_requests_total", **shard_1) == 4
-    assert value("shardshape_shard_errors", "shardshape_shard_errors_total", status="error",
-                 **shard_1) == 1  # fmt: skip
+    requests = "shardshape_shard_requests", "shardshape_shard_requests_total"
+    assert value(*requests, status="ok", **shard_1) == 3
+    assert value(*requests, status="error", **shard_1) == 1  # ok and errors sum to the requests
     buckets = [
         (float(s.labels["le"]), s.value)
-        for s in families["shardshape_shard_latency_seconds"].samples
+        for s in families["shardshape_shard_request_duration_seconds"].samples
         if s.name.endswith("_bucket") and s.labels["shard"] == "1"
     ]
     counts = [n for _, n in sorted(buckets)]
     assert counts == sorted(counts) and counts[-1] == 4  # cumulative, +Inf holds them all
     assert dict(buckets)[1.0] == 3  # the 2 s request is above 1 s
-    assert value("shardshape_shard_request_rate", **shard_1) == 0.4
-    p99 = value("shardshape_shard_latency_window_seconds", quantile="0.99",
+    assert value("shardshape_shard_window_requests_per_second", **shard_1) == 0.4
+    p99 = value("shardshape_shard_window_latency_seconds", quantile="0.99",
                 service="shop", shard="0")  # fmt: skip
     assert abs(p99 - 0.020) < 0.0005
     assert value("shardshape_shard_blocks", service="shop", shard="0", block_type="small") == 4
     assert value("shardshape_shard_slo_p99_seconds", service="shop", shard="0") == 0.1
-    assert value("shardshape_pool_blocks", pool="main", block_type="small", state="capacity") == 64
-    assert value("shardshape_pool_blocks", pool="main", block_type="small", state="allocated") == 4
+    assert value("shardshape_pool_capacity_blocks", pool="main", block_type="small") == 64
+    assert value("shardshape_pool_allocated_blocks", pool="main", block_type="small") == 4
     assert value("shardshape_plan_version", service="shop") == 2
     assert value("shardshape_snapshot_version", service="shop") == 2
     assert value("shardshape_shards", service="shop") == 2  # the quarantine shard not counted
@@ -202,4 +203,5 @@ def test_prometheus_exposition_has_per_shard_series_and_pipeline_figures() -> No
     assert value("shardshape_pipeline_events", "shardshape_pipeline_events_total") == 500
     assert value("shardshape_pipeline_dead_letters", "shardshape_pipeline_dead_letters_total") == 2
     assert value("shardshape_pipeline_events_per_second") == 250.0
-    assert value("shardshape_consumer_lag", partition="0") == 3
+    assert value("shardshape_consumer_lag_messages", partition="0") == 3
+    assert "process_cpu_seconds" in families and "python_info" in families

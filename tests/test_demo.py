@@ -9,30 +9,16 @@ skips, except in CI (CI=true), where it fails.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import shutil
 import signal
-import subprocess
-import threading
-import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from shardshape.infra.demo.run import free_port
-from tests.conftest import (
-    REPO_ROOT,
-    descendant_pids,
-    shardshape_command,
-    wait_for_line,
-    wait_gone,
-)
+from tests.conftest import REPO_ROOT, wait_for_line, wait_gone
+from tests.demo_support import Demo, demo, get, poll, required_tool
 
 pytestmark = pytest.mark.slow
 
@@ -49,88 +35,13 @@ CHROMIUM_FLAGS = [
 SHARD_LINE = re.compile(r"^\[(\d+):(\d\d)\] shop: new shard (\d+) \((.*)\)", re.M)
 
 
-@dataclass
-class Demo:
-    process: subprocess.Popen[bytes]
-    output: Path
-    data_dir: Path
-    web: str
-    seen: set[int] = field(default_factory=set)  # every descendant seen while it ran
-
-    def text(self) -> str:
-        return self.output.read_text(errors="replace")
-
-    def started_pids(self) -> dict[str, int]:
-        """The pids the demo printed: its children's and the embedded broker's."""
-        text = self.text()
-        pids = {m[1]: int(m[2]) for m in re.finditer(r"started (\w+) \(pid (\d+)", text)}
-        broker = re.search(r"embedded broker pid (\d+)", text)
-        if broker:
-            pids["broker"] = int(broker[1])
-        return pids
-
-    def service_url(self) -> str:
-        found = re.search(r"started service \(pid \d+, (http://[\d.:]+)", self.text())
-        assert found, self.text()
-        return found[1]
-
-
-@contextlib.contextmanager
-def demo(tmp_path: Path, *args: str, **env_vars: str) -> Iterator[Demo]:
-    """Run ``shardshape demo *args`` on its own ports and data dir, noting its descendants."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHARDSHAPE_")}
-    web_port = free_port()
-    env.update(SHARDSHAPE_DATA_DIR=str(tmp_path / "data"), SHARDSHAPE_WEB_PORT=str(web_port),
-               **env_vars)  # fmt: skip
-    output = tmp_path / "demo.out"
-    with open(output, "wb") as out:
-        process = subprocess.Popen(
-            shardshape_command("demo", *args), env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    run = Demo(process, output, tmp_path / "data", f"http://127.0.0.1:{web_port}")
-    watching = threading.Event()
-
-    def watch() -> None:
-        while process.poll() is None and not watching.is_set():
-            run.seen |= descendant_pids(process.pid)
-            time.sleep(0.5)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        yield run
-    finally:
-        watching.set()
-        watcher.join()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        for pid in wait_gone(run.seen, timeout_s=1):
-            os.kill(pid, signal.SIGKILL)  # never leave them behind, even on a failure
-
-
-def get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return response.read().decode()
-
-
 def series(text: str, name: str) -> dict[str, float]:
-    """Samples of metric ``name`` by shard label."""
+    """Samples of metric ``name`` summed by shard label (over status, arm...)."""
     pattern = re.compile(rf'^{name}\{{[^}}]*shard="(\d+)"[^}}]*\}} (\S+)$', re.M)
-    return {shard: float(value) for shard, value in pattern.findall(text)}
-
-
-def poll(check, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
-    """The first truthy result of ``check()`` within ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            last = check()
-            if last:
-                return last
-        time.sleep(1.0)
-    pytest.fail(f"{what} not seen within {timeout_s}s; last: {last!r}")
+    sums: dict[str, float] = {}
+    for shard, value in pattern.findall(text):
+        sums[shard] = sums.get(shard, 0.0) + float(value)
+    return sums
 
 
 @pytest.fixture(scope="module")
@@ -145,27 +56,21 @@ def test_metrics_show_per_shard_series_during_the_demo(running_demo: Demo) -> No
     def worker_series() -> dict[str, float] | None:
         text = get(f"{running_demo.web}/metrics")
         requests = series(text, "shardshape_shard_requests_total")
-        observed = series(text, "shardshape_shard_latency_seconds_count")
+        observed = series(text, "shardshape_shard_request_duration_seconds_count")
         busy = {s for s, n in requests.items() if n > 0 and observed.get(s, 0) > 0}
         return requests if len(busy) >= 2 else None
 
     requests = poll(worker_series, 60, "two shards with requests in the worker's /metrics")
     assert sum(requests.values()) > 0
     gateway = poll(lambda: get(f"{running_demo.service_url()}/metrics"), 10, "gateway /metrics")
-    assert sum(series(gateway, "shardshape_gateway_requests_total").values()) > 0
+    assert sum(series(gateway, "shardshape_shard_requests_total").values()) > 0
     slots = re.findall(r"^shardshape_gateway_pool_slots\{[^}]*\} (\S+)$", gateway, re.M)
     assert slots and all(float(n) >= 1 for n in slots)
 
 
 def chromium() -> str:
     """Debian's chromium, or skip (fail in CI, which installs it with `make browser-deps`)."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    why = "no chromium binary on PATH: `make browser-deps` installs Debian's chromium"
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must run the browser test: {why}")
-    pytest.skip(why)
+    return required_tool("chromium", "browser-deps", "the browser test", "chromium-browser")
 
 
 def test_dashboard_shows_shards_plan_and_charts_in_a_browser(

@@ -24,7 +24,7 @@ from shardshape.streams.contracts import (
     encode,
     snapshot_key,
 )
-from shardshape.streams.signing import SIGNATURE_HEADER, Signer
+from shardshape.streams.signing import SIGNATURE_HEADER, HmacSigner
 
 KEY = "k" * 40
 Message = tuple[bytes, bytes | None, list[tuple[str, bytes]] | None]
@@ -170,7 +170,7 @@ def test_with_a_signing_key_unsigned_and_forged_messages_are_rejected(
 ) -> None:
     signed = settings.model_copy(update={"signing_key": KEY})
     create_topics(signed)
-    signer, impostor = Signer(KEY), Signer("i" * 40)
+    signer, impostor = HmacSigner(KEY), HmacSigner("i" * 40)
     good, _ = _snapshot()
     newer = encode(good.model_copy(update={"version": good.version + 1}))
     entry = RoutingEntry(service="shop", key="shop|GET /item|u1", shard_id=1, snapshot_version=1)

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import SecretStr
 
 from shardshape.allocator.client import AllocatorClient
@@ -26,7 +27,7 @@ from shardshape.models.synthetic import SyntheticStream
 from shardshape.streams.contracts import RequestEvent
 from shardshape.streams.publisher import RoutingPublisher
 from shardshape.streams.replay import replay
-from shardshape.streams.signing import signer_from
+from shardshape.streams.signing import private_key_text, public_key_text, signer_from
 from shardshape.streams.web_auth import requires_admin_token
 from tests.conftest import REPO_ROOT, running, settings_env, shardshape_command, wait_for_line
 
@@ -278,17 +279,25 @@ POOLS = REPO_ROOT / "examples" / "pools.toml"
 
 @pytest.mark.slow
 def test_a_worker_signs_routes_snapshots_and_plans(settings: Settings, tmp_path: Path) -> None:
+    # The worker holds the Ed25519 private key; gateways only a public key: the worker's, or
+    # (an impostor's view) another one.
+    private, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     signed = settings.model_copy(
         update={
-            "signing_key": SecretStr("s" * 48),
+            "signing_private_key": SecretStr(private_key_text(private)),
             "pools_config": POOLS,
             "plan_window": "10s",
             "plan_horizon_s": 30,
             "snapshot_interval_s": 1,
         }
     )
-    impostor = signed.model_copy(update={"signing_key": SecretStr("i" * 48)})
-    assert signer_from(signed) is not None
+    gateway = settings.model_copy(
+        update={"signing_public_key": public_key_text(private.public_key())}
+    )
+    impostor = settings.model_copy(
+        update={"signing_public_key": public_key_text(other.public_key())}
+    )
+    assert signer_from(signed) is not None and signer_from(gateway) is None
     create_topics(signed)
     events = list(SyntheticStream(seed=6, rate_per_s=400).events(8_000))
     log = tmp_path / "worker.log"
@@ -298,8 +307,8 @@ def test_a_worker_signs_routes_snapshots_and_plans(settings: Settings, tmp_path:
         replay(events, signed.confluent_config(), signed.topic_requests,
                signed.requests_partitions, max_rate=300)  # fmt: skip
         with (
-            RoutingTable.from_settings(signed) as table,
-            AllocatorClient.from_settings(signed, "shop", backend) as client,
+            RoutingTable.from_settings(gateway) as table,
+            AllocatorClient.from_settings(gateway, "shop", backend) as client,
         ):
             assert table.wait_for_snapshot("shop", timeout_s=60), log.read_text()[-3000:]
             assert client.wait_for_version(1, timeout_s=90), log.read_text()[-3000:]

@@ -8,7 +8,8 @@
   by the shard's bandwidth);
 - ``GET /healthz``; and from the gateway: ``GET /shardshape/gateway/status`` (routing table,
   plan, pool states and the reporter's counters: what ``shardshape doctor --gateway-url``
-  reads) and ``GET /metrics`` (Prometheus).
+  reads), its health ``GET /shardshape/gateway/healthz`` and ``/readyz``, and ``GET /metrics``
+  (Prometheus).
 
 One call, ``install(app, SERVICE, ...)``, shapes it: with a broker
 (``SHARDSHAPE_KAFKA_BOOTSTRAP``) the gateway follows the routing and plans topics, reports

@@ -7,13 +7,14 @@ feeds it the worker's 10 s metric windows and pipeline counters on a timer, and 
 
 - ``/dashboard``: the page (HTML, one script, one stylesheet, all served from here);
 - ``/dashboard/api/state``: the JSON it polls (also read by ``shardshape demo``);
-- ``/metrics``: Prometheus text exposition (:mod:`shardshape.streams.prometheus`).
+- ``/metrics``: Prometheus exposition (:mod:`shardshape.streams.prometheus`), text or
+  OpenMetrics as the scraper's ``Accept`` asks, gzipped when it accepts that.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -22,12 +23,14 @@ import faust
 from shardshape.allocator.pools_config import load_pools_config
 from shardshape.infra.settings import Settings
 from shardshape.streams.dashboard.state import DashboardState
-from shardshape.streams.exposition import CONTENT_TYPE
+from shardshape.streams.exposition import negotiated
 from shardshape.streams.follower import TopicFollower
-from shardshape.streams.prometheus import exposition, worker_registry
+from shardshape.streams.prometheus import worker_registry
 
 if TYPE_CHECKING:
-    from shardshape.streams.signing import Signer
+    from prometheus_client.registry import Collector
+
+    from shardshape.streams.signing import Checker
 
 DASHBOARD_PATH = "/dashboard"
 STATE_PATH = "/dashboard/api/state"
@@ -49,7 +52,8 @@ def add_web_views(
     *,
     counters: _Counters,
     windows: Callable[[], list[dict]],
-    signer: Signer | None = None,
+    signer: Checker | None = None,
+    collectors: Iterable[Collector] = (),
 ) -> DashboardState | None:
     """Register the dashboard and ``/metrics`` on ``app`` (nothing when its web is off).
 
@@ -61,7 +65,7 @@ def add_web_views(
         This worker's 10 s metric windows with what is not written yet
         (``shardshape.streams.app.window_slots``).
     signer
-        With ``SHARDSHAPE_SIGNING_KEY``: snapshots, routing entries and plans not signed with
+        With signing keys set: snapshots, routing entries and plans not signed with
         it are not shown (the followers drop them, as the worker's own do).
     """
     if not settings.web_enabled:
@@ -73,7 +77,7 @@ def add_web_views(
         TopicFollower(config, settings.topic_routing, state.on_routing, signer=signer),
         TopicFollower(config, settings.topic_plans, state.on_plan, signer=signer),
     ]
-    registry = worker_registry(state)
+    registry = worker_registry(state, collectors)
     static = files("shardshape.streams.dashboard") / "static"
     page = (static / "index.html").read_text(encoding="utf-8")
     assets = {name: (static / name).read_bytes() for name in _ASSETS}
@@ -115,7 +119,12 @@ def add_web_views(
 
     @app.page(METRICS_PATH, name="shardshape-metrics")
     async def metrics(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
-        return web.bytes(exposition(registry), headers={"Content-Type": CONTENT_TYPE})
+        body, headers = negotiated(
+            registry,
+            request.headers.get("Accept", ""),
+            request.headers.get("Accept-Encoding", ""),
+        )
+        return web.bytes(body, headers=headers)
 
     return state
 

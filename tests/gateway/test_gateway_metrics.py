@@ -59,7 +59,7 @@ async def test_metrics_count_requests_per_shard_and_pool_rejections() -> None:
     assert response.headers["content-type"].startswith("text/plain")
     pool = labelled(pool="shard 0", service="shop")
     assert during[("shardshape_gateway_pool_in_flight", pool)] == 1
-    assert during[("shardshape_gateway_pool_occupancy", pool)] == 1.0
+    assert during[("shardshape_gateway_pool_occupancy_ratio", pool)] == 1.0
     assert after[("shardshape_gateway_pool_in_flight", pool)] == 0
     assert after[("shardshape_gateway_pool_slots", pool)] == 1
     rejections = labelled(pool="shard 0", service="shop", reason="queue_full")
@@ -67,13 +67,30 @@ async def test_metrics_count_requests_per_shard_and_pool_rejections() -> None:
     by_status = {
         dict(labels)["status"]: value
         for (name, labels), value in after.items()
-        if name == "shardshape_gateway_requests_total"
+        if name == "shardshape_shard_requests_total"
     }
     assert by_status == {"ok": 1.0, "rejected": 1.0}
-    shard_0 = labelled(service="shop", shard="0")
-    assert after[("shardshape_gateway_request_duration_seconds_count", shard_0)] == 2
-    fast = labelled(service="shop", shard="0", le="0.25")
+    shard_0 = labelled(service="shop", shard="0", arm="")
+    assert after[("shardshape_shard_request_duration_seconds_count", shard_0)] == 2
+    fast = labelled(service="shop", shard="0", arm="", le="0.25")
     # The rejection was answered at once; the slow request took 0.3 s.
-    assert after[("shardshape_gateway_request_duration_seconds_bucket", fast)] == 1
-    assert after[("shardshape_gateway_version", labelled(of="plan", service="shop"))] == 4
+    assert after[("shardshape_shard_request_duration_seconds_bucket", fast)] == 1
+    assert after[("shardshape_plan_version", labelled(service="shop"))] == 4
+    assert ("process_cpu_seconds_total", ()) in after
     assert [e.status for e in reported] == ["rejected", "ok"]  # handed on after counting
+
+
+async def test_metrics_negotiate_the_format_and_gzip() -> None:
+    metrics = GatewayMetrics("shop", ShardPools(PoolDefaults()))
+    app = with_metrics(Starlette(routes=[]), metrics)
+    async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
+        plain = await http.get("/metrics", headers={"Accept-Encoding": "identity"})
+        zipped = await http.get("/metrics", headers={"Accept-Encoding": "gzip"})
+        open_metrics = await http.get(
+            "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+        )
+    assert "content-encoding" not in plain.headers
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert samples(zipped.text).keys() == samples(plain.text).keys()  # httpx unzipped it
+    assert open_metrics.headers["content-type"].startswith("application/openmetrics-text")
+    assert open_metrics.text.rstrip().endswith("# EOF")

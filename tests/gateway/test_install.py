@@ -123,7 +123,7 @@ async def test_one_call_follows_plans_and_routing_reports_and_stops_cleanly(
     assert _waiting_on_shard_1(reports), reports
     assert status["plan_version"] == 1 and status["routing_entries"] == 1
     assert status["reporter"]["reported"] == 3
-    assert 'shardshape_gateway_requests_total{arm="",service="shop",shard="1",status="ok"} 3.0' in (
+    assert 'shardshape_shard_requests_total{arm="",service="shop",shard="1",status="ok"} 3.0' in (
         metrics
     )
 
