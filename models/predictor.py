@@ -44,15 +44,26 @@ array([1, 2])
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from shardshape.models.features import BEHAVIOUR_NAMES, N_BEHAVIOUR, ArrivalLike, FeatureSpace
+from shardshape.models.features import (
+    BEHAVIOUR_NAMES,
+    N_BEHAVIOUR,
+    N_FIXED,
+    ArrivalLike,
+    FeatureSpace,
+)
 from shardshape.streams.contracts import ShardProfile, ShardSnapshot
 
 MODEL_FORMAT = "linear-nearest-centroid/2"
+# Distinct request shapes (request type and attributes) whose prediction predict_one keeps.
+_SHAPE_CACHE_LIMIT = 4_096
+if N_BEHAVIOUR != 4:  # predict_one spells the coordinates out: one Python loop less per shard
+    raise RuntimeError("ShardPredictor.predict_one assumes 4 behaviour coordinates: update it")
 # Formats a gateway reads, with the feature settings a snapshot of that format implies.
 _FORMATS = {
     MODEL_FORMAT: {"numeric_bins": 1.0, "key_power": 2.0},
@@ -129,10 +140,17 @@ class ShardPredictor:
         # Each shard's spread (scaled RMS distance to its centroid), carried for the workers.
         self.spread = np.ones(len(self.ids)) if spread is None else np.asarray(spread, dtype=float)
         self._row_of = {shard: row for row, shard in enumerate(self.ids)}
-        # Plain-list copies: for one request, Python floats beat numpy's per-call overhead.
-        self._coef_rows = self.coef.tolist()
-        self._centroid_rows = self.centroids.tolist()
-        self._scale_list = self.scale.tolist()
+        # One request at a time (predict_one): plain floats beat numpy's per-call overhead, and
+        # the arrival vector is linear, so its parts' predictions are summed, not rebuilt: the
+        # request shape's (bias and hashed slots, cached), the payload's and the key's.
+        self._payload_coef = tuple(self.coef[1].tolist())
+        # Per shard row: the key block's prediction at weight 1 (key flag + centroid).
+        self._key_preds = [
+            tuple(row) for row in (self.coef[2] + self.centroids @ self.coef[3:N_FIXED]).tolist()
+        ]
+        self._centroid_rows = [tuple(row) for row in self.centroids.tolist()]
+        self._scale_tuple = tuple(self.scale.tolist())
+        self._shape_preds: dict[object, tuple[float, ...]] = {}
         # Shard id -> centroid row (-1: none), for the vectorised key block.
         self._row_lut = np.full(max(self.ids, default=-1) + 2, -1, dtype=np.intp)
         self._row_lut[self.ids] = np.arange(len(self.ids))
@@ -157,34 +175,44 @@ class ShardPredictor:
             key_weight = min(max(route.confidence, 0.0), 1.0) ** self.key_power
         if not self.ids:
             return self.default_shard
-        coef = self._coef_rows
-        idx, val = self.space.arrival_sparse(request_type, payload_bytes, attributes)
-        pred = [0.0] * N_BEHAVIOUR
-        for i, v in zip(idx, val, strict=True):
-            row = coef[i]
-            for j in range(N_BEHAVIOUR):
-                pred[j] += row[j] * v
+        shape = (request_type, tuple(attributes.items())) if attributes else request_type
+        base = self._shape_preds.get(shape) or self._shape_pred(shape, request_type, attributes)
+        x = math.log1p(payload_bytes)
+        b0, b1, b2, b3 = base
+        q0, q1, q2, q3 = self._payload_coef
+        p0, p1, p2, p3 = b0 + x * q0, b1 + x * q1, b2 + x * q2, b3 + x * q3
         if key_row is not None:
-            known = coef[2]
-            for j in range(N_BEHAVIOUR):
-                pred[j] += known[j] * key_weight
-            for offset, c in enumerate(self._centroid_rows[key_row]):
-                row = coef[3 + offset]
-                for j in range(N_BEHAVIOUR):
-                    pred[j] += row[j] * c * key_weight
-        return self.ids[self._nearest(pred)]
-
-    def _nearest(self, pred: list[float]) -> int:
-        best, best_d = 0, float("inf")
-        scale = self._scale_list
-        for row, c in enumerate(self._centroid_rows):
-            d = 0.0
-            for j in range(N_BEHAVIOUR):
-                diff = pred[j] - c[j]
-                d += scale[j] * diff * diff
+            k0, k1, k2, k3 = self._key_preds[key_row]
+            p0 += key_weight * k0
+            p1 += key_weight * k1
+            p2 += key_weight * k2
+            p3 += key_weight * k3
+        # The nearest centroid under the scaled squared distance (the first of equals wins,
+        # as argmin does in predict_matrix).
+        s0, s1, s2, s3 = self._scale_tuple
+        best, best_d = 0, math.inf
+        for row, (c0, c1, c2, c3) in enumerate(self._centroid_rows):
+            d0, d1, d2, d3 = p0 - c0, p1 - c1, p2 - c2, p3 - c3
+            d = s0 * d0 * d0 + s1 * d1 * d1 + s2 * d2 * d2 + s3 * d3 * d3
             if d < best_d:
                 best, best_d = row, d
-        return best
+        return self.ids[best]
+
+    def _shape_pred(
+        self, shape: object, request_type: str, attributes: Mapping[str, float | bool | str]
+    ) -> tuple[float, ...]:
+        """Predicted behaviour of a request shape's bias and hashed slots (no payload, no key)."""
+        idx, val = self.space.arrival_sparse(request_type, 0.0, attributes)
+        pred = [0.0] * N_BEHAVIOUR
+        coef = self.coef
+        for i, v in zip(idx, val, strict=True):
+            if i != 1:  # the payload slot: added per request
+                pred = [p + c * v for p, c in zip(pred, coef[i].tolist(), strict=True)]
+        out = tuple(pred)
+        if len(self._shape_preds) >= _SHAPE_CACHE_LIMIT:
+            self._shape_preds.clear()
+        self._shape_preds[shape] = out
+        return out
 
     # -- many requests --------------------------------------------------------------------
     def key_rows(self, routes: Sequence[RouteLike | None]) -> tuple[np.ndarray, np.ndarray]:
