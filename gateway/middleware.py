@@ -1,12 +1,14 @@
 """ASGI middleware: every HTTP request predicted, run in its shard's pool, and reported.
 
-Per request: build the arriving :class:`RequestEvent` (user from a header or a key function,
-request type from the Starlette/FastAPI route template or ``METHOD path``, payload size from
+Per request: note what is known at arrival (user from a header or a key function, request
+type from the Starlette/FastAPI route template or ``METHOD path``, payload size from
 ``content-length``), predict its shard from the local routing table, hold a slot of the
 shard's pool while the app answers (response bytes paced by the pool's bandwidth), then hand
-the completed event (latency, status, shard, arm, response bytes) to ``report``. A pool that
-rejects the request answers 503 with ``Retry-After`` and the event is reported as
-``rejected``. Nothing here waits on Kafka: prediction is local, ``report`` must not block.
+the completed :class:`RequestEvent` (latency, status, shard, arm, response bytes) to
+``report``. A pool that rejects the request answers 503 with ``Retry-After`` and the event is
+reported as ``rejected``. Nothing here waits on Kafka: prediction is local, ``report`` must
+not block. The event is built and validated once, when the request completes (see
+``docs/gateway.md``, "Cost per request").
 
 >>> from starlette.applications import Starlette
 >>> from shardshape.gateway.pools import ShardPools
@@ -22,9 +24,10 @@ import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
+from pydantic import ValidationError
 from starlette.routing import Match
 
 from shardshape.gateway.pools import ShardPools, ShardRejected
@@ -41,6 +44,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Attributes = Mapping[str, float | bool | str]
 
 _ROUTE_CACHE_SIZE = 4_096
+# RequestEvent(**fields) without pydantic's Python-level wrapper (half the cost per request).
+_validate_event = RequestEvent.__pydantic_validator__.validate_python
 
 
 class Router(Protocol):
@@ -69,7 +74,9 @@ class ShapingMiddleware:
         request goes to ``default_shard``.
     report
         Called once per completed request, on the event loop; it must not block (a reporter
-        buffers and sends in the background). Its exceptions are logged and counted.
+        buffers and sends in the background). Its exceptions are logged and counted in
+        ``report_errors``, as are events that fail validation (the request is served, its
+        event dropped).
     user_header
         Header naming the user (``Settings.gateway_user_header``), unless ``user_key`` is given.
     user_key, request_type, attributes
@@ -101,6 +108,11 @@ class ShapingMiddleware:
         default_shard: int = 0,
         unshaped_paths: Collection[str] = (),
     ) -> None:
+        try:  # a bad name would make every event invalid: say so now, not per request
+            RequestEvent(request_id="-", ts=0.0, service=service, request_type="-")
+        except ValidationError as invalid:
+            why = invalid.errors()[0]["msg"]
+            raise ValueError(f"service {service!r} cannot name events: {why}") from None
         self.app = app
         self.service = service
         self.pools = pools
@@ -123,18 +135,20 @@ class ShapingMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        event = self._arriving(scope)
+        arrival = self._arriving(scope)
         shard = self.default_shard
         if self.routing is not None:
-            shard = self.routing.predict(event).shard_id
-        memory = self._expected_memory(event, shard) if self._expected_memory else 0.0
+            shard = self.routing.predict(arrival).shard_id
+        memory = 0.0
+        if self._expected_memory is not None:
+            memory = self._expected_memory(_event(arrival), shard)
         response = _Response(send)
         status = "error"
         arm = None
-        attributes = event.attributes
+        attributes = arrival.attributes
         try:
             async with self.pools.slot(
-                shard, expected_memory_mib=memory, key=event.user_id or event.request_id
+                shard, expected_memory_mib=memory, key=arrival.user_id or arrival.request_id
             ) as slot:
                 arm = slot.arm
                 if slot.pool.bucket.rate > 0:
@@ -151,19 +165,16 @@ class ShapingMiddleware:
             raise
         finally:
             self._report(
-                event.model_copy(
-                    update={
-                        "latency_ms": (time.perf_counter() - started) * 1000,
-                        "status": status,
-                        "shard_id": shard,
-                        "arm": arm,
-                        "response_bytes": float(response.bytes),
-                        "attributes": attributes,
-                    }
-                )
+                arrival,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                status=status,
+                shard_id=shard,
+                arm=arm,
+                response_bytes=float(response.bytes),
+                attributes=attributes,
             )
 
-    def _arriving(self, scope: Scope) -> RequestEvent:
+    def _arriving(self, scope: Scope) -> _Arrival:
         user = ""
         payload = 0.0
         request_id = ""
@@ -176,14 +187,14 @@ class ShapingMiddleware:
                 request_id = value.decode("latin-1")[:MAX_ID_CHARS]
         if self._user_key is not None:
             user = self._user_key(scope)[:MAX_ID_CHARS]
-        return RequestEvent(
-            request_id=request_id or f"{self._id_prefix}-{next(self._ids)}",
-            ts=time.time(),
-            service=self.service,
-            request_type=self._request_type(scope)[:MAX_ID_CHARS] or "unknown",
-            user_id=user,
-            payload_bytes=payload,
-            attributes=self._attributes(scope) if self._attributes else {},
+        return _Arrival(
+            request_id or f"{self._id_prefix}-{next(self._ids)}",
+            time.time(),
+            self.service,
+            self._request_type(scope)[:MAX_ID_CHARS] or "unknown",
+            user,
+            payload,
+            self._attributes(scope) if self._attributes else {},
         )
 
     def _route_template(self, scope: Scope) -> str:
@@ -202,13 +213,56 @@ class ShapingMiddleware:
         self._routes[(method, path)] = name
         return name
 
-    def _report(self, event: RequestEvent) -> None:
+    def _report(self, arrival: _Arrival, **outcome: Any) -> None:
+        # The event is validated here, once: a request whose event is invalid (a user_key,
+        # request_type or attributes function returning what a RequestEvent cannot hold) is
+        # served all the same, and its event is dropped and counted like a failed report.
+        try:
+            event = _event(arrival, **outcome)
+        except ValidationError as invalid:
+            self._report_failed("dropped an invalid event", invalid)
+            return
         try:
             self.report(event)
-        except Exception:
-            self.report_errors += 1
-            if self.report_errors == 1 or self.report_errors % 1000 == 0:
-                log.exception("report() failed (%d times so far)", self.report_errors)
+        except Exception as error:
+            self._report_failed("report() failed", error)
+
+    def _report_failed(self, what: str, error: Exception) -> None:
+        self.report_errors += 1
+        if self.report_errors == 1 or self.report_errors % 1000 == 0:
+            log.error("%s (%d times so far)", what, self.report_errors, exc_info=error)
+
+
+def _event(arrival: _Arrival, **outcome: Any) -> RequestEvent:
+    """The validated event of ``arrival`` and, once completed, its ``outcome`` fields."""
+    return _validate_event(
+        {
+            "request_id": arrival.request_id,
+            "ts": arrival.ts,
+            "service": arrival.service,
+            "request_type": arrival.request_type,
+            "user_id": arrival.user_id,
+            "payload_bytes": arrival.payload_bytes,
+            "attributes": arrival.attributes,
+            **outcome,
+        }
+    )
+
+
+class _Arrival(NamedTuple):
+    """What the middleware knows of a request when it arrives (an ``ArrivingRequest``).
+
+    A plain tuple until the request completes: the :class:`RequestEvent` is built and
+    validated once, with the outcome, instead of once at arrival and copied at the end.
+    """
+
+    request_id: str
+    ts: float
+    service: str
+    request_type: str
+    user_id: str
+    payload_bytes: float
+    attributes: Attributes
 
 
 class _Response:

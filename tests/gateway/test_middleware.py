@@ -243,3 +243,17 @@ async def test_a_cache_lookup_is_reported_as_a_hit_or_miss_with_the_arm() -> Non
     assert miss.attributes[CACHE_HIT_ATTRIBUTE] is False and hit.attributes[CACHE_HIT_ATTRIBUTE]
     assert CACHE_HIT_ATTRIBUTE not in plain.attributes
     assert miss.arm == hit.arm == plain.arm == ArmAssigner(experiment).pick("ann")
+
+
+async def test_a_request_whose_event_is_invalid_is_served_and_its_event_counted() -> None:
+    events: list[RequestEvent] = []
+    app = shop(ShardPools(), events, attributes=lambda scope: {"": 1.0})  # names are 1+ chars
+    async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
+        answers = [await http.get("/items/1") for _ in range(2)]
+    assert [a.json()["id"] for a in answers] == ["1", "1"]
+    assert events == [] and _middleware_of(app).report_errors == 2
+
+
+def test_a_service_name_that_cannot_name_events_is_refused_at_once() -> None:
+    with pytest.raises(ValueError, match="service '' cannot name events"):
+        ShapingMiddleware(Starlette(), service="", pools=ShardPools())
