@@ -141,7 +141,7 @@ class ShapingMiddleware:
             shard = self.routing.predict(arrival).shard_id
         memory = 0.0
         if self._expected_memory is not None:
-            memory = self._expected_memory(_event(arrival), shard)
+            memory = self._expected_memory(_validate_event(arrival._asdict()), shard)
         response = _Response(send)
         status = "error"
         arm = None
@@ -166,12 +166,12 @@ class ShapingMiddleware:
         finally:
             self._report(
                 arrival,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                status=status,
-                shard_id=shard,
-                arm=arm,
-                response_bytes=float(response.bytes),
-                attributes=attributes,
+                (time.perf_counter() - started) * 1000,
+                status,
+                shard,
+                arm,
+                float(response.bytes),
+                attributes,
             )
 
     def _arriving(self, scope: Scope) -> _Arrival:
@@ -213,12 +213,36 @@ class ShapingMiddleware:
         self._routes[(method, path)] = name
         return name
 
-    def _report(self, arrival: _Arrival, **outcome: Any) -> None:
+    def _report(
+        self,
+        arrival: _Arrival,
+        latency_ms: float,
+        status: str,
+        shard: int,
+        arm: str | None,
+        response_bytes: float,
+        attributes: Attributes,
+    ) -> None:
         # The event is validated here, once: a request whose event is invalid (a user_key,
         # request_type or attributes function returning what a RequestEvent cannot hold) is
         # served all the same, and its event is dropped and counted like a failed report.
         try:
-            event = _event(arrival, **outcome)
+            event = _validate_event(
+                {
+                    "request_id": arrival.request_id,
+                    "ts": arrival.ts,
+                    "service": arrival.service,
+                    "request_type": arrival.request_type,
+                    "user_id": arrival.user_id,
+                    "payload_bytes": arrival.payload_bytes,
+                    "latency_ms": latency_ms,
+                    "status": status,
+                    "shard_id": shard,
+                    "arm": arm,
+                    "response_bytes": response_bytes,
+                    "attributes": attributes,
+                }
+            )
         except ValidationError as invalid:
             self._report_failed("dropped an invalid event", invalid)
             return
@@ -231,22 +255,6 @@ class ShapingMiddleware:
         self.report_errors += 1
         if self.report_errors == 1 or self.report_errors % 1000 == 0:
             log.error("%s (%d times so far)", what, self.report_errors, exc_info=error)
-
-
-def _event(arrival: _Arrival, **outcome: Any) -> RequestEvent:
-    """The validated event of ``arrival`` and, once completed, its ``outcome`` fields."""
-    return _validate_event(
-        {
-            "request_id": arrival.request_id,
-            "ts": arrival.ts,
-            "service": arrival.service,
-            "request_type": arrival.request_type,
-            "user_id": arrival.user_id,
-            "payload_bytes": arrival.payload_bytes,
-            "attributes": arrival.attributes,
-            **outcome,
-        }
-    )
 
 
 class _Arrival(NamedTuple):

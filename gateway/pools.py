@@ -63,6 +63,8 @@ from shardshape.gateway.limits import (
 from shardshape.streams.contracts import AllocationPlan
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from shardshape.infra.settings import Settings
 
 log = logging.getLogger("shardshape.gateway.pools")
@@ -294,7 +296,8 @@ class _SlotContext:
         self._key = key
 
     async def __aenter__(self) -> Slot:
-        self._slot = await self._pools._acquire(self._shard, self._memory, self._key)
+        slot = self._pools._acquire(self._shard, self._memory, self._key)
+        self._slot = slot if isinstance(slot, Slot) else await slot
         self._token = _current.set(self._slot)
         self._lookup_token = request_lookup.set(self._slot._lookup)
         return self._slot
@@ -390,7 +393,11 @@ class ShardPools:
                 return arms.pick(key)
         return self._routes.get(shard_id, self._default)
 
-    async def _acquire(self, shard_id: int, memory: float, key: str) -> Slot:
+    def _acquire(self, shard_id: int, memory: float, key: str) -> Slot | Awaitable[Slot]:
+        """A slot now if the pool has one free, else the wait for one (a coroutine to await).
+
+        Not a coroutine itself: most requests find a free slot and should not pay for one.
+        """
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._bind(loop)
@@ -419,7 +426,7 @@ class ShardPools:
                 f"{pool.in_use} of {limits.concurrency} slots busy and {len(pool.waiters)} "
                 f"waiting (queue size {limits.queue_size})",
             )
-        return await self._wait(loop, pool, memory, shard_id)
+        return self._wait(loop, pool, memory, shard_id)
 
     async def _wait(
         self, loop: asyncio.AbstractEventLoop, pool: ShardPool, memory: float, shard_id: int
