@@ -48,7 +48,8 @@ class ChaosReport:
     kills: list[str]  # the workers killed, in order
     counted: dict[str, Counter]  # window size -> (partition, window start) -> events counted
     on_topic: dict[str, Counter]  # window size -> (partition, window start) -> events there
-    owners: dict[int, list[str]] = field(default_factory=dict)  # partition -> its owners
+    # partition -> its owners, each with whether it held the partition to its end
+    owners: dict[int, list[tuple[str, bool]]] = field(default_factory=dict)
 
     def wrong(self, size: str) -> dict[tuple[int, float], tuple[int, int]]:
         """(partition, window start) -> (counted, on the topic) where the two differ."""
@@ -58,37 +59,45 @@ class ChaosReport:
 
     def takeovers(self, partition: int) -> int:
         """How often ``partition`` changed owners because its owner was killed."""
-        return sum(1 for before in self.owners.get(partition, [])[:-1] if before in self.kills)
+        chain = self.owners.get(partition, [])[:-1]
+        return sum(1 for name, held in chain if held and name in self.kills)
 
     def table(self, size: str = "1m") -> str:
         """Per partition: counted / on the topic / takeovers (owner changes after a kill), and
-        its owners (* killed)."""
+        its owners (* killed while it held the partition)."""
         lines = [f"{size} windows, {self.produced:,} events produced; killed: {self.kills}",
                  "partition  counted  on topic  takeovers  owners"]  # fmt: skip
         for p in range(PARTITIONS):
             seen = sum(n for (q, _), n in self.counted[size].items() if q == p)
             truth = sum(n for (q, _), n in self.on_topic[size].items() if q == p)
             owners = self.owners.get(p, [])
-            chain = " > ".join(f"{o}*" if o in self.kills else o for o in owners)
+            chain = " > ".join(
+                f"{name}*" if held and name in self.kills else name for name, held in owners
+            )
             mark = "" if seen == truth else "  <-- differs"
             lines.append(f"{p:>9}  {seen:>7,}  {truth:>8,}  {self.takeovers(p):>9}  "
                          f"{chain}{mark}")  # fmt: skip
         return "\n".join(lines)
 
 
-def owners_by_partition(logs: list[Path]) -> dict[int, list[str]]:
-    """Each requests partition's owners in the order of the group generations (worker logs)."""
+def owners_by_partition(logs: list[Path]) -> dict[int, list[tuple[str, bool]]]:
+    """Each requests partition's owners in the order of the group generations (worker logs),
+    each with whether it still held the partition in the last generation it saw (so lost it
+    only by dying, or still holds it)."""
     by_generation: dict[int, dict[int, str]] = {}
+    last: dict[str, int] = {}  # worker -> the last generation it saw
     for log in logs:
         for now, generation in _ASSIGNED.findall(log.read_text(errors="replace")):
+            last[log.stem] = max(last.get(log.stem, -1), int(generation))
             for p in filter(None, now.replace(" ", "").split(",")):
                 by_generation.setdefault(int(generation), {})[int(p)] = log.stem
-    owners: dict[int, list[str]] = {}
+    owners: dict[int, list[tuple[str, bool]]] = {}
     for generation in sorted(by_generation):
         for p, name in by_generation[generation].items():
             chain = owners.setdefault(p, [])
-            if not chain or chain[-1] != name:
-                chain.append(name)
+            if chain and chain[-1][0] == name:
+                chain.pop()
+            chain.append((name, generation == last[name]))
     return owners
 
 
