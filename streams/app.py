@@ -42,7 +42,13 @@ from shardshape.streams.health import HEALTH_PATH, READY_PATH, Checks, liveness,
 from shardshape.streams.highwater import apply_end_offset_correction
 from shardshape.streams.intake import Received, merge_groups, take_queued
 from shardshape.streams.internals import check_internals
-from shardshape.streams.metrics import WindowRecorder, aggregate, partition_of
+from shardshape.streams.metrics import (
+    WindowRecorder,
+    aggregate,
+    partition_key,
+    partition_of,
+    slots_of,
+)
 from shardshape.streams.partitioning import partition_for
 from shardshape.streams.planning import (
     PlanningLoop,
@@ -181,10 +187,12 @@ def create_app(settings: Settings) -> faust.App:
         value_type=bytes,
         partitions=settings.requests_partitions,
     )
-    # Per (service, shard, arm, source partition) request metrics in tumbling windows.
+    # Request metrics in tumbling windows: one record per (source partition, window) holding
+    # every (service, shard, arm) series' stats, written whole (streams.metrics.WindowRecorder).
+    # Named apart from the per-series records of earlier versions, which it does not read.
     metric_tables = {
         name: app.Table(
-            f"shard-metrics-{name}",
+            f"shard-windows-{name}",
             default=None,
             key_type=str,
             value_type=bytes,
@@ -542,23 +550,25 @@ def _add_planning(
 
 
 def _window_store(table: faust.types.tables.WindowWrapperT):  # type: ignore[no-untyped-def]
-    """``get(slot, window_start)`` and ``put(slot, window_start, data)`` on a tumbling table,
-    addressing the window by its start, whatever event is being processed."""
+    """``get(partition, window_start)`` and ``put(partition, window_start, data)`` of source
+    partitions' window records on a tumbling table, addressing the window by its start,
+    whatever event is being processed."""
     inner = table.table
 
-    def window(start: float) -> tuple[float, float]:
-        return inner.window.ranges(start)[0]
+    def key(partition: int, start: float) -> tuple[str, tuple[float, float]]:
+        return partition_key(partition), inner.window.ranges(start)[0]
 
-    def get(slot: str, start: float) -> bytes | None:
-        return inner.data.get((slot, window(start)))
+    def get(partition: int, start: float) -> bytes | None:
+        return inner.data.get(key(partition, start))
 
-    def put(slot: str, start: float, data: bytes) -> None:
-        # To the slot's source partition (the agent handles several messages' events at once,
-        # outside any one event's context), as ``inner[key] = data`` in that event's would.
-        key, partition = (slot, window(start)), partition_of(slot)
-        inner.data[key] = data
-        inner.send_changelog(partition, key, data)
-        inner._maybe_set_key_ttl(key, partition)  # Faust expires old windows by these
+    def put(partition: int, start: float, data: bytes) -> None:
+        # To the source partition's changelog partition (the agent handles several messages'
+        # events at once, outside any one event's context), as ``inner[key] = data`` in that
+        # event's would.
+        where = key(partition, start)
+        inner.data[where] = data
+        inner.send_changelog(partition, where, data)
+        inner._maybe_set_key_ttl(where, partition)  # Faust expires old windows by these
 
     return get, put
 
@@ -567,10 +577,16 @@ def window_slots(
     table: faust.types.tables.WindowWrapperT,
     unwritten: dict[tuple[str, float], bytes] | None = None,
 ) -> list[dict]:
-    """Slots of a windowed table, grouped by window, newest first (JSON-able); ``unwritten``
-    (from :meth:`WindowRecorder.unwritten`) overlays totals not yet written."""
+    """Slots of a windowed table (each partition record's, see
+    :func:`~shardshape.streams.metrics.slots_of`), grouped by window, newest first
+    (JSON-able); ``unwritten`` (from :meth:`WindowRecorder.unwritten`) overlays totals not
+    yet written."""
     inner = table.table
-    stored = dict(inner.data.items())
+    stored = {
+        (slot, window): data
+        for (key, window), record in list(inner.data.items())
+        for slot, data in slots_of(partition_of(key), record).items()
+    }
     for (slot, start), data in (unwritten or {}).items():
         stored[(slot, inner.window.ranges(start)[0])] = data
     windows: dict[tuple[float, float], dict[str, str]] = {}

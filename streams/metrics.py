@@ -94,27 +94,23 @@ class ShardStats:
             ),
         }
 
-    def to_bytes(self, offset: int = -1) -> bytes:
-        """JSON; ``offset`` is the last source offset folded in."""
-        return orjson.dumps(
-            {
-                "count": self.count,
-                "errors": self.errors,
-                "payload_bytes": self.payload_bytes,
-                "response_bytes": self.response_bytes,
-                "busy_ms": self.busy_ms,
-                "busy_reported": self.busy_reported,
-                "latency": self.latency.to_json(),
-                "latency_sum": self.latency_sum,
-                "cache_hits": self.cache_hits,
-                "cache_reported": self.cache_reported,
-                "offset": offset,
-            }
-        )
+    def to_dict(self) -> dict:
+        """The stats as JSON-able values (see :meth:`from_dict`)."""
+        return {
+            "count": self.count,
+            "errors": self.errors,
+            "payload_bytes": self.payload_bytes,
+            "response_bytes": self.response_bytes,
+            "busy_ms": self.busy_ms,
+            "busy_reported": self.busy_reported,
+            "latency": self.latency.to_json(),
+            "latency_sum": self.latency_sum,
+            "cache_hits": self.cache_hits,
+            "cache_reported": self.cache_reported,
+        }
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> ShardStats:
-        raw = orjson.loads(data)
+    def from_dict(cls, raw: dict) -> ShardStats:
         stats = cls()
         stats.count = int(raw["count"])
         stats.errors = {str(k): int(v) for k, v in raw["errors"].items()}
@@ -127,6 +123,55 @@ class ShardStats:
         stats.cache_hits = int(raw.get("cache_hits", 0))  # absent in windows stored before
         stats.cache_reported = int(raw.get("cache_reported", 0))
         return stats
+
+    def to_bytes(self, offset: int = -1) -> bytes:
+        """JSON; ``offset`` is the last source offset folded in."""
+        return orjson.dumps({**self.to_dict(), "offset": offset})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ShardStats:
+        return cls.from_dict(orjson.loads(data))
+
+
+def partition_key(partition: int) -> str:
+    """The table key (with the window) of a source partition's record of one window.
+
+    >>> partition_key(3), partition_of(partition_key(3))
+    ('#3', 3)
+    """
+    return f"#{partition}"
+
+
+def encode_window(slots: dict[str, ShardStats], offset: int) -> bytes:
+    """A source partition's record of one window: the stats of every (service, shard, arm)
+    series the partition's events fell in, and the last source offset folded in."""
+    return orjson.dumps(
+        {"offset": offset, "slots": {key: stats.to_dict() for key, stats in slots.items()}}
+    )
+
+
+def decode_window(data: bytes) -> tuple[dict[str, ShardStats], int]:
+    """The series' stats and the offset of a record from :func:`encode_window`."""
+    raw = orjson.loads(data)
+    return {key: ShardStats.from_dict(s) for key, s in raw["slots"].items()}, int(raw["offset"])
+
+
+def slots_of(partition: int, data: bytes) -> dict[str, bytes]:
+    """A partition's window record as per-slot stats (slot: ``<series>#<partition>``, data:
+    :meth:`ShardStats.to_bytes` with the record's offset), what views read.
+
+    >>> one = ShardStats()
+    >>> one.count = 2
+    >>> [(slot, ShardStats.from_bytes(data).count, stored_offset(data))
+    ...  for slot, data in slots_of(4, encode_window({"api|1|": one}, offset=9)).items()]
+    [('api|1|#4', 2, 9)]
+    """
+    raw = orjson.loads(data)  # views read every record often: no sketch decoded here
+    offset = raw["offset"]
+    return {
+        f"{key}#{partition}": orjson.dumps({**stats, "offset": offset})
+        for key, stats in raw["slots"].items()
+    }
 
 
 def stored_offset(data: bytes | None) -> int:
@@ -238,27 +283,33 @@ def _groups_of(shards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class WindowRecorder:
     """Folds batch aggregates into one windowed table, idempotently and without re-parsing.
 
-    ``get(slot, window_start)`` returns the stored bytes of a slot in the window that starts
-    there (None when empty); ``put(slot, window_start, data)`` stores them. A slot is a series
-    of one source partition, so each partition's changelog holds only its own sums, and each
-    slot stores the last source offset folded in. A replayed message is skipped instead of
+    ``get(partition, window_start)`` returns the stored record (:func:`encode_window`) of a
+    source partition in the window that starts there (None when empty); ``put(partition,
+    window_start, data)`` stores it. One record holds every series of the partition in that
+    window and the last source offset folded in, so a record is all or nothing: it can never
+    hold a message in some series and not in others. A replayed message is skipped instead of
     counted twice: one at or below the last offset this recorder folded in for its partition
     (Faust seeks back to the committed offsets after a rebalance), and, once windows are read
     from the table again (after a restart, a rebalance or a takeover), one at or below the
-    slot's stored offset.
+    window's stored offset, whatever series its events fall in this time (a worker that
+    replays a message may put its events in other shards than the one that counted it).
 
     Totals are kept in memory and written per partition at most every ``write_every_s``, and
     when the partition's window rolls over (see :mod:`shardshape.streams.cadence`);
-    :meth:`unwritten` shows what is not written yet, so views are never behind.
+    :meth:`unwritten` shows what is not written yet (per slot, as views read them), so views
+    are never behind.
 
     >>> table = {}
-    >>> recorder = WindowRecorder(lambda s, w: table.get((s, w)),
-    ...                           lambda s, w, d: table.__setitem__((s, w), d), size_s=10.0)
-    >>> one = ShardStats()
-    >>> one.count = 1
+    >>> recorder = WindowRecorder(lambda p, w: table.get((p, w)),
+    ...                           lambda p, w, d: table.__setitem__((p, w), d), size_s=10.0)
+    >>> one, other = ShardStats(), ShardStats()
+    >>> one.count = other.count = 1
+    >>> def counts(data):
+    ...     slots, offset = decode_window(data)
+    ...     return {key: stats.count for key, stats in slots.items()}, offset
     >>> recorder.record({"api|1|": one}, partition=0, offset=7, timestamp=103.0, now=0.0)
-    >>> sorted(table), recorder.unwritten()
-    ([('api|1|#0', 100.0)], {})
+    >>> counts(table[(0, 100.0)]), recorder.unwritten()
+    (({'api|1|': 1}, 7), {})
     >>> for offset in (8, 8, 7):  # 8 and 7 again: replays
     ...     recorder.record({"api|1|": one}, partition=0, offset=offset, timestamp=104.0, now=0.5)
     >>> [(slot, ShardStats.from_bytes(data).count, stored_offset(data))
@@ -266,29 +317,29 @@ class WindowRecorder:
     [('api|1|#0', 2, 8)]
 
     After a rebalance (:meth:`forget`) windows are read from the table again, and the stored
-    offset skips replays:
+    offset skips replays, even when the replay's events fall in another shard this time:
 
     >>> recorder.record({"api|1|": one}, partition=0, offset=9, timestamp=104.0, now=2.0)
     >>> recorder.forget()
-    >>> recorder.record({"api|1|": one}, partition=0, offset=9, timestamp=104.0, now=3.0)
-    >>> stored = table[("api|1|#0", 100.0)]
-    >>> ShardStats.from_bytes(stored).count, stored_offset(stored), recorder.unwritten()
-    (3, 9, {})
+    >>> recorder.record({"api|2|": other}, partition=0, offset=9, timestamp=104.0, now=3.0)
+    >>> counts(table[(0, 100.0)]), recorder.unwritten()
+    (({'api|1|': 3}, 9), {})
 
     A partition kept through the rebalance keeps its totals, and skips replays in memory:
 
-    >>> recorder.record({"api|1|": one}, partition=0, offset=10, timestamp=104.0, now=3.1)
+    >>> recorder.record({"api|2|": other}, partition=0, offset=10, timestamp=104.0, now=3.1)
     >>> recorder.forget(keep={0})
-    >>> recorder.record({"api|1|": one}, partition=0, offset=10, timestamp=104.0, now=3.2)
-    >>> [(ShardStats.from_bytes(d).count, stored_offset(d)) for d in recorder.unwritten().values()]
-    [(4, 10)]
+    >>> for offset in (10, 11):  # 10 again: a replay
+    ...     recorder.record({"api|2|": other}, partition=0, offset=offset, timestamp=104.0, now=3.2)
+    >>> sorted((slot, ShardStats.from_bytes(d).count, stored_offset(d))
+    ...        for (slot, _), d in recorder.unwritten().items())
+    [('api|1|#0', 3, 11), ('api|2|#0', 2, 11)]
 
     Before Faust commits offsets, :meth:`flush` writes what is not written yet:
 
     >>> recorder.flush()
-    >>> stored = table[("api|1|#0", 100.0)]
-    >>> ShardStats.from_bytes(stored).count, stored_offset(stored), recorder.unwritten()
-    (4, 10, {})
+    >>> counts(table[(0, 100.0)]), recorder.unwritten()
+    (({'api|1|': 3, 'api|2|': 2}, 11), {})
     """
 
     def __init__(self, get, put, size_s: float, write_every_s: float = 1.0) -> None:  # type: ignore[no-untyped-def]
@@ -313,37 +364,36 @@ class WindowRecorder:
         start = timestamp - timestamp % self.size_s
         window = self._open.get(partition)
         if window is not None and window.start != start:
-            self._write(window)  # the window rolled over: its totals go out first
+            self._write(partition, window)  # the window rolled over: its totals go out first
             window = None
         if window is None:
-            window = self._open[partition] = _OpenWindow(start)
+            window = self._open[partition] = _OpenWindow(start, self._get(partition, start))
+        if offset <= window.offset:
+            return  # in the stored totals already: a replay after a restart or a takeover
         for key, stats in batch.items():
-            slot = f"{key}#{partition}"
-            current = window.slots.get(slot)
+            current = window.slots.get(key)
             if current is None:
-                stored = self._get(slot, start)
-                if stored is not None and stored_offset(stored) >= offset:
-                    continue  # already counted: a replay after a restart
-                current = ShardStats.from_bytes(stored) if stored else ShardStats()
-                window.slots[slot] = current
+                current = window.slots[key] = ShardStats()
             current.merge(stats)
-            window.changed.add(slot)
         window.offset = offset
+        window.changed = True
         if self._clock.due(partition, now):
-            self._write(window)
+            self._write(partition, window)
 
     def unwritten(self) -> dict[tuple[str, float], bytes]:
-        """``(slot, window start) -> data`` of the totals not yet written to the table."""
+        """``(slot, window start) -> data`` of the windows not written in full yet: every
+        slot of each (see :func:`slots_of`)."""
         return {
-            (slot, window.start): window.slots[slot].to_bytes(window.offset)
-            for window in self._open.values()
-            for slot in window.changed
+            (f"{key}#{partition}", window.start): stats.to_bytes(window.offset)
+            for partition, window in self._open.items()
+            if window.changed
+            for key, stats in window.slots.items()
         }
 
     def flush(self) -> None:
         """Write every total not written yet (before Faust commits the offsets they cover)."""
-        for window in self._open.values():
-            self._write(window)
+        for partition, window in self._open.items():
+            self._write(partition, window)
 
     def forget(self, keep: Collection[int] = ()) -> None:
         """Drop the open windows of every partition not in ``keep``, so that its next batch
@@ -363,20 +413,20 @@ class WindowRecorder:
         for partition in set(self._folded) - set(keep):
             del self._folded[partition]
 
-    def _write(self, window: _OpenWindow) -> None:
-        for slot in window.changed:
-            self._put(slot, window.start, window.slots[slot].to_bytes(window.offset))
-        window.changed.clear()
+    def _write(self, partition: int, window: _OpenWindow) -> None:
+        if window.changed:
+            self._put(partition, window.start, encode_window(window.slots, window.offset))
+            window.changed = False
 
 
 class _OpenWindow:
-    """The window a source partition is being recorded into."""
+    """The window a source partition is being recorded into, from its ``stored`` record."""
 
-    def __init__(self, start: float) -> None:
+    def __init__(self, start: float, stored: bytes | None) -> None:
         self.start = start
-        self.slots: dict[str, ShardStats] = {}  # slot -> its totals so far in this window
-        self.changed: set[str] = set()  # slots changed since they were last written
-        self.offset = -1  # the last source offset folded in
+        # series -> its totals so far in this window; the last source offset folded in
+        self.slots, self.offset = decode_window(stored) if stored else ({}, -1)
+        self.changed = False  # folded more in since it was last written
 
 
 def series_of(slot: str) -> str:

@@ -84,15 +84,15 @@ def test_a_backlog_is_profiled_in_merged_calls_and_counted_once(
         time.sleep(2)  # the first key checkpoints and window totals reach the changelogs
 
     # Outside any one message's context the agent names each write's partition itself: key
-    # checkpoints go to their key's partition, window totals to their slot's.
+    # checkpoints go to their key's partition, window records to their source partition's.
     n = settings.requests_partitions
     checkpoints = _read_all(settings, f"{settings.app_id}-key-stats-changelog")
     assert checkpoints
     for partition, key, value in checkpoints:
         assert partition == partition_for(orjson.loads(key), n)
         assert value is None or "rec" in orjson.loads(value)
-    totals = _read_all(settings, f"{settings.app_id}-shard-metrics-10s-changelog")
+    totals = _read_all(settings, f"{settings.app_id}-shard-windows-10s-changelog")
     assert totals
     for partition, key, _ in totals:
-        slot, _window = orjson.loads(key)
-        assert partition == partition_of(slot)
+        record, _window = orjson.loads(key)
+        assert partition == partition_of(record)

@@ -56,9 +56,12 @@ class Worker:
 
 
 @contextlib.contextmanager
-def worker(settings: Settings, log_dir: Path, name: str, **env: str) -> Iterator[Worker]:
+def worker(
+    settings: Settings, log_dir: Path, name: str, *, wait_ready: bool = True, **env: str
+) -> Iterator[Worker]:
     """A worker on ``settings`` with its web views on a free port, ready (joined the group)
-    on entry and stopped on exit; ``env`` adds ``SHARDSHAPE_*`` variables."""
+    on entry unless not ``wait_ready``, and stopped on exit; ``env`` adds ``SHARDSHAPE_*``
+    variables."""
     port = ensure_port_free(0, "WEB_PORT")
     variables = settings_env(settings)
     variables.update(
@@ -69,7 +72,8 @@ def worker(settings: Settings, log_dir: Path, name: str, **env: str) -> Iterator
     )
     log = log_dir / f"{name}.log"
     with running(shardshape_command("worker"), variables, log) as process:
-        wait_for_line(log, "shardshape worker ready", process, 120)
+        if wait_ready:
+            wait_for_line(log, "shardshape worker ready", process, 120)
         yield Worker(name, process, log, port)
 
 
