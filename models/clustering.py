@@ -10,7 +10,11 @@ Two levels, as in CluStream:
   also carries a decayed weight and a decayed mean squared distance of its samples.
 * **macro**: every ``recluster_every`` samples the micro-clusters are cut into shards by Ward
   agglomeration (:mod:`shardshape.models.agglomerate`) and the shards' ids are matched to the
-  previous ones (:mod:`shardshape.models.matching`).
+  previous ones (:mod:`shardshape.models.matching`). A shard the cut no longer has is kept
+  as it was (centroid, weight, spread) until ``retire_after`` cuts in a row have left it
+  out, while the shards stay within ``max_shards``: the cut's number of shards wavers where two
+  behaviours are close, and each retirement costs the planner the shard's forecast,
+  calibration and blocks (a shard born and retired within seconds can never be planned for).
 
 Why not river's other clusterers: KMeans and STREAMKMeans fix ``k``; CluStream's macro step is
 a KMeans with a fixed ``k`` too; DenStream and DBSTREAM find ``k`` but their radius parameters
@@ -61,6 +65,8 @@ class BehaviourClusterer(base.Clusterer):
         share of the total.
     max_id_jump
         A shard whose centroid moved farther than this (scaled units) gets a new id.
+    retire_after
+        Cuts in a row that must leave a shard out before it is retired (1: at once).
     scale
         Weight of each behaviour coordinate in squared distances, by name; missing names count 0.
     seed
@@ -78,6 +84,7 @@ class BehaviourClusterer(base.Clusterer):
         max_id_jump: float = 1.0,
         scale: dict[str, float] | None = None,
         seed: int = 0,
+        retire_after: int = 3,
     ) -> None:
         self.max_shards = max_shards
         self.n_micro = n_micro
@@ -88,6 +95,8 @@ class BehaviourClusterer(base.Clusterer):
         self.max_id_jump = max_id_jump
         self.scale = scale
         self.seed = seed
+        self.retire_after = retire_after
+        self._missing: dict[int, int] = {}  # shard id -> cuts in a row that left it out
         weights = scale or {"log_latency_ms": 1.0, "error": 1.0}
         self.scale_vector = np.array([weights.get(name, 0.0) for name in BEHAVIOUR_NAMES])
         self._root = np.sqrt(self.scale_vector)
@@ -148,15 +157,43 @@ class BehaviourClusterer(base.Clusterer):
         micro = self.summary()
         if not len(micro.weights):
             return
-        self.shards = shards_from_micro(
+        previous = self.shards if self.shards.ids else None
+        cut = shards_from_micro(
             micro,
             self.scale_vector,
             max_shards=self.max_shards,
-            previous=self.shards if self.shards.ids else None,
+            previous=previous,
             min_gain=self.min_gain,
             max_id_jump=self.max_id_jump,
         )
+        self.shards = self._keep_missing(previous, cut)
         self.version += 1
+
+    def _keep_missing(self, previous: Shards | None, cut: Shards) -> Shards:
+        """``cut`` plus the previous shards it left out fewer than ``retire_after`` times in
+        a row, as they were, while there is room under ``max_shards``."""
+        if previous is None:
+            return cut
+        ids, rows = list(cut.ids), []
+        for row, shard in enumerate(previous.ids):
+            if shard in cut.ids:
+                self._missing.pop(shard, None)
+                continue
+            misses = self._missing.get(shard, 0) + 1
+            if misses >= self.retire_after or len(ids) >= self.max_shards:
+                self._missing.pop(shard, None)
+                continue
+            self._missing[shard] = misses
+            ids.append(shard)
+            rows.append(row)
+        if not rows:
+            return cut
+        return Shards(
+            ids,
+            np.vstack([cut.centroids, previous.centroids[rows]]),
+            np.concatenate([cut.weights, previous.weights[rows]]),
+            np.concatenate([cut.spread, previous.spread[rows]]),
+        )
 
     # -- internals ------------------------------------------------------------------------
     def _learn_scaled(self, x: np.ndarray) -> None:

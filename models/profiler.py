@@ -82,6 +82,8 @@ class ProfilerConfig:
     n_micro: int = 32
     recluster_every: int = 250
     min_gain: float = 0.005
+    # Cuts in a row that must leave a shard out before it is retired (BehaviourClusterer).
+    retire_after: int = 3
     regression_halflife: float = 1_500
     key_min_alpha: float = 0.05
     # Most keys held (``max_keys``); the least recently seen are evicted
@@ -209,6 +211,7 @@ class Profiler:
             min_gain=cfg.min_gain,
             scale=cfg.behaviour_scale,
             seed=cfg.seed,
+            retire_after=cfg.retire_after,
         )
         self.scale = self.clusterer.scale_vector
         self.regressor = BehaviourRegressor(

@@ -187,3 +187,28 @@ def test_format_1_snapshot_still_predicts_as_trained() -> None:
     assert gateway.key_power == 1.0 and not gateway.space.numeric_bins
     new = ShardPredictor.from_snapshot(snapshot)
     assert new.key_power == 2.0 and new.space.numeric_bins
+
+
+def test_a_shard_the_cut_leaves_out_lives_until_enough_cuts_in_a_row_leave_it_out() -> None:
+    from shardshape.models.clustering import BehaviourClusterer
+    from shardshape.models.shards import Shards
+
+    def shards(ids: list[int]) -> Shards:
+        centroids = np.array([[float(i), 0.0, 0.0, 0.0] for i in ids]).reshape(len(ids), 4)
+        return Shards(ids, centroids, np.ones(len(ids)), np.ones(len(ids)))
+
+    clusterer = BehaviourClusterer(max_shards=3, retire_after=3)
+    held = shards([0, 1, 2])
+    lives = []
+    for cut in ([0, 1], [0, 1], [0, 1, 2], [0, 1], [0, 1], [0, 1]):
+        held = clusterer._keep_missing(held, shards(cut))
+        lives.append(sorted(held.ids))
+    # Shard 2 is left out twice, back, then left out three times in a row: retired.
+    assert lives == [[0, 1, 2], [0, 1, 2], [0, 1, 2], [0, 1, 2], [0, 1, 2], [0, 1]]
+    kept = clusterer._keep_missing(shards([0, 1, 2]), shards([0, 1]))
+    assert kept.centroids[kept.ids.index(2)].tolist() == [2.0, 0.0, 0.0, 0.0]  # as it was
+    # Never beyond max_shards: a full cut leaves no room for a left-out shard.
+    full = BehaviourClusterer(max_shards=3, retire_after=3)._keep_missing(
+        shards([0, 1, 2]), shards([0, 1, 3])
+    )
+    assert sorted(full.ids) == [0, 1, 3]
