@@ -12,7 +12,8 @@ Two levels, as in CluStream:
   agglomeration (:mod:`shardshape.models.agglomerate`) and the shards' ids are matched to the
   previous ones (:mod:`shardshape.models.matching`). A shard the cut no longer has is kept
   as it was (centroid, weight, spread) until ``retire_after`` cuts in a row have left it
-  out, while the shards stay within ``max_shards``: the cut's number of shards wavers where two
+  out, while the shards stay within ``max_shards``
+  (:func:`shardshape.models.shards.keep_left_out`): the cut's number of shards wavers where two
   behaviours are close, and each retirement costs the planner the shard's forecast,
   calibration and blocks (a shard born and retired within seconds can never be planned for).
 
@@ -40,7 +41,7 @@ import numpy as np
 from river import base, cluster
 
 from shardshape.models.features import BEHAVIOUR_NAMES
-from shardshape.models.shards import MicroSummary, Shards, shards_from_micro
+from shardshape.models.shards import MicroSummary, Shards, keep_left_out, shards_from_micro
 
 _FAR = 1e9  # coordinate of a centre not seeded yet: never the nearest
 
@@ -84,7 +85,7 @@ class BehaviourClusterer(base.Clusterer):
         max_id_jump: float = 1.0,
         scale: dict[str, float] | None = None,
         seed: int = 0,
-        retire_after: int = 3,
+        retire_after: int = 10,
     ) -> None:
         self.max_shards = max_shards
         self.n_micro = n_micro
@@ -166,34 +167,10 @@ class BehaviourClusterer(base.Clusterer):
             min_gain=self.min_gain,
             max_id_jump=self.max_id_jump,
         )
-        self.shards = self._keep_missing(previous, cut)
-        self.version += 1
-
-    def _keep_missing(self, previous: Shards | None, cut: Shards) -> Shards:
-        """``cut`` plus the previous shards it left out fewer than ``retire_after`` times in
-        a row, as they were, while there is room under ``max_shards``."""
-        if previous is None:
-            return cut
-        ids, rows = list(cut.ids), []
-        for row, shard in enumerate(previous.ids):
-            if shard in cut.ids:
-                self._missing.pop(shard, None)
-                continue
-            misses = self._missing.get(shard, 0) + 1
-            if misses >= self.retire_after or len(ids) >= self.max_shards:
-                self._missing.pop(shard, None)
-                continue
-            self._missing[shard] = misses
-            ids.append(shard)
-            rows.append(row)
-        if not rows:
-            return cut
-        return Shards(
-            ids,
-            np.vstack([cut.centroids, previous.centroids[rows]]),
-            np.concatenate([cut.weights, previous.weights[rows]]),
-            np.concatenate([cut.spread, previous.spread[rows]]),
+        self.shards = keep_left_out(
+            previous, cut, self._missing, self.retire_after, self.max_shards
         )
+        self.version += 1
 
     # -- internals ------------------------------------------------------------------------
     def _learn_scaled(self, x: np.ndarray) -> None:

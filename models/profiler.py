@@ -83,7 +83,7 @@ class ProfilerConfig:
     recluster_every: int = 250
     min_gain: float = 0.005
     # Cuts in a row that must leave a shard out before it is retired (BehaviourClusterer).
-    retire_after: int = 3
+    retire_after: int = 10
     regression_halflife: float = 1_500
     key_min_alpha: float = 0.05
     # Most keys held (``max_keys``); the least recently seen are evicted
