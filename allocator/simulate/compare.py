@@ -302,10 +302,11 @@ class Runner:
         priorities decide who waits. The search brackets the budget between the highest cap
         that holds no more than it and the lowest that holds more (from ``budget / hours``,
         held all the time, moving by the block-hours a block of cap added so far, then by
-        bisection). When no whole cap holds within the tolerance (one block of cap can add
-        more than it), the bracket's lower cap gets a lower utilisation target, which holds
-        more of its blocks (:meth:`_match`). When even that cannot reach the budget, the
-        outcome says so (``budget_reached`` false, and why).
+        bisection); at the first cap within the tolerance it tries the next one towards the
+        budget, and takes whichever holds closer. When no whole cap holds within the
+        tolerance (one block of cap can add more than it), the bracket's lower cap gets a
+        lower utilisation target, which holds more of its blocks (:meth:`_match`). When even
+        that cannot reach the budget, the outcome says so (``budget_reached`` false, and why).
         """
         u, hours = _UTILISATION[1], self.setup.workload.hours
         least = self.default_blocks(0) + 1 if name in _SHAPED else 1
@@ -316,6 +317,13 @@ class Runner:
         while len(tried) < max_runs:
             held = tried[cap] = float(self.run(name, u, cap)[1]["block_hours"])  # type: ignore[arg-type]
             if abs(held - budget) <= tolerance * budget:
+                # Within the tolerance: the next cap towards the budget may hold closer still
+                # (on the mixed day cap 15 holds 1.9% under, 90.4% attainment; cap 16 0.5%
+                # over, 99.1%).
+                nxt = cap + 1 if held < budget else cap - 1
+                if nxt < least or nxt in tried or len(tried) >= max_runs:
+                    break
+                tried[nxt] = float(self.run(name, u, nxt)[1]["block_hours"])  # type: ignore[arg-type]
                 break
             if held < budget:
                 under = cap if under is None else max(under, cap)
@@ -335,10 +343,15 @@ class Runner:
             best = min(within, key=lambda c: abs(tried[c] - budget))
             return self.outcome(name, u, runs=len(tried), pool_blocks=best)
         if under is None:
-            outcome = self.outcome(name, u, runs=len(tried), pool_blocks=min(tried))
+            smallest = min(tried)
+            outcome = self.outcome(name, u, runs=len(tried), pool_blocks=smallest)
             outcome.budget_note = (
-                f"even the smallest pool cap ({min(tried)} blocks) holds "
-                f"{tried[min(tried)]:.1f} block-hours, over the budget"
+                f"even the smallest pool cap ({smallest} blocks) holds "
+                f"{tried[smallest]:.1f} block-hours, over the budget"
+                if smallest == least
+                else f"every pool cap tried holds more than the budget (the smallest, "
+                f"{smallest} blocks, {tried[smallest]:.1f}; the search stopped after "
+                f"{len(tried)} runs)"
             )
             return outcome
         # Between two whole caps: the lower one, at a lower utilisation, holds more blocks.
