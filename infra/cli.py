@@ -610,22 +610,54 @@ def evaluate() -> None:
     "time zone, or Unix seconds); earlier events only train.",
 )
 @click.option("--max-shards", default=8, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--rolling",
+    is_flag=True,
+    help="Also score every whole day from --evaluate-after on by itself (each predicted by "
+    "the profiler that has seen only what completed before it): eta2 per day, the median "
+    "and the worst day.",
+)
+@click.option(
+    "--reference",
+    type=click.Choice(["gbr"]),
+    help="Also fit scikit-learn's HistGradientBoostingRegressor on the events before "
+    "--evaluate-after (with --rolling, per day on the days before it) and report its eta2, "
+    "unbinned and cut into as many groups as there are shards (needs the report extra).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def evaluate_profiles_command(
-    traces: tuple[Path, ...], mapping: Path, evaluate_after: str, max_shards: int, as_json: bool
+    traces: tuple[Path, ...],
+    mapping: Path,
+    evaluate_after: str,
+    max_shards: int,
+    rolling: bool,
+    reference: str | None,
+    as_json: bool,
 ) -> None:
-    """Prequential evaluation of profiling: predict each request's shard at arrival, then
-    learn from it, over the whole trace in time order.
+    """Prequential evaluation of profiling: predict each request's shard at arrival, learn
+    from it once it has completed, over the whole trace in time order.
 
     Reports how much of the variance of log response time the shard predicted at arrival
-    explains (eta squared), next to grouping by request type, the naive baseline.
+    explains (eta squared), next to grouping by request type, the naive baseline, and how
+    many shards were born and retired per hour of the scored period.
     """
     _require("worker", "`shardshape evaluate`")
     from shardshape.models.evaluate import evaluate_profiles
 
     events, trace_mapping = _read_events(traces, mapping)
-    after = _parse_time(evaluate_after, trace_mapping.tz)
-    _print_result(evaluate_profiles(events, after, max_shards=max_shards), as_json)
+    after = parse_time(evaluate_after, trace_mapping.tz)
+    try:
+        result = evaluate_profiles(
+            events,
+            after,
+            max_shards=max_shards,
+            rolling=rolling,
+            tz=trace_mapping.tz,
+            reference=reference,
+        )
+    except (ImportError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+    _print_result(result, as_json)
 
 
 @evaluate.command("forecast")
@@ -655,7 +687,7 @@ def evaluate_forecast_command(
     except ValueError as exc:
         raise CommandError(f"--bin {bin_width!r}: {exc}") from None
     events, trace_mapping = _read_events(traces, mapping)
-    after = _parse_time(evaluate_after, trace_mapping.tz)
+    after = parse_time(evaluate_after, trace_mapping.tz)
     _print_result(evaluate_forecast(events, after, bin_s), as_json)
 
 
@@ -664,7 +696,7 @@ def _print_result(result: dict, as_json: bool) -> None:
         click.echo(json.dumps(result, indent=2))
         return
     table = Table("metric", "value")
-    for name, value in result.items():
+    for name, value in _flat(result):
         shown = (
             f"{value:.4f}" if isinstance(value, float) else "n/a" if value is None else str(value)
         )
@@ -672,7 +704,20 @@ def _print_result(result: dict, as_json: bool) -> None:
     Console().print(table)
 
 
-def _parse_time(text: str, tz) -> float:
+def _flat(result: dict, prefix: str = "") -> list[tuple[str, object]]:
+    """Nested results as ``(dotted.name, value)`` rows."""
+    rows: list[tuple[str, object]] = []
+    for name, value in result.items():
+        if isinstance(value, dict):
+            rows += _flat(value, f"{prefix}{name}.")
+        else:
+            rows.append((f"{prefix}{name}", value))
+    return rows
+
+
+def parse_time(text: str, tz, option: str = "--evaluate-after") -> float:
+    """``text`` ('YYYY-MM-DD HH:MM:SS' in ``tz``, or Unix seconds) as Unix seconds; a
+    :class:`CommandError` naming ``option`` when it is neither."""
     from datetime import datetime
 
     try:
@@ -683,7 +728,7 @@ def _parse_time(text: str, tz) -> float:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise CommandError(
-            f"--evaluate-after {text!r}: expected 'YYYY-MM-DD HH:MM:SS' or Unix seconds"
+            f"{option} {text!r}: expected 'YYYY-MM-DD HH:MM:SS' or Unix seconds"
         ) from None
     return (moment if moment.tzinfo else moment.replace(tzinfo=tz)).timestamp()
 

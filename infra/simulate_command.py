@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-_STRATEGIES = ("shared-reactive", "static-by-type", "shardshape", "oracle")
+from shardshape.allocator.simulate.compare import STRATEGIES as _STRATEGIES
 
 
 @click.command()
@@ -72,6 +72,18 @@ _STRATEGIES = ("shared-reactive", "static-by-type", "shardshape", "oracle")
     "history), not scored.",
 )
 @click.option(
+    "--score-after",
+    metavar="TIME",
+    help="trace: score the requests at or after TIME ('YYYY-MM-DD HH:MM:SS' in the trace's "
+    "time zone, or Unix seconds); everything before it only warms up (replaces "
+    "--warmup-share). A rolling origin: nothing scored was seen before.",
+)
+@click.option(
+    "--score-until",
+    metavar="TIME",
+    help="trace: end the run at TIME (later requests are not replayed).",
+)
+@click.option(
     "--pools",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Pools TOML for the simulated service (default: the scenario's own).",
@@ -111,6 +123,25 @@ _STRATEGIES = ("shared-reactive", "static-by-type", "shardshape", "oracle")
     "SHARDSHAPE_GATEWAY_LENDING_TO_LOWER); the default pool is then one block. Without "
     'it, plans round blocks per shard even where the pools say block_rounding = "pool".',
 )
+@click.option(
+    "--grid",
+    is_flag=True,
+    help="trace: the protocol's grid, the equal-budget comparison at the default budget in "
+    "every cell of --grid-days x --grid-speeds, each scoring its days after warming up on "
+    "everything before them (ignores --speed, --score-*, --comparison and --budget).",
+)
+@click.option(
+    "--grid-days",
+    default="5-8,9-12",
+    show_default=True,
+    help="--grid: scoring periods, as days of the trace (1 is its first day).",
+)
+@click.option(
+    "--grid-speeds",
+    default="8,10,12",
+    show_default=True,
+    help="--grid: replay speeds.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option(
     "--report",
@@ -130,12 +161,17 @@ def simulate(
     mapping: Path | None,
     speed: float,
     warmup_share: float,
+    score_after: str | None,
+    score_until: str | None,
     pools: Path | None,
     strategies: str,
     comparison: str,
     budget: float | None,
     target: float,
     lending: bool,
+    grid: bool,
+    grid_days: str,
+    grid_speeds: str,
     as_json: bool,
     report_dir: Path | None,
 ) -> None:
@@ -149,12 +185,20 @@ def simulate(
       static-by-type   fixed partitions per request type, sized from the previous day's logs
       shardshape       the full system: shards predicted at arrival, planned per window
       oracle           true profiles and perfect demand foresight, same planner (upper bound)
+      true-profiles    ablation: shardshape's planning on the oracle's profiles
+      perfect-forecast ablation: shardshape's profiles, planned on the oracle's demand
 
     \b
     Comparisons:
       budget  every strategy tuned to hold the same block-hours; compare SLO attainment, p99
+              (a strategy that cannot hold the budget within 2% says so and why)
       target  every strategy given the fewest blocks that meet --target on every SLO;
               compare block-hours
+
+    \b
+    The protocol (docs/simulator.md): --grid runs the equal-budget comparison on each
+    scoring period of a trace (--grid-days) at each speed (--grid-speeds), with nothing
+    scored seen before, and says in how many cells shardshape beats shared-reactive.
 
     Uses SHARDSHAPE_MAX_SHARDS, SHARDSHAPE_PLAN_WINDOW, SHARDSHAPE_PLAN_HORIZON_S,
     SHARDSHAPE_GATEWAY_DEFAULT_CONCURRENCY (without lending),
@@ -198,15 +242,25 @@ def simulate(
     }
     try:
         config = load_pools_config(pools) if pools else None
-        if scenario == "trace":
+        if scenario == "trace" or grid:
             if not traces or mapping is None:
                 raise CommandError(
                     "--scenario trace needs --trace FILE (one or more) and --mapping M, e.g. "
                     f"--trace {settings.trace_dir}/genai-requests-2024-11-15_to_26.csv "
                     "--mapping examples/traces/genai.toml"
                 )
+            if grid:
+                _grid(traces, mapping, grid_days, grid_speeds, chosen, config, common, as_json)
+                return
             setup = trace_setup(
-                traces, mapping, speed=speed, warmup=warmup_share, config=config, **common
+                traces,
+                mapping,
+                speed=speed,
+                warmup=warmup_share,
+                config=config,
+                score_after=_trace_time(score_after, "--score-after", mapping),
+                score_until=_trace_time(score_until, "--score-until", mapping),
+                **common,
             )
         else:
             setup = mixed_setup(
@@ -243,6 +297,71 @@ def simulate(
     _print_tables(public)
 
 
+def _grid(
+    traces: tuple[Path, ...],
+    mapping: Path,
+    days: str,
+    speeds: str,
+    strategies: tuple[str, ...],
+    config: object,
+    common: dict,
+    as_json: bool,
+) -> None:
+    """``--grid``: every cell's equal-budget comparison, as JSON or one table."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from shardshape.allocator.simulate.grid import parse_days, parse_speeds, run_grid, trace_cells
+    from shardshape.infra.cli import console
+
+    cells = trace_cells(traces, mapping, parse_days(days), parse_speeds(speeds))
+    columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("simulating", total=1.0)
+        out = run_grid(
+            traces,
+            mapping,
+            cells,
+            strategies=strategies,
+            progress=lambda label, f: progress.update(task, description=label, completed=f),
+            config=config,
+            **common,
+        )
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    title = (
+        f"equal budget per cell: shardshape beats shared-reactive in {out['cells_won']} of "
+        f"{out['cells_compared']}"
+    )
+    table = Table("cell", "strategy", "knob", "block-hours", "SLO", "p50 s", "p99 s", title=title)
+    for cell in out["cells"]:
+        label = f"{cell['cell']} ({cell['budget_block_hours']:,.1f} bh)"
+        for name, s in cell["strategies"].items():
+            knob = ", ".join(f"{k} {v:g}" for k, v in s["knob"].items())
+            held = f"{s['block_hours']:,.1f}" + ("" if s.get("budget_reached", True) else " (!)")
+            table.add_row(
+                label,
+                name,
+                knob,
+                held,
+                f"{s['slo_attainment']['overall']:.1%}",
+                f"{s['p50_ms']['overall'] / 1000:,.0f}",
+                f"{s['p99_ms']['overall'] / 1000:,.0f}",
+            )
+            label = ""
+    Console().print(table)
+    notes = [
+        f"{c['cell']} {name}: {s['budget_note']}"
+        for c in out["cells"]
+        for name, s in c["strategies"].items()
+        if s.get("budget_note")
+    ]
+    for note in notes:
+        click.echo(f"(!) {note}", err=True)
+
+
 def _print_tables(out: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -266,3 +385,13 @@ def _print_tables(out: dict) -> None:
                 strategy, knob, f"{s['block_hours']:,.1f}", f"{s['rejected']:,}", shares, p99
             )
         Console().print(table)
+
+
+def _trace_time(text: str | None, option: str, mapping: Path) -> float | None:
+    """``text`` as Unix seconds, a local time read in the trace mapping's time zone."""
+    if text is None:
+        return None
+    from shardshape.infra.cli import parse_time
+    from shardshape.streams.trace import load_mapping
+
+    return parse_time(text, load_mapping(mapping).tz, option)

@@ -10,7 +10,12 @@ Two levels, as in CluStream:
   also carries a decayed weight and a decayed mean squared distance of its samples.
 * **macro**: every ``recluster_every`` samples the micro-clusters are cut into shards by Ward
   agglomeration (:mod:`shardshape.models.agglomerate`) and the shards' ids are matched to the
-  previous ones (:mod:`shardshape.models.matching`).
+  previous ones (:mod:`shardshape.models.matching`). A shard the cut no longer has is kept
+  as it was (centroid, weight, spread) until ``retire_after`` cuts in a row have left it
+  out, while the shards stay within ``max_shards``
+  (:func:`shardshape.models.shards.keep_left_out`): the cut's number of shards wavers where two
+  behaviours are close, and each retirement costs the planner the shard's forecast,
+  calibration and blocks (a shard born and retired within seconds can never be planned for).
 
 Why not river's other clusterers: KMeans and STREAMKMeans fix ``k``; CluStream's macro step is
 a KMeans with a fixed ``k`` too; DenStream and DBSTREAM find ``k`` but their radius parameters
@@ -36,7 +41,7 @@ import numpy as np
 from river import base, cluster
 
 from shardshape.models.features import BEHAVIOUR_NAMES
-from shardshape.models.shards import MicroSummary, Shards, shards_from_micro
+from shardshape.models.shards import MicroSummary, Shards, keep_left_out, shards_from_micro
 
 _FAR = 1e9  # coordinate of a centre not seeded yet: never the nearest
 
@@ -61,6 +66,8 @@ class BehaviourClusterer(base.Clusterer):
         share of the total.
     max_id_jump
         A shard whose centroid moved farther than this (scaled units) gets a new id.
+    retire_after
+        Cuts in a row that must leave a shard out before it is retired (1: at once).
     scale
         Weight of each behaviour coordinate in squared distances, by name; missing names count 0.
     seed
@@ -78,6 +85,7 @@ class BehaviourClusterer(base.Clusterer):
         max_id_jump: float = 1.0,
         scale: dict[str, float] | None = None,
         seed: int = 0,
+        retire_after: int = 10,
     ) -> None:
         self.max_shards = max_shards
         self.n_micro = n_micro
@@ -88,6 +96,8 @@ class BehaviourClusterer(base.Clusterer):
         self.max_id_jump = max_id_jump
         self.scale = scale
         self.seed = seed
+        self.retire_after = retire_after
+        self._missing: dict[int, int] = {}  # shard id -> cuts in a row that left it out
         weights = scale or {"log_latency_ms": 1.0, "error": 1.0}
         self.scale_vector = np.array([weights.get(name, 0.0) for name in BEHAVIOUR_NAMES])
         self._root = np.sqrt(self.scale_vector)
@@ -148,13 +158,17 @@ class BehaviourClusterer(base.Clusterer):
         micro = self.summary()
         if not len(micro.weights):
             return
-        self.shards = shards_from_micro(
+        previous = self.shards if self.shards.ids else None
+        cut = shards_from_micro(
             micro,
             self.scale_vector,
             max_shards=self.max_shards,
-            previous=self.shards if self.shards.ids else None,
+            previous=previous,
             min_gain=self.min_gain,
             max_id_jump=self.max_id_jump,
+        )
+        self.shards = keep_left_out(
+            previous, cut, self._missing, self.retire_after, self.max_shards
         )
         self.version += 1
 

@@ -34,7 +34,7 @@ from shardshape.models.describe import ShardDescriber
 from shardshape.models.merge import merge_summaries
 from shardshape.models.predictor import ShardPredictor
 from shardshape.models.profiler import Profiler, ProfilerConfig
-from shardshape.models.shards import MicroSummary, Shards
+from shardshape.models.shards import MicroSummary, Shards, keep_left_out
 from shardshape.streams.contracts import ShardSnapshot
 
 
@@ -83,6 +83,7 @@ class GlobalModel:
         self.version = 0
         # A container for the merged parts, never fed events; it routes by the merged shards.
         self._model = Profiler(service, replace(config, federated=True))
+        self._missing: dict[int, int] = {}  # shard id -> merges in a row that left it out
 
     def merge(self, summaries: Sequence[dict[str, Any]], now: float | None = None) -> ShardSnapshot:
         """One global snapshot from the workers' latest summaries; the version goes up by one."""
@@ -90,13 +91,18 @@ class GlobalModel:
             raise ValueError("no summaries to merge")
         model = self._model
         micro = [MicroSummary.from_dict(s["micro"]) for s in summaries]
-        previous = model.clusterer.shards if model.clusterer.shards.ids else None
-        shards = merge_summaries(
+        # The shards of the last merge (adopted below): ids match them, and a shard this cut
+        # leaves out lives on as a single worker's would (keep_left_out).
+        previous = model.shards if model.shards.ids else None
+        cut = merge_summaries(
             micro,
             model.scale,
             max_shards=self.config.max_shards,
             previous=previous,
             min_gain=self.config.min_gain,
+        )
+        shards = keep_left_out(
+            previous, cut, self._missing, self.config.retire_after, self.config.max_shards
         )
         regressor = model.regressor
         xtx = sum(np.asarray(s["xtx"], dtype=float) for s in summaries)

@@ -26,6 +26,7 @@ returns the current model as a :class:`~shardshape.streams.contracts.ShardSnapsh
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -81,6 +82,8 @@ class ProfilerConfig:
     n_micro: int = 32
     recluster_every: int = 250
     min_gain: float = 0.005
+    # Cuts in a row that must leave a shard out before it is retired (BehaviourClusterer).
+    retire_after: int = 10
     regression_halflife: float = 1_500
     key_min_alpha: float = 0.05
     # Most keys held (``max_keys``); the least recently seen are evicted
@@ -208,6 +211,7 @@ class Profiler:
             min_gain=cfg.min_gain,
             scale=cfg.behaviour_scale,
             seed=cfg.seed,
+            retire_after=cfg.retire_after,
         )
         self.scale = self.clusterer.scale_vector
         self.regressor = BehaviourRegressor(
@@ -249,6 +253,20 @@ class Profiler:
             return BatchResult([], [], [], [])
         with blas_threads(self.config.blas_threads):
             return self._process(columns_of(events), recover, batches)
+
+    def predict_many(self, events: Sequence[RequestEvent] | EventColumns) -> list[int]:
+        """The shards a gateway predicts for ``events`` now, learning nothing from them (their
+        outcomes, if any, are ignored)."""
+        if not len(events):
+            return []
+        batch = columns_of(events)
+        nones = [None] * len(batch)
+        batch = dataclasses.replace(batch, latency_ms=nones)  # type: ignore[arg-type]
+        seen = self._n_events
+        with blas_threads(self.config.blas_threads):
+            predicted = self._process(batch, None).predicted
+        self._n_events = seen
+        return predicted
 
     def _process(
         self, batch: EventColumns, recover: Recover | None, batches: int = 1

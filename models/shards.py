@@ -105,3 +105,46 @@ def shards_from_micro(
             scale=scale,
         )
     return Shards(ids, centroids, weights, spread)
+
+
+def keep_left_out(
+    previous: Shards | None,
+    cut: Shards,
+    missing: dict[int, int],
+    retire_after: int,
+    max_shards: int,
+) -> Shards:
+    """``cut`` plus the ``previous`` shards it left out fewer than ``retire_after`` cuts in a
+    row, as they were, while there is room under ``max_shards``. ``missing`` (shard id ->
+    cuts in a row that left it out) is the caller's and is updated here.
+
+    >>> one = lambda ids: Shards(ids, np.array([[float(i)] for i in ids]), np.ones(len(ids)),
+    ...                          np.ones(len(ids)))
+    >>> missing = {}
+    >>> keep_left_out(one([0, 1]), one([0]), missing, 2, 8).ids, missing
+    ([0, 1], {1: 1})
+    >>> keep_left_out(one([0, 1]), one([0]), missing, 2, 8).ids, missing
+    ([0], {})
+    """
+    if previous is None:
+        return cut
+    ids, rows = list(cut.ids), []
+    for row, shard in enumerate(previous.ids):
+        if shard in cut.ids:
+            missing.pop(shard, None)
+            continue
+        misses = missing.get(shard, 0) + 1
+        if misses >= retire_after or len(ids) >= max_shards:
+            missing.pop(shard, None)
+            continue
+        missing[shard] = misses
+        ids.append(shard)
+        rows.append(row)
+    if not rows:
+        return cut
+    return Shards(
+        ids,
+        np.vstack([cut.centroids, previous.centroids[rows]]),
+        np.concatenate([cut.weights, previous.weights[rows]]),
+        np.concatenate([cut.spread, previous.spread[rows]]),
+    )

@@ -349,7 +349,7 @@ class PlanningLoop:
             # Waiting requests are demand the forecast has not seen: served within the drain
             # time, they add as much to the mean as to the quantile.
             queued_rps = backlog.get(key, 0) / policy.queue_drain_s if backlog else 0.0
-            upper = max(f.forecast_quantile(self.horizon_bins, policy.forecast_quantile))
+            upper, mean = self.demand(key, f)
             # Less than one request expected over the horizon, even at the upper quantile:
             # no block, not even the shard's minimum. A fading series never forecasts exactly
             # 0, and any demand above 0 costs a whole block; a stray request runs in the
@@ -359,7 +359,7 @@ class PlanningLoop:
                 upper = 0.0
                 if not queued_rps:
                     idle.add(key)
-            mean = min(max(f.forecast(self.horizon_bins)), upper)
+            mean = min(mean, upper)
             forecasts[key] = upper + queued_rps
             means[key] = mean + queued_rps
         for service in {service for service, _ in forecasts} - self.config.services.keys():
@@ -387,6 +387,16 @@ class PlanningLoop:
             plans += self._service_plans(pool_id, step.allocation, services, now)
         self._retired = False
         return plans
+
+    def demand(self, key: ShardKey, forecaster: DemandForecaster) -> tuple[float, float]:
+        """What a plan provisions ``key`` for over the horizon, requests/s: the highest
+        forecast quantile (``[planning] forecast_quantile``) of its steps, and the highest
+        mean forecast. (The simulator's ``perfect-forecast`` ablation puts foresight here.)"""
+        quantile = self.config.planning.forecast_quantile
+        return (
+            max(forecaster.forecast_quantile(self.horizon_bins, quantile)),
+            max(forecaster.forecast(self.horizon_bins)),
+        )
 
     def _service_plans(
         self, pool_id: str, allocation, services: Iterable[str], now: float

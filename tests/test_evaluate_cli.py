@@ -38,3 +38,19 @@ def test_evaluate_forecast_beats_both_naive_baselines() -> None:
     assert result["bins"] == 96
     assert result["mase_vs_seasonal_naive"] < 1.0
     assert result["mase_vs_last_value"] < 1.0
+
+
+def test_evaluate_profiles_rolling_and_the_reference_in_one_run() -> None:
+    result = _evaluate("profiles", "--max-shards", "8", "--rolling", "--reference", "gbr")
+    rolling, reference = result["rolling"], result["reference"]
+    assert list(rolling["days"]) == ["2024-11-23", "2024-11-24", "2024-11-25", "2024-11-26"]
+    values = [day["eta2_predicted_shard"] for day in rolling["days"].values()]
+    assert rolling["worst_eta2_predicted_shard"] == min(values)
+    # Each day's reference was fitted on the days before it only.
+    trained = [day["reference"]["train_events"] for day in rolling["days"].values()]
+    assert trained == sorted(trained) and trained[0] > reference["train_events"]
+    assert reference["groups"] == result["shards"]
+    assert 0 < reference["eta2_groups"] <= 1 and reference["eta2_unbinned"] <= 1
+    # The shards explain at least what the offline reference does cut into as many groups.
+    assert result["eta2_predicted_shard"] >= reference["eta2_groups"]
+    assert set(result["shard_churn"]) >= {"births_per_hour", "retirements_per_hour"}

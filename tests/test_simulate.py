@@ -13,6 +13,7 @@ from shardshape.allocator.blocks import BlockType
 from shardshape.allocator.simulate.baselines import SharedReactive, partition_sizes
 from shardshape.allocator.simulate.compare import Runner, with_planning, with_target_utilisation
 from shardshape.allocator.simulate.engine import Simulation
+from shardshape.allocator.simulate.grid import trace_cells
 from shardshape.allocator.simulate.mixed import mixed_history, mixed_workload, pools_config
 from shardshape.allocator.simulate.results import OVERALL, summarise
 from shardshape.allocator.simulate.scenarios import evaluate, mixed_setup, trace_setup
@@ -310,6 +311,54 @@ def test_a_planner_that_holds_more_than_the_budget_gets_a_pool_cap_that_holds_it
     assert float(np.max(total)) <= outcome.pool_blocks
 
 
+def test_the_budget_search_says_when_a_budget_cannot_be_reached() -> None:
+    # A budget below what the smallest pool (or the knob's top) holds: the comparison must say
+    # the budget was not reached and why, not report a run far under or over it as equal.
+    setup = mixed_setup(hours=0.25, warmup_h=0.25, start_h=9.0)
+    out = evaluate(
+        setup, strategies=("shared-reactive", "shardshape"), comparisons=("budget",), budget=0.2
+    )
+    strategies = out["comparisons"]["equal_budget"]["strategies"]
+    for name, figures in strategies.items():
+        assert figures["budget_reached"] is False, name
+        assert "budget" in figures["budget_note"], figures["budget_note"]
+        assert figures["block_hours"] > 1.02 * 0.2
+    assert "smallest pool cap" in strategies["shardshape"]["budget_note"]
+
+
+def test_a_reachable_budget_is_reported_as_reached() -> None:
+    setup = mixed_setup(hours=0.25, warmup_h=0.25, start_h=9.0)
+    runner = Runner(setup)
+    comparison = runner.equal_budget(("shared-reactive", "oracle"))
+    budget = comparison.budget_block_hours
+    for outcome in comparison.outcomes.values():
+        held = float(outcome.summary["block_hours"])
+        assert outcome.budget_reached is (abs(held - budget) <= 0.02 * budget)
+    assert comparison.outcomes["shared-reactive"].budget_reached
+
+
+def test_ablations_route_by_the_true_classes_or_plan_on_the_demand_that_comes() -> None:
+    setup = mixed_setup(hours=0.25, warmup_h=0.25, start_h=9.0)
+    runner = Runner(setup)
+    true_profiles = runner.build("true-profiles", 0.97)
+    result, summary = runner.run("true-profiles", 0.97)
+    _, _, anomalous = setup.workload.truth()
+    # Every request ran in its true class's shard queue or, unplanned, in the default pool.
+    ran = [q for q in result.queue if q is not None]
+    assert set(ran) <= {*range(len(anomalous)), setup.max_shards, "default"}
+    assert true_profiles.name == "true-profiles"
+    perfect = runner.build("perfect-forecast", 0.97)
+    perfect.profiler.process_many(perfect._columns(0, 500, None))  # warm its routes a little
+    seen = perfect.profiler._n_events
+    foresight = perfect._foresight(float(setup.workload.arrival[0]))
+    assert perfect.profiler._n_events == seen  # predicting the horizon learns nothing
+    assert foresight and all(rate > 0 for rate in foresight.values())
+    _, planned = runner.run("perfect-forecast", 0.97)
+    for figures in (summary, planned):
+        assert figures["slo_attainment"][OVERALL] > 0.9
+        assert "shard_churn" in figures
+
+
 def test_equal_budget_orders_oracle_shardshape_shared() -> None:
     # The default budget (shared-reactive at 0.85); shardshape and the oracle get a pool cap
     # and lend idle slots between their queues (without lending shardshape falls below the
@@ -370,6 +419,37 @@ def test_trace_scenario_replays_the_genai_trace() -> None:
     for figures in out["comparisons"]["equal_budget"]["strategies"].values():
         assert sum(figures["requests"].values()) == out["requests"] == int(w.scored.sum())
         assert figures["p99_ms"][OVERALL] >= figures["p50_ms"][OVERALL] > 0
+
+
+@needs_genai_trace
+def test_score_after_scores_only_what_comes_after_it_and_the_grid_command_prints_cells() -> None:
+    cells = trace_cells([GENAI_TRACE], GENAI_MAPPING, days=((11, 12),), speeds=(20.0,))
+    (cell,) = cells
+    assert cell.score_until - cell.score_after == 2 * 86_400
+    setup = trace_setup(
+        [GENAI_TRACE],
+        GENAI_MAPPING,
+        speed=20.0,
+        score_after=cell.score_after,
+        score_until=cell.score_until,
+    )
+    w = setup.workload
+    ts = w.arrival * 20.0 + w.epoch
+    assert (ts[w.scored] >= cell.score_after).all() and (ts[~w.scored] < cell.score_after).all()
+    assert ts.max() < cell.score_until and w.scored.sum() > 1_000
+    assert len(setup.history) == int((~w.scored).sum())  # static sizes from the warm-up only
+    done = subprocess.run(
+        shardshape_command("simulate", "--grid", "--trace", str(GENAI_TRACE), "--mapping",
+                           str(GENAI_MAPPING), "--grid-days", "11-12", "--grid-speeds", "20",
+                           "--strategies", "shared-reactive,static-by-type", "--json"),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    (figures,) = out["cells"]
+    assert figures["cell"] == "days 11-12 x20" and figures["requests"] == int(w.scored.sum())
+    assert figures["strategies"]["shared-reactive"]["budget_reached"] is True
+    assert figures["shardshape_wins"] is None and out["cells_compared"] == 0
 
 
 @needs_genai_trace

@@ -8,7 +8,9 @@ trace's status. Profiles are the request types, with the service's ``slo_p99_ms`
 pools config as every request's SLO; nothing tells the strategies which requests are alike.
 The oracle plans by service-time classes known in hindsight (quantiles of the whole trace).
 The first ``warmup`` share of the requests warms up and is not scored; it is also the
-history a static sizing reads.
+history a static sizing reads. ``score_after`` (a time of the trace) replaces the share: every
+request before it warms up, the rest is scored (a rolling origin: nothing of the scored part
+has been seen), and ``score_until`` ends the run (later requests are not replayed).
 """
 
 from __future__ import annotations
@@ -68,17 +70,23 @@ def trace_workload(
     speed: float = 1.0,
     warmup: float = 0.5,
     classes: int = 4,
+    score_after: float | None = None,
+    score_until: float | None = None,
 ) -> Workload:
     """Requests of the traces at ``paths``, ``speed`` times faster than recorded.
 
     ``config`` gives the block types and the service's SLO (None: :func:`trace_pools_config`).
-    Raises :class:`ValueError` when the trace yields no events with a latency, or when the
-    mapping's service is not in ``config``.
+    ``score_after`` and ``score_until`` (Unix seconds of the trace) bound the scored period
+    in place of ``warmup`` (see the module notes).
+    Raises :class:`ValueError` when the trace yields no events with a latency, when no event
+    is scored or warms up, or when the mapping's service is not in ``config``.
     """
     if speed <= 0 or not 0 <= warmup < 1:
         raise ValueError(f"speed={speed} must be positive and warmup={warmup} in [0, 1)")
     trace_mapping = load_mapping(mapping)
     events = [e for e in read_trace(list(paths), trace_mapping) if e.latency_ms is not None]
+    if score_until is not None:
+        events = [e for e in events if e.ts < score_until]
     if not events:
         raise ValueError("the trace has no events with a latency: check the mapping's latency")
     service = trace_mapping.service
@@ -108,7 +116,15 @@ def trace_workload(
         classes - 1,
     )
     n = len(events)
-    score_from = float(arrival[min(int(warmup * n), n - 1)])
+    if score_after is None:
+        score_from = float(arrival[min(int(warmup * n), n - 1)])
+    else:
+        score_from = (score_after - first) / speed
+        if not 0 < score_from <= float(arrival[-1]):
+            raise ValueError(
+                f"--score-after {score_after:.0f} leaves no warm-up or nothing to score: the "
+                f"trace runs from {first:.0f} to {float(ts.max()):.0f} (Unix seconds)"
+            )
     return Workload(
         service=service,
         profiles=tuple(Profile(name, slo_ms=slo) for name in names),

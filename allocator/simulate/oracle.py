@@ -131,11 +131,9 @@ class Oracle:
 
     def _foresight(self, c: int, now: float) -> tuple[float, dict[str, float]]:
         times, cum = self._arrivals[c], self._cum_service[c]
-        edges = now + np.arange(0.0, self.horizon_s + 1e-9, self.window_s)
-        if edges[-1] < now + self.horizon_s:
-            edges = np.append(edges, now + self.horizon_s)
+        edges = horizon_edges(now, self.horizon_s, self.window_s)
         at = np.searchsorted(times, edges)
-        rate = float(np.max(np.diff(at) / np.diff(edges))) if len(edges) > 1 else 0.0
+        rate = peak_rate(times, edges)
         lo, hi = int(at[0]), int(at[-1])
         if hi == lo:  # nobody comes: size by the class's overall mean
             lo, hi = 0, len(times)
@@ -145,6 +143,36 @@ class Oracle:
             for t, slots, m in zip(self.types, self._slots, mean.tolist(), strict=True)
         }
         return rate, capacity
+
+
+def horizon_edges(now: float, horizon_s: float, window_s: float) -> np.ndarray:
+    """Window edges from ``now`` over ``horizon_s`` (the last window may be shorter).
+
+    >>> horizon_edges(0.0, 150.0, 60.0).tolist()
+    [0.0, 60.0, 120.0, 150.0]
+    """
+    edges = now + np.arange(0.0, horizon_s + 1e-9, window_s)
+    if edges[-1] < now + horizon_s:
+        edges = np.append(edges, now + horizon_s)
+    return edges
+
+
+def peak_rate(times: np.ndarray, edges: np.ndarray) -> float:
+    """The highest arrival rate (per second) of sorted ``times`` in the windows ``edges``.
+
+    >>> peak_rate(np.array([1.0, 2.0, 70.0]), np.array([0.0, 60.0, 120.0]))
+    0.03333333333333333
+    """
+    if len(edges) < 2:
+        return 0.0
+    at = np.searchsorted(times, edges)
+    return float(np.max(np.diff(at) / np.diff(edges)))
+
+
+def true_shards(workload: Workload, quarantine_shard: int) -> np.ndarray:
+    """Each request's shard by its true class (the oracle's routing)."""
+    truth, names, anomalous = workload.truth()
+    return _shard_ids(len(names), anomalous, quarantine_shard)[truth]
 
 
 def _shard_ids(n: int, anomalous: np.ndarray, quarantine_shard: int) -> np.ndarray:

@@ -56,6 +56,8 @@ def summarise(result: RunResult) -> dict[str, object]:
     everyone = result.latency_s[scored]
     p50[OVERALL], p99[OVERALL] = _ms(everyone, 50), _ms(everyone, 99)
     never = w.scored & np.isnan(result.latency_s)
+    churn = result.extras.get("shard_churn")
+    extra = {"shard_churn": churn.as_json(w.hours * 3600.0)} if churn is not None else {}
     return {
         "slo_attainment": {
             OVERALL: met_total / counted if counted else float("nan"),
@@ -69,6 +71,7 @@ def summarise(result: RunResult) -> dict[str, object]:
         "rejected_per_profile": rejected,
         "requests": requests,
         "unfinished": int(never.sum()),
+        **extra,
     }
 
 

@@ -71,9 +71,19 @@ def trace_setup(
     horizon_s: float = 120.0,
     default_slots: int = 16,
     lending: LendingPolicy | None = LENDING,
+    score_after: float | None = None,
+    score_until: float | None = None,
 ) -> Setup:
     """The ``trace`` scenario (see :mod:`shardshape.allocator.simulate.from_trace`)."""
-    workload = trace_workload(traces, mapping, config, speed=speed, warmup=warmup)
+    workload = trace_workload(
+        traces,
+        mapping,
+        config,
+        speed=speed,
+        warmup=warmup,
+        score_after=score_after,
+        score_until=score_until,
+    )
     config = config or trace_pools_config(workload.service)
     history = workload.subset(np.flatnonzero(workload.arrival < workload.score_from))
     return Setup(

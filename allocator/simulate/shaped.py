@@ -41,6 +41,7 @@ from shardshape.allocator.pools_config import PoolsConfig
 from shardshape.allocator.simulate.engine import Allocation, Completed, EngineView, QueueKey
 from shardshape.allocator.simulate.workload import Workload
 from shardshape.gateway.lending import LendingPolicy
+from shardshape.models.churn import ShardChurn
 from shardshape.models.profiler import Profiler, ProfilerConfig
 from shardshape.streams.columns import EventColumns
 from shardshape.streams.contracts import BUSY_ATTRIBUTE, QueueReport, encode
@@ -111,17 +112,23 @@ class Shardshape:
         self._ts = (workload.arrival + workload.epoch).tolist()
         self._services = [self.service] * n
         self._nones = [None] * n
-        self.extras: dict[str, object] = {"plans": [], "demand": []}
+        # Births and retirements of the profiler's shards over the scored period.
+        self.churn = ShardChurn(from_ts=workload.score_from)
+        self.extras: dict[str, object] = {"plans": [], "demand": [], "shard_churn": self.churn}
 
     def start(self, workload: Workload) -> Allocation:
         self._window_start = self._window_floor(workload.start)
         return {DEFAULT: {self.default_type: self.default_blocks}}
 
     def route(self, lo: int, hi: int, now: float) -> Sequence[QueueKey]:
-        shards = self.profiler.process_many(self._columns(lo, hi, None)).predicted
+        shards = self.shards_at_arrival(lo, hi)
         self.predicted[lo:hi] = shards
         planned = self.planned
         return [shard if shard in planned else DEFAULT for shard in shards]
+
+    def shards_at_arrival(self, lo: int, hi: int) -> list[int]:
+        """The shards of requests ``lo:hi`` as the gateway predicts them now."""
+        return self.profiler.process_many(self._columns(lo, hi, None)).predicted
 
     def observe(self, done: Completed, now: float) -> None:
         rows = done.index
@@ -130,7 +137,7 @@ class Shardshape:
         latency_ms = (done.latency_s * 1000.0).tolist()
         response = np.where(done.rejected, 0.0, w.response[rows]).tolist()
         columns = self._columns(rows, None, (latency_ms, status.tolist(), response))
-        self.profiler.process_many(columns)
+        self.learn(columns)
         busy = (done.service_s * 1000.0).tolist()
         reported = dataclasses.replace(
             columns,
@@ -144,9 +151,7 @@ class Shardshape:
         while now >= self._window_start + self.window_s:  # windows close on the clock
             self._close(self._window_start)
             self._window_start += self.window_s
-        # The worker publishes the profiler's snapshot every few seconds; the planner drops
-        # the shards it no longer has.
-        self.planning.note_snapshot(self.profiler.snapshot())
+        self.note_snapshot(now)
         self.planning.add_queued(self._queue_report(now, view))
         plans = self.planning.tick(now + self.w.epoch)
         change: dict[QueueKey, dict[str, int]] = {}
@@ -172,6 +177,17 @@ class Shardshape:
         """A queue's priority for lending: its shard's in the plan, 0 for the default pool
         (as the gateway's default pool)."""
         return self._priority.get(key, 0)  # type: ignore[arg-type]
+
+    def learn(self, columns: EventColumns) -> None:
+        """The profile agent learns from completed requests."""
+        self.profiler.process_many(columns)
+
+    def note_snapshot(self, now: float) -> None:
+        """The worker publishes the profiler's snapshot every few seconds; the planner drops
+        the shards it no longer has."""
+        snapshot = self.profiler.snapshot()
+        self.churn.note(now, [p.shard_id for p in snapshot.shards if not p.quarantine])
+        self.planning.note_snapshot(snapshot)
 
     # -- internals ------------------------------------------------------------------------
     def _columns(

@@ -187,3 +187,43 @@ def test_format_1_snapshot_still_predicts_as_trained() -> None:
     assert gateway.key_power == 1.0 and not gateway.space.numeric_bins
     new = ShardPredictor.from_snapshot(snapshot)
     assert new.key_power == 2.0 and new.space.numeric_bins
+
+
+def test_a_shard_the_cut_leaves_out_lives_until_enough_cuts_in_a_row_leave_it_out() -> None:
+    from shardshape.models.shards import Shards, keep_left_out
+
+    def shards(ids: list[int]) -> Shards:
+        centroids = np.array([[float(i), 0.0, 0.0, 0.0] for i in ids]).reshape(len(ids), 4)
+        return Shards(ids, centroids, np.ones(len(ids)), np.ones(len(ids)))
+
+    missing: dict[int, int] = {}
+    held = shards([0, 1, 2])
+    lives = []
+    for cut in ([0, 1], [0, 1], [0, 1, 2], [0, 1], [0, 1], [0, 1]):
+        held = keep_left_out(held, shards(cut), missing, 3, 3)
+        lives.append(sorted(held.ids))
+    # Shard 2 is left out twice, back, then left out three times in a row: retired.
+    assert lives == [[0, 1, 2], [0, 1, 2], [0, 1, 2], [0, 1, 2], [0, 1, 2], [0, 1]]
+    kept = keep_left_out(shards([0, 1, 2]), shards([0, 1]), {}, 3, 3)
+    assert kept.centroids[kept.ids.index(2)].tolist() == [2.0, 0.0, 0.0, 0.0]  # as it was
+    # Never beyond max_shards: a full cut leaves no room for a left-out shard.
+    assert sorted(keep_left_out(shards([0, 1, 2]), shards([0, 1, 3]), {}, 3, 3).ids) == [0, 1, 3]
+
+
+def test_the_merged_model_keeps_its_shard_ids_from_one_merge_to_the_next() -> None:
+    from shardshape.models.federation import GlobalModel, worker_summary
+
+    config = ProfilerConfig(max_shards=8)
+    worker = Profiler("shop", config)
+    events = list(SyntheticStream(seed=2).events(8_000))
+    model = GlobalModel("shop", config)
+    snapshots = []
+    for i in range(0, 8_000, 2_000):
+        worker.process_batch(events[i : i + 2_000])
+        snapshots.append(model.merge([worker_summary(worker)], now=0.0))
+    # Each merge matches its shards to the last one's: a behaviour keeps its id.
+    first, last = snapshots[-2], snapshots[-1]
+    latency = {p.shard_id: p.latency_ms_p50 for p in first.shards if not p.quarantine}
+    for p in last.shards:
+        if not p.quarantine and p.shard_id in latency:
+            assert abs(np.log(p.latency_ms_p50) - np.log(latency[p.shard_id])) < 1.0, (p, latency)
