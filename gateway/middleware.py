@@ -16,41 +16,31 @@ rejects the request answers 503 with ``Retry-After`` and the event is reported a
 
 from __future__ import annotations
 
-import itertools
-import logging
-import math
-import os
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Collection, MutableMapping
+from typing import Any
 
-import orjson
 from starlette.routing import Match
 
 from shardshape.gateway.pools import ShardPools, ShardRejected
-from shardshape.gateway.routing_table import ArrivingRequest, ShardAssignment
-from shardshape.streams.contracts import CACHE_HIT_ATTRIBUTE, MAX_ID_CHARS, RequestEvent
-
-log = logging.getLogger("shardshape.gateway.middleware")
+from shardshape.gateway.shaping import (
+    Attributes,
+    RequestShaper,
+    Router,
+    no_report,
+    outcome,
+    rejection,
+)
+from shardshape.streams.contracts import CACHE_HIT_ATTRIBUTE, RequestEvent, Status
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-Attributes = Mapping[str, float | bool | str]
 
 _ROUTE_CACHE_SIZE = 4_096
-
-
-class Router(Protocol):
-    """What predicts a shard locally (:class:`shardshape.gateway.routing_table.RoutingTable`)."""
-
-    def predict(self, request: ArrivingRequest) -> ShardAssignment: ...
-
-
-def _no_report(event: RequestEvent) -> None:
-    return None
+__all__ = ["Attributes", "Router", "ShapingMiddleware"]
 
 
 class ShapingMiddleware:
@@ -92,7 +82,7 @@ class ShapingMiddleware:
         service: str,
         pools: ShardPools,
         routing: Router | None = None,
-        report: Callable[[RequestEvent], None] = _no_report,
+        report: Callable[[RequestEvent], None] = no_report,
         user_header: str = "x-user-id",
         user_key: Callable[[Scope], str] | None = None,
         request_type: Callable[[Scope], str] | None = None,
@@ -105,18 +95,29 @@ class ShapingMiddleware:
         self.service = service
         self.pools = pools
         self.routing = routing
-        self.report = report
-        self.default_shard = default_shard
         self.unshaped_paths = frozenset(unshaped_paths)
+        self.shaper = RequestShaper(
+            service, pools, routing, report, expected_memory_mib, default_shard
+        )
         self._user_header = user_header.lower().encode("latin-1")
         self._user_key = user_key
         self._request_type = request_type or self._route_template
         self._attributes = attributes
-        self._expected_memory = expected_memory_mib
         self._routes: dict[tuple[str, str], str] = {}
-        self._ids = itertools.count()
-        self._id_prefix = os.urandom(6).hex()
-        self.report_errors = 0
+
+    @property
+    def report(self) -> Callable[[RequestEvent], None]:
+        """Called once per completed request (may be replaced while serving)."""
+        return self.shaper.report
+
+    @report.setter
+    def report(self, report: Callable[[RequestEvent], None]) -> None:
+        self.shaper.report = report
+
+    @property
+    def report_errors(self) -> int:
+        """Exceptions ``report`` raised so far (logged, never passed to the client)."""
+        return self.shaper.report_errors
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.unshaped_paths:
@@ -124,12 +125,9 @@ class ShapingMiddleware:
             return
         started = time.perf_counter()
         event = self._arriving(scope)
-        shard = self.default_shard
-        if self.routing is not None:
-            shard = self.routing.predict(event).shard_id
-        memory = self._expected_memory(event, shard) if self._expected_memory else 0.0
+        shard, memory = self.shaper.shard_of(event)
         response = _Response(send)
-        status = "error"
+        status: Status = "error"
         arm = None
         attributes = event.attributes
         try:
@@ -142,7 +140,7 @@ class ShapingMiddleware:
                 await self.app(scope, receive, response.send)
                 if slot.cache_hit is not None:
                     attributes = {**attributes, CACHE_HIT_ATTRIBUTE: slot.cache_hit}
-            status = "error" if response.status >= 500 else "ok"
+            status = outcome(response.status, response.started)
         except ShardRejected as rejected:
             status = "rejected"
             await _reject(rejected, response)
@@ -150,17 +148,14 @@ class ShapingMiddleware:
             status = "timeout"
             raise
         finally:
-            self._report(
-                event.model_copy(
-                    update={
-                        "latency_ms": (time.perf_counter() - started) * 1000,
-                        "status": status,
-                        "shard_id": shard,
-                        "arm": arm,
-                        "response_bytes": float(response.bytes),
-                        "attributes": attributes,
-                    }
-                )
+            self.shaper.completed(
+                event,
+                started=started,
+                status=status,
+                shard=shard,
+                arm=arm,
+                response_bytes=response.bytes,
+                attributes=attributes,
             )
 
     def _arriving(self, scope: Scope) -> RequestEvent:
@@ -171,19 +166,17 @@ class ShapingMiddleware:
             if name == b"content-length":
                 payload = float(value) if value.isdigit() else 0.0
             elif name == self._user_header:
-                user = value.decode("latin-1")[:MAX_ID_CHARS]
+                user = value.decode("latin-1")
             elif name == b"x-request-id":
-                request_id = value.decode("latin-1")[:MAX_ID_CHARS]
+                request_id = value.decode("latin-1")
         if self._user_key is not None:
-            user = self._user_key(scope)[:MAX_ID_CHARS]
-        return RequestEvent(
-            request_id=request_id or f"{self._id_prefix}-{next(self._ids)}",
-            ts=time.time(),
-            service=self.service,
-            request_type=self._request_type(scope)[:MAX_ID_CHARS] or "unknown",
-            user_id=user,
+            user = self._user_key(scope)
+        return self.shaper.arriving(
+            self._request_type(scope),
+            user=user,
             payload_bytes=payload,
-            attributes=self._attributes(scope) if self._attributes else {},
+            request_id=request_id,
+            attributes=self._attributes(scope) if self._attributes else None,
         )
 
     def _route_template(self, scope: Scope) -> str:
@@ -201,14 +194,6 @@ class ShapingMiddleware:
             self._routes.clear()
         self._routes[(method, path)] = name
         return name
-
-    def _report(self, event: RequestEvent) -> None:
-        try:
-            self.report(event)
-        except Exception:
-            self.report_errors += 1
-            if self.report_errors == 1 or self.report_errors % 1000 == 0:
-                log.exception("report() failed (%d times so far)", self.report_errors)
 
 
 class _Response:
@@ -239,23 +224,12 @@ class _Response:
 async def _reject(rejected: ShardRejected, response: _Response) -> None:
     if response.started:  # cannot happen before the slot is held; keep the protocol sane
         return
-    body = orjson.dumps(
-        {
-            "error": str(rejected),
-            "reason": rejected.reason,
-            "pool": rejected.pool,
-            "retry_after_s": round(rejected.retry_after_s, 3),
-        }
-    )
+    headers, body = rejection(rejected)
     await response.send(
         {
             "type": "http.response.start",
             "status": 503,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", str(max(1, math.ceil(rejected.retry_after_s))).encode()),
-            ],
+            "headers": [(k.encode(), v.encode()) for k, v in headers],
         }
     )
     await response.send({"type": "http.response.body", "body": body})
