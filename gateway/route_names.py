@@ -1,12 +1,12 @@
-"""Request types for requests that bring no framework route: the sidecar's, and WSGI apps'
-without Flask or Django routes.
+"""Request types of requests outside an ASGI router: the sidecar's and WSGI apps'.
 
-A request type is ``METHOD /template``. Templates given (a routes file, ``"GET /items/{id}"``)
-match first, segment by segment (``{name}`` is one segment, ``{name:path}`` the rest of the
-path, ``*`` as the method any method); a path no template matches is normalised: segments
-that look like ids (numbers, UUIDs, long hex, long tokens mixing letters and digits) become
-``{id}``. Profiles need few, stable request types, so the names made are bounded: past
-``max_routes`` distinct ones, a new one is ``METHOD <other>``.
+A request type is ``METHOD /template``. A framework's own router (``resolve``: Flask's URL
+map, Django's resolver) answers first where there is one; templates given (a routes file,
+``"GET /items/{id}"``) match next, segment by segment (``{name}`` is one segment,
+``{name:path}`` the rest of the path, ``*`` as the method any method); a path no template
+matches is normalised: segments that look like ids (numbers, UUIDs, long hex, long tokens
+mixing letters and digits) become ``{id}``. Profiles need few, stable request types, so the
+names made are bounded: past ``max_routes`` distinct ones, a new one is ``METHOD <other>``.
 
 >>> names = RouteNames(["GET /items/{item}", "* /files/{rest:path}"])
 >>> names("GET", "/items/42"), names("DELETE", "/files/a/b.txt")
@@ -17,12 +17,14 @@ that look like ids (numbers, UUIDs, long hex, long tokens mixing letters and dig
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 OTHER = "<other>"
+UNMATCHED = "<unmatched>"
 _CACHE_SIZE = 4_096
 _ID_SEGMENT = re.compile(
     r"""
@@ -101,12 +103,22 @@ class RouteNames:
         ``"METHOD /path/{param}"`` strings, tried in order.
     max_routes
         Most distinct request types made (``SHARDSHAPE_GATEWAY_MAX_ROUTES``).
+    resolve
+        ``resolve(method, path)``: the template of the framework route that matches, ``None``
+        where there is none (the request type is then ``METHOD <unmatched>``), or raises
+        ``LookupError`` to leave the path to the templates and normalisation.
     """
 
-    def __init__(self, templates: Iterable[str] = (), max_routes: int = 1_000_000) -> None:
+    def __init__(
+        self,
+        templates: Iterable[str] = (),
+        max_routes: int = 1_000_000,
+        resolve: Callable[[str, str], str | None] | None = None,
+    ) -> None:
         if max_routes < 1:
             raise ValueError(f"max_routes must be at least 1, got {max_routes}")
         self.templates = [_Template(spec) for spec in templates]
+        self.resolve = resolve
         self.max_routes = max_routes
         self._names: set[str] = set()
         self._cache: dict[tuple[str, str], str] = {}
@@ -135,13 +147,17 @@ class RouteNames:
         if name not in self._names:
             if len(self._names) >= self.max_routes:
                 name = f"{method} {OTHER}"
-            self._names.add(name)
+            else:
+                self._names.add(name)
         if len(self._cache) >= _CACHE_SIZE:
             self._cache.clear()
         self._cache[key] = name
         return name
 
     def _template(self, method: str, path: str) -> str:
+        if self.resolve is not None:
+            with contextlib.suppress(LookupError):
+                return self.resolve(method, path) or UNMATCHED
         if self.templates:
             parts = path.strip("/").split("/") if path.strip("/") else []
             for template in self.templates:
