@@ -328,8 +328,9 @@ class _SlotContext:
         return slot
 
     def _exit(self) -> Slot:
-        request_lookup.reset(self._lookup_token)
-        _current.reset(self._token)
+        with contextlib.suppress(ValueError):  # left in another context (a WSGI body's close)
+            request_lookup.reset(self._lookup_token)
+            _current.reset(self._token)
         return self._slot
 
 
