@@ -36,13 +36,11 @@ import orjson
 from shardshape.gateway.pools import ShardRejected, Slot
 from shardshape.gateway.prometheus import METRICS_PATH
 from shardshape.gateway.route_names import RouteNames
-from shardshape.gateway.runtime import GatewayRuntime
 from shardshape.gateway.shaping import Attributes, RequestShaper, outcome, rejection
 from shardshape.gateway.status import STATUS_PATH
+from shardshape.gateway.wiring import Gateway
 from shardshape.infra.settings import Settings, load_settings
-from shardshape.streams.contracts import RequestEvent, Status
-from shardshape.streams.metrics import CACHE_HIT_ATTRIBUTE
-from shardshape.streams.prometheus import CONTENT_TYPE
+from shardshape.streams.contracts import CACHE_HIT_ATTRIBUTE, RequestEvent, Status
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -62,7 +60,9 @@ def install_wsgi(
     callable by the wrapper returned (``application = install_wsgi(application, ...)``).
 
     Returns the gateway: a WSGI callable whose ``.gateway`` is itself, the handle to its
-    ``pools``, ``runtime`` (routing, plans, reporter, metrics) and ``status()``.
+    ``pools``, ``core`` (the :class:`~shardshape.gateway.wiring.Gateway` of this process:
+    routing, plans, reporter, metrics) and ``status()``. Without a broker every request goes
+    straight to the app, as with ``install``.
 
     Parameters
     ----------
@@ -153,7 +153,7 @@ class WsgiGateway:
         self._user_key = "HTTP_" + settings.gateway_user_header.upper().replace("-", "_")
         self._lock = threading.Lock()
         self._pid = 0
-        self._runtime: GatewayRuntime | None = None
+        self._core: Gateway | None = None
         self._shaper: RequestShaper | None = None
 
     @property
@@ -162,17 +162,17 @@ class WsgiGateway:
         return self
 
     @property
-    def runtime(self) -> GatewayRuntime:
+    def core(self) -> Gateway:
         """This process's pools, followers, reporter and metrics (started on first use)."""
         return self._started()[0]
 
     @property
     def pools(self) -> Any:
-        return self.runtime.pools
+        return self.core.pools
 
     def status(self) -> dict[str, Any]:
         """The status page's JSON body."""
-        return self.runtime.status()
+        return self.core.status()
 
     def request_type(self, environ: Environ) -> str:
         """``METHOD /template`` of a request."""
@@ -183,43 +183,41 @@ class WsgiGateway:
     def stop(self) -> None:
         """Send what the reporter holds, stop following routing and plans (at exit, too)."""
         with self._lock:
-            runtime, self._runtime = self._runtime, None
-        if runtime is not None and self._pid == os.getpid():
-            runtime.stop()
+            core, self._core = self._core, None
+        if core is not None and self._pid == os.getpid():
+            core.stop()
 
-    def _started(self) -> tuple[GatewayRuntime, RequestShaper]:
-        runtime, shaper = self._runtime, self._shaper
-        if runtime is not None and shaper is not None and self._pid == os.getpid():
-            return runtime, shaper
+    def _started(self) -> tuple[Gateway, RequestShaper]:
+        core, shaper = self._core, self._shaper
+        if core is not None and shaper is not None and self._pid == os.getpid():
+            return core, shaper
         with self._lock:  # first request of this process (a server may fork after install)
-            if self._runtime is None or self._pid != os.getpid():
-                runtime = GatewayRuntime(self.settings, self.service)
-                runtime.start()
+            if self._core is None or self._pid != os.getpid():
+                core = Gateway(self.service, self.settings).start()
                 self._shaper = RequestShaper(
-                    self.service,
-                    runtime.pools,
-                    runtime.routing,
-                    runtime.report,
-                    self._expected_memory,
+                    self.service, core.pools, core.routing, core.report, self._expected_memory
                 )
-                self._runtime, self._pid = runtime, os.getpid()
+                self._core, self._pid = core, os.getpid()
                 atexit.register(self.stop)
-            assert self._runtime is not None and self._shaper is not None
-            return self._runtime, self._shaper
+            assert self._core is not None and self._shaper is not None
+            return self._core, self._shaper
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path in self.unshaped_paths:
             return self.app(environ, start_response)
-        runtime, shaper = self._started()
+        core, shaper = self._started()
         if path == STATUS_PATH:
-            return _answer(start_response, "application/json", orjson.dumps(runtime.status()))
-        if path == METRICS_PATH:
-            return _answer(start_response, CONTENT_TYPE, runtime.metrics.exposition())
+            return _answer(start_response, "application/json", orjson.dumps(core.status()))
+        if path == METRICS_PATH and core.metrics is not None:
+            body, content_type = core.metrics.endpoint()
+            return _answer(start_response, content_type, body)
+        if not core.shaped:
+            return self.app(environ, start_response)
         started = time.perf_counter()
         event = self._arriving(environ, shaper)
         shard, memory = shaper.shard_of(event)
-        holding = runtime.pools.hold(
+        holding = core.pools.hold(
             shard, expected_memory_mib=memory, key=event.user_id or event.request_id
         )
         response = _Response(shaper, event, started, shard)

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import click
 
-SIDECAR_EXTRA = "shardshape[sidecar]"
-
 
 def _address(value: str) -> tuple[str, int]:
     """``HOST:PORT`` (or ``:PORT``, all interfaces) as a host and a port.
@@ -57,17 +55,12 @@ def gateway(
     An unreachable upstream answers 502; one slower than SHARDSHAPE_GATEWAY_UPSTREAM_TIMEOUT_MS,
     504. CPU and memory limits are not enforced through a proxy (see docs/gateway.md).
     """
-    from shardshape.infra.cli import CommandError, _settings
+    from shardshape.infra.cli import CommandError, _require, _settings
 
     host, port = _address(listen)
-    try:
-        import httptools  # noqa: F401
-        import uvicorn
-        import uvloop  # noqa: F401
-    except ImportError as exc:
-        raise CommandError(
-            f"the sidecar needs {exc.name}, which is not installed: pip install '{SIDECAR_EXTRA}'"
-        ) from None
+    _require("sidecar", "the sidecar (shardshape gateway)")
+    import uvicorn
+
     from shardshape.gateway.route_names import RouteNames, RoutesFileError
     from shardshape.gateway.sidecar import sidecar_app
 

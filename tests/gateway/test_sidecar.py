@@ -178,12 +178,3 @@ def test_noisy_neighbour_through_the_sidecar(settings: Settings, tmp_path: Path)
                 assert wait_for_plan(url)["shaping"] is shaping
                 figures[shaping] = measure(url, "/items/{n}?ms=30", "/exports/{n}?ms=150")
     assert_isolated(figures[True], figures[False])
-
-
-def test_without_the_sidecar_extra_the_command_exits_2_naming_it(tmp_path: Path) -> None:
-    (tmp_path / "uvicorn.py").write_text('raise ImportError("not here", name="uvicorn")\n')
-    env = {**os.environ, "PYTHONPATH": str(tmp_path), "SHARDSHAPE_KAFKA_BOOTSTRAP": ""}
-    command = shardshape_command("gateway", "--service", "s", "--upstream", "http://127.0.0.1:9")
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2, result
-    assert "pip install 'shardshape[sidecar]'" in result.stderr and "uvicorn" in result.stderr

@@ -9,6 +9,7 @@ import pytest
 
 from shardshape.gateway.wsgi import install_wsgi
 from shardshape.infra.settings import Settings
+from shardshape.infra.topics import create_topics
 
 django = pytest.importorskip(
     "django", reason="the Django test needs django (pip install -e '.[dev]')"
@@ -27,7 +28,8 @@ def _items(request, item_id: int):  # type: ignore[no-untyped-def]
 urlpatterns: list = []  # filled below, once Django is configured (this module is the URLconf)
 
 
-def test_django_route_templates_name_the_request_types() -> None:
+@pytest.mark.broker
+def test_django_route_templates_name_the_request_types(settings: Settings) -> None:
     from django.conf import settings as django_settings
 
     if not django_settings.configured:
@@ -39,9 +41,8 @@ def test_django_route_templates_name_the_request_types() -> None:
     from django.urls import path
 
     urlpatterns[:] = [path("items/<int:item_id>/", _items)]
-    application = install_wsgi(
-        get_wsgi_application(), service="shop", settings=Settings(kafka_bootstrap="")
-    )
+    create_topics(settings)
+    application = install_wsgi(get_wsgi_application(), service="shop", settings=settings)
     environ = {
         "REQUEST_METHOD": "GET", "PATH_INFO": "/items/42/", "QUERY_STRING": "",
         "SERVER_NAME": "test", "SERVER_PORT": "80", "wsgi.input": io.BytesIO(),
@@ -55,3 +56,4 @@ def test_django_route_templates_name_the_request_types() -> None:
     body.close()
     assert answers == ["200 OK"] and data == b'{"item": 42, "shard": 0}'
     assert application.pools.state(None).completed == 1
+    application.stop()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import orjson
 import pytest
@@ -14,10 +14,11 @@ import pytest
 from shardshape.gateway.pools import current_slot
 from shardshape.gateway.wsgi import WsgiGateway, install_wsgi
 from shardshape.infra.settings import Settings
+from shardshape.infra.topics import create_topics
 from shardshape.streams.contracts import CachePolicy
 from tests.gateway.plans import plan, shard
 
-SETTINGS = Settings(kafka_bootstrap="", gateway_queue_timeout_ms=5_000)
+pytestmark = pytest.mark.broker  # shaped only with a broker (the plans here are applied directly)
 
 
 def _app(environ: dict, start_response) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
@@ -54,12 +55,25 @@ def _call(gateway: WsgiGateway, path: str, query: str = "") -> tuple[int, dict, 
     return answer["status"], answer["headers"], data
 
 
-def _gateway(**hooks: object) -> WsgiGateway:
-    return install_wsgi(_app, service="shop", settings=SETTINGS, **hooks)  # type: ignore[arg-type]
+@pytest.fixture
+def shop(settings: Settings) -> Iterator[Callable[..., WsgiGateway]]:
+    """``shop(**hooks)``: the app behind a WSGI gateway on the test's broker; stopped after."""
+    create_topics(settings)
+    made: list[WsgiGateway] = []
+
+    def make(**hooks: object) -> WsgiGateway:
+        made.append(install_wsgi(_app, service="shop", settings=settings, **hooks))  # type: ignore[arg-type]
+        return made[-1]
+
+    yield make
+    for gateway in made:
+        gateway.stop()
 
 
-def test_threads_queue_for_their_shards_slots_and_the_slot_is_held_until_the_body_closes() -> None:
-    gateway = _gateway()
+def test_threads_queue_for_their_shards_slots_and_the_slot_is_held_until_the_body_closes(
+    shop: Callable[..., WsgiGateway],
+) -> None:
+    gateway = shop()
     gateway.pools.apply(plan(1, shard(0, concurrency=1, queue=4, timeout_ms=5_000)))
     answers: list[int] = []
     threads = [
@@ -78,18 +92,22 @@ def test_threads_queue_for_their_shards_slots_and_the_slot_is_held_until_the_bod
     assert (gateway.pools.state(0).in_use, gateway.pools.state(0).completed) == (0, 3)
 
 
-def test_memory_admission_rejects_with_503_and_retry_after() -> None:
-    gateway = _gateway(expected_memory_mib=lambda event, shard_id: 128.0)
+def test_memory_admission_rejects_with_503_and_retry_after(
+    shop: Callable[..., WsgiGateway],
+) -> None:
+    gateway = shop(expected_memory_mib=lambda event, shard_id: 128.0)
     gateway.pools.apply(plan(1, shard(0, concurrency=4, memory_mib=64)))
     status, headers, body = _call(gateway, "/anything")
     assert status == 503 and int(headers["retry-after"]) >= 1
     assert orjson.loads(body)["reason"] == "memory"
-    metrics = gateway.runtime.metrics.exposition().decode()
+    metrics = gateway.core.metrics.exposition().decode()
     assert 'shard="0",status="rejected"} 1.0' in metrics
 
 
-def test_the_response_iterable_is_paced_by_the_shards_bandwidth() -> None:
-    gateway = _gateway()
+def test_the_response_iterable_is_paced_by_the_shards_bandwidth(
+    shop: Callable[..., WsgiGateway],
+) -> None:
+    gateway = shop()
     gateway.pools.apply(plan(1, shard(0, concurrency=4, net_mbit=2.4)))  # 300 kB/s
     size = 32 * 32 * 1024  # 1 MiB
     started = time.monotonic()
@@ -99,8 +117,10 @@ def test_the_response_iterable_is_paced_by_the_shards_bandwidth() -> None:
     assert took >= (size - 64 * 1024) / 300_000 * 0.9  # a 64 KiB burst, then the rate
 
 
-def test_handlers_reach_their_shards_cache_and_failures_free_the_slot() -> None:
-    gateway = _gateway()
+def test_handlers_reach_their_shards_cache_and_failures_free_the_slot(
+    shop: Callable[..., WsgiGateway],
+) -> None:
+    gateway = shop()
     gateway.pools.apply(plan(1, shard(0, concurrency=2, cache=CachePolicy(policy="lru", size=8))))
     answers = [_call(gateway, "/cached/a")[2] for _ in range(3)]
     assert answers == [b"miss", b"hit", b"hit"]
@@ -108,5 +128,5 @@ def test_handlers_reach_their_shards_cache_and_failures_free_the_slot() -> None:
         _call(gateway, "/boom")
     state = gateway.pools.state(0)
     assert (state.in_use, state.completed, state.cache_hits) == (0, 4, 2)
-    assert 'shard="0",status="error"} 1.0' in gateway.runtime.metrics.exposition().decode()
+    assert 'shard="0",status="error"} 1.0' in gateway.core.metrics.exposition().decode()
     assert current_slot() is None  # nothing left set in this thread
