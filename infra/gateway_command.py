@@ -53,7 +53,8 @@ def gateway(
     the in-process gateway does; live plans resize the pools. The status page is at
     /shardshape/gateway/status (`shardshape doctor --gateway-url`), metrics at /metrics.
     An unreachable upstream answers 502; one slower than SHARDSHAPE_GATEWAY_UPSTREAM_TIMEOUT_MS,
-    504. CPU and memory limits are not enforced through a proxy (see docs/gateway.md).
+    504. Without SHARDSHAPE_KAFKA_BOOTSTRAP it forwards every request unshaped. CPU and
+    memory limits are not enforced through a proxy (see docs/gateway.md).
     """
     from shardshape.infra.cli import CommandError, _require, _settings
 
