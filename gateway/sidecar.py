@@ -18,18 +18,12 @@ import gc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
-
-from shardshape.gateway.endpoints import Endpoint, with_endpoints
+from shardshape.gateway.endpoints import with_endpoints
 from shardshape.gateway.middleware import ShapingMiddleware
-from shardshape.gateway.prometheus import METRICS_PATH
 from shardshape.gateway.proxy import ReverseProxy
 from shardshape.gateway.route_names import RouteNames
-from shardshape.gateway.status import STATUS_PATH
 from shardshape.gateway.wiring import Gateway
 from shardshape.infra.settings import Settings
-
-HEALTH_PATH = "/shardshape/gateway/healthz"
 
 
 def sidecar_app(
@@ -69,13 +63,9 @@ def sidecar_app(
             **gateway.shaping_options(),
             request_type=lambda scope: names(scope["method"], scope["path"]),
         )
-    endpoints: dict[str, Endpoint] = {
-        STATUS_PATH: lambda: (orjson.dumps(gateway.status()), "application/json"),
-        HEALTH_PATH: lambda: (b'{"ok": true}', "application/json"),
-    }
-    if gateway.metrics is not None:
-        endpoints[METRICS_PATH] = gateway.metrics.endpoint
-    return with_endpoints(app, endpoints)  # answered here: never pooled, never forwarded
+    # The status page, health, readiness and metrics are answered here: never pooled, never
+    # forwarded.
+    return with_endpoints(app, gateway.endpoints())
 
 
 def _closer(gateway: Gateway, proxy: ReverseProxy) -> Callable[[], Awaitable[None]]:

@@ -29,15 +29,13 @@ import os
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
+from http import HTTPStatus
 from typing import Any
 
-import orjson
-
+from shardshape.gateway.endpoints import Endpoint
 from shardshape.gateway.pools import ShardRejected, Slot
-from shardshape.gateway.prometheus import METRICS_PATH
 from shardshape.gateway.route_names import RouteNames
 from shardshape.gateway.shaping import Attributes, RequestShaper, outcome, rejection
-from shardshape.gateway.status import STATUS_PATH
 from shardshape.gateway.wiring import Gateway
 from shardshape.infra.settings import Settings, load_settings
 from shardshape.streams.contracts import CACHE_HIT_ATTRIBUTE, RequestEvent, Status
@@ -155,6 +153,7 @@ class WsgiGateway:
         self._pid = 0
         self._core: Gateway | None = None
         self._shaper: RequestShaper | None = None
+        self._endpoints: dict[str, Endpoint] = {}
 
     @property
     def gateway(self) -> WsgiGateway:
@@ -197,6 +196,7 @@ class WsgiGateway:
                 self._shaper = RequestShaper(
                     self.service, core.pools, core.routing, core.report, self._expected_memory
                 )
+                self._endpoints = core.endpoints()
                 self._core, self._pid = core, os.getpid()
                 atexit.register(self.stop)
             assert self._core is not None and self._shaper is not None
@@ -207,11 +207,9 @@ class WsgiGateway:
         if path in self.unshaped_paths:
             return self.app(environ, start_response)
         core, shaper = self._started()
-        if path == STATUS_PATH:
-            return _answer(start_response, "application/json", orjson.dumps(core.status()))
-        if path == METRICS_PATH and core.metrics is not None:
-            body, content_type = core.metrics.endpoint()
-            return _answer(start_response, content_type, body)
+        endpoint = self._endpoints.get(path)
+        if endpoint is not None:  # the status page, health, readiness, metrics: never pooled
+            return _answer(endpoint, environ, start_response)
         if not core.shaped:
             return self.app(environ, start_response)
         started = time.perf_counter()
@@ -317,6 +315,17 @@ class _ShapedBody:
             response.done(status, self._slot)
 
 
-def _answer(start_response: StartResponse, content_type: str, body: bytes) -> list[bytes]:
-    start_response("200 OK", [("content-type", content_type), ("content-length", str(len(body)))])
+def _answer(endpoint: Endpoint, environ: Environ, start_response: StartResponse) -> list[bytes]:
+    """``endpoint``'s answer to a WSGI request (it reads the request's headers only)."""
+    headers = [
+        (name[5:].lower().replace("_", "-").encode(), str(value).encode("latin-1"))
+        for name, value in environ.items()
+        if name.startswith("HTTP_")
+    ]
+    status, body, answer = endpoint({"type": "http", "path": environ.get("PATH_INFO", ""),
+                                     "headers": headers})  # fmt: skip
+    start_response(
+        f"{status} {HTTPStatus(status).phrase}",
+        [*answer.items(), ("content-length", str(len(body)))],
+    )
     return [body]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shardshape.gateway.sidecar import HEALTH_PATH
+from shardshape.gateway.status import HEALTH_PATH
 from tests.conftest import running, shardshape_command, wait_for_line
 from tests.gateway.serving import free_port, http_process
 

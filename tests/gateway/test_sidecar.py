@@ -74,7 +74,7 @@ def test_sidecar_forwards_reports_and_is_read_by_doctor(settings: Settings, tmp_
         assert [p["name"] for p in gateway["pools"]] == ["default"]
         assert gateway["reporter"]["reported"] == 3
         metrics = httpx.get(f"{url}/metrics").text
-        assert 'shardshape_gateway_requests_total{arm="",service="polyglot",shard="0",' in metrics
+        assert 'shardshape_shard_requests_total{arm="",service="polyglot",shard="0",' in metrics
 
     batches = consume_batches(settings, lambda b: sum(len(x.events) for _, x in b) >= 3, 30)
     events = {e.request_id: e for _, batch in batches for e in batch.events}

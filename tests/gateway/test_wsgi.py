@@ -14,7 +14,7 @@ import httpx
 import pytest
 from confluent_kafka import Producer
 
-from shardshape.gateway.status import STATUS_PATH
+from shardshape.gateway.status import HEALTH_PATH, STATUS_PATH
 from shardshape.infra.settings import Settings
 from shardshape.infra.topics import create_topics
 from shardshape.streams.contracts import encode
@@ -65,6 +65,10 @@ def test_flask_route_templates_reach_the_requests_topic_from_each_worker(
             )
             assert answer.status_code == 200 and answer.json()["shard"] == 0
         assert httpx.get(f"{url}/nowhere", headers={"x-request-id": "lost"}).status_code == 404
+        # The gateway's own endpoints, answered by the wrapper before the app.
+        assert httpx.get(url + HEALTH_PATH).json()["alive"] is True
+        scrape = httpx.get(f"{url}/metrics")
+        assert scrape.status_code == 200 and "shardshape_gateway_pool_slots" in scrape.text
 
     batches = consume_batches(settings, lambda b: sum(len(x.events) for _, x in b) >= 11, 30)
     events = {e.request_id: e for _, batch in batches for e in batch.events}
