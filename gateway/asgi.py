@@ -31,11 +31,11 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
-from shardshape.gateway.endpoints import Endpoint, json_endpoint, with_endpoints
+from shardshape.gateway.endpoints import with_endpoints
 from shardshape.gateway.middleware import Attributes, Scope, ShapingMiddleware
 from shardshape.gateway.prometheus import METRICS_PATH
 from shardshape.gateway.reporter import Reporter
-from shardshape.gateway.status import STATUS_PATH, health_endpoints
+from shardshape.gateway.status import STATUS_PATH
 from shardshape.gateway.wiring import Gateway, gateway_settings
 from shardshape.infra.settings import Settings
 from shardshape.streams.contracts import RequestEvent
@@ -106,12 +106,7 @@ def install(
             expected_memory_mib=expected_memory_mib,
             unshaped_paths=unshaped_paths,
         )
-    endpoints: dict[str, Endpoint] = {}
-    if status_path is not None:
-        endpoints.update(health_endpoints(gateway.routing, gateway.plans))
-        endpoints[status_path] = json_endpoint(lambda: (200, gateway.status()))
-    if metrics_path is not None and gateway.metrics is not None:
-        endpoints[metrics_path] = gateway.metrics.endpoint
+    endpoints = gateway.endpoints(status_path, metrics_path)
     if endpoints:
         app.add_middleware(with_endpoints, endpoints=endpoints)  # outside the shaping
     app.router.lifespan_context = _around(app.router.lifespan_context, gateway)

@@ -17,6 +17,7 @@ and concurrent senders queue behind each other's debt at exactly the configured 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 
@@ -44,6 +45,7 @@ class TokenBucket:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._clock = clock
+        self._lock = threading.Lock()  # threads (WSGI) take tokens concurrently
         self.rate = 0.0
         self.burst = 0.0
         self._tokens = 0.0
@@ -71,12 +73,13 @@ class TokenBucket:
         """Take ``nbytes`` tokens now; return how long the caller must wait before sending."""
         if self.rate <= 0:
             return 0.0
-        self._refill()
-        self._tokens -= nbytes
-        if self._tokens >= 0:
-            return 0.0
-        delay = -self._tokens / self.rate
-        self.waited_s += delay
+        with self._lock:
+            self._refill()
+            self._tokens -= nbytes
+            if self._tokens >= 0:
+                return 0.0
+            delay = -self._tokens / self.rate
+            self.waited_s += delay
         return delay
 
     async def consume(self, nbytes: float) -> None:
@@ -84,6 +87,12 @@ class TokenBucket:
         delay = self.take(nbytes)
         if delay > 0:
             await asyncio.sleep(delay)
+
+    def pace(self, nbytes: float) -> None:
+        """Block this thread until ``nbytes`` may be sent at this bucket's rate."""
+        delay = self.take(nbytes)
+        if delay > 0:
+            time.sleep(delay)
 
     def _refill(self) -> None:
         now = self._clock()

@@ -39,6 +39,7 @@ resources).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import itertools
@@ -127,11 +128,15 @@ class PoolState:
     borrowed: int = 0  # requests of this pool that ran on another pool's slots
 
 
+_Grant = asyncio.Future["ShardPool | None"] | concurrent.futures.Future["ShardPool | None"]
+
+
 class _Waiter:
     __slots__ = ("future", "memory")
 
-    # The future's result is the pool that lends the slot, or None for one of its own.
-    def __init__(self, future: asyncio.Future[ShardPool | None], memory: float) -> None:
+    # The future's result is the pool that lends the slot, or None for one of its own: an
+    # asyncio future for a request on the event loop, a concurrent one for a thread's.
+    def __init__(self, future: _Grant, memory: float) -> None:
         self.future = future
         self.memory = memory
 
@@ -195,12 +200,14 @@ class ShardPool:
 
 
 class Slot:
-    """A request's place in a pool, handed out by ``async with pools.slot(...)``.
+    """A request's place in a pool, handed out by ``async with pools.slot(...)`` (or, in a
+    thread, ``with pools.hold(...)``).
 
     ``cache`` is the pool's cache; ``throttle(n)`` waits until ``n`` more response bytes may
-    go out under the pool's bandwidth limit; ``cache_hit`` says whether the request's first
-    lookup in ``cache`` hit (``None`` until it looks something up). ``lender`` is the pool
-    whose slot a borrowed request holds (``None`` for a slot of its own pool).
+    go out under the pool's bandwidth limit (``pace(n)`` blocks the thread for it);
+    ``cache_hit`` says whether the request's first lookup in ``cache`` hit (``None`` until it
+    looks something up). ``lender`` is the pool whose slot a borrowed request holds (``None``
+    for a slot of its own pool). ``shard_id`` is the shard the request was predicted to.
     """
 
     __slots__ = (
@@ -211,6 +218,7 @@ class Slot:
         "lender",
         "memory_mib",
         "pool",
+        "shard_id",
         "waited_s",
     )
 
@@ -223,6 +231,7 @@ class Slot:
     ) -> None:
         self.pool = pool
         self.lender = lender
+        self.shard_id = pool.key.shard_id
         self.arm = pool.key.arm
         self.cache = pool.cache
         self.memory_mib = memory_mib
@@ -236,6 +245,10 @@ class Slot:
 
     async def throttle(self, nbytes: int) -> None:
         await self.pool.bucket.consume(nbytes)
+
+    def pace(self, nbytes: int) -> None:
+        """Block this thread until ``nbytes`` more response bytes may go out."""
+        self.pool.bucket.pace(nbytes)
 
 
 _current: contextvars.ContextVar[Slot | None] = contextvars.ContextVar("shardshape_slot")
@@ -297,15 +310,31 @@ class _SlotContext:
 
     async def __aenter__(self) -> Slot:
         slot = self._pools._acquire(self._shard, self._memory, self._key)
-        self._slot = slot if isinstance(slot, Slot) else await slot
-        self._token = _current.set(self._slot)
-        self._lookup_token = request_lookup.set(self._slot._lookup)
-        return self._slot
+        return self._enter(slot if isinstance(slot, Slot) else await slot)
 
     async def __aexit__(self, *exc_info: object) -> None:
-        request_lookup.reset(self._lookup_token)
-        _current.reset(self._token)
-        self._pools._release(self._slot)
+        self._pools._release(self._exit())
+
+    def __enter__(self) -> Slot:
+        return self._enter(self._pools._acquire_blocking(self._shard, self._memory, self._key))
+
+    def __exit__(self, *exc_info: object) -> None:
+        slot = self._exit()
+        with self._pools._lock:
+            self._pools._release(slot)
+
+    def _enter(self, slot: Slot) -> Slot:
+        slot.shard_id = self._shard
+        self._slot = slot
+        self._token = _current.set(slot)
+        self._lookup_token = request_lookup.set(slot._lookup)
+        return slot
+
+    def _exit(self) -> Slot:
+        with contextlib.suppress(ValueError):  # left in another context (a WSGI body's close)
+            request_lookup.reset(self._lookup_token)
+            _current.reset(self._token)
+        return self._slot
 
 
 class ShardPools:
@@ -383,6 +412,25 @@ class ShardPools:
         """
         return _SlotContext(self, shard_id, expected_memory_mib, key)
 
+    def hold(
+        self, shard_id: int, *, expected_memory_mib: float = 0.0, key: str = ""
+    ) -> _SlotContext:
+        """``with pools.hold(shard)``: :meth:`slot` for threads (WSGI), blocking while queued.
+
+        The same pools, queue, timeout and rejections; one ``ShardPools`` serves either one
+        event loop or threads, not both.
+
+        >>> import threading
+        >>> pools = ShardPools(PoolDefaults(concurrency=1, queue_size=1, queue_timeout_s=0.05))
+        >>> with pools.hold(7):
+        ...     outcome = []
+        ...     waiter = threading.Thread(target=lambda: outcome.append(_try_hold(pools, 7)))
+        ...     waiter.start(); waiter.join()
+        >>> outcome  # the one slot was held: the second request queued, then timed out
+        ['queue_timeout']
+        """
+        return _SlotContext(self, shard_id, expected_memory_mib, key)
+
     def pool_for(self, shard_id: int, key: str = "") -> ShardPool:
         """The pool a request of ``shard_id`` runs in now."""
         if not self.shaping:
@@ -401,6 +449,37 @@ class ShardPools:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._bind(loop)
+        pool, slot = self._admit(shard_id, memory, key)
+        if slot is not None:
+            return slot
+        return self._wait(loop, pool, memory, shard_id)
+
+    def _acquire_blocking(self, shard_id: int, memory: float, key: str) -> Slot:
+        with self._lock:
+            loop = self._loop
+            if loop is not None and not loop.is_closed() and loop.is_running():
+                raise RuntimeError(
+                    "these ShardPools serve an event loop: use `async with pools.slot(...)` "
+                    "there, and ShardPools of their own for threads (pools.hold)"
+                )
+            pool, slot = self._admit(shard_id, memory, key)
+            if slot is not None:
+                return slot
+            waiter = self._enqueue(pool, concurrent.futures.Future(), memory, shard_id)
+        started = time.monotonic()
+        try:
+            lender = waiter.future.result(timeout=pool.limits.queue_timeout_s)
+        except concurrent.futures.TimeoutError:
+            with self._lock:
+                self._expire(pool, waiter)
+            lender = waiter.future.result(0)  # granted just before the timeout, else raises
+        finally:
+            with self._lock:
+                self._stop_waiting(shard_id)
+        return Slot(pool, memory, time.monotonic() - started, lender)
+
+    def _admit(self, shard_id: int, memory: float, key: str) -> tuple[ShardPool, Slot | None]:
+        """A slot granted at once, or the pool to wait in; raises when it rejects at once."""
         pool = self.pool_for(shard_id, key)
         limits = pool.limits
         if limits.memory_mib and memory > limits.memory_mib:
@@ -414,11 +493,11 @@ class ShardPools:
         if not pool.waiters and self._shared_free():
             if pool.fits(memory):
                 self._grant(pool, memory)
-                return Slot(pool, memory, 0.0)
+                return pool, Slot(pool, memory, 0.0)
             lender = self._lender(pool, memory)
             if lender is not None:
                 self._grant(pool, memory, lender)
-                return Slot(pool, memory, 0.0, lender)
+                return pool, Slot(pool, memory, 0.0, lender)
         if len(pool.waiters) >= limits.queue_size:
             raise self._reject(
                 pool,
@@ -426,19 +505,23 @@ class ShardPools:
                 f"{pool.in_use} of {limits.concurrency} slots busy and {len(pool.waiters)} "
                 f"waiting (queue size {limits.queue_size})",
             )
-        return self._wait(loop, pool, memory, shard_id)
+        return pool, None
 
-    async def _wait(
-        self, loop: asyncio.AbstractEventLoop, pool: ShardPool, memory: float, shard_id: int
-    ) -> Slot:
-        waiter = _Waiter(loop.create_future(), memory)
+    def _enqueue(self, pool: ShardPool, future: _Grant, memory: float, shard_id: int) -> _Waiter:
+        waiter = _Waiter(future, memory)
         if not pool.waiters:
             pool.pass_ = max(pool.pass_, self._vtime)
         pool.waiters.append(waiter)
         self._queued.add(pool)
+        self._waiting[shard_id] = self._waiting.get(shard_id, 0) + 1
+        return waiter
+
+    async def _wait(
+        self, loop: asyncio.AbstractEventLoop, pool: ShardPool, memory: float, shard_id: int
+    ) -> Slot:
+        waiter = self._enqueue(pool, loop.create_future(), memory, shard_id)
         started = time.monotonic()
         timer = loop.call_later(pool.limits.queue_timeout_s, self._expire, pool, waiter)
-        self._waiting[shard_id] = self._waiting.get(shard_id, 0) + 1
         try:
             lender = await waiter.future
         except asyncio.CancelledError:
@@ -745,3 +828,12 @@ class ShardPools:
     def rejected(self) -> int:
         """Requests rejected by pools that still exist (retired, drained pools drop out)."""
         return sum(sum(s.rejected.values()) for s in self.states())
+
+
+def _try_hold(pools: ShardPools, shard_id: int) -> str:
+    """``ok`` when a thread got a slot of ``shard_id`` at once or after waiting, else why not."""
+    try:
+        with pools.hold(shard_id):
+            return "ok"
+    except ShardRejected as rejected:
+        return rejected.reason

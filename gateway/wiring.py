@@ -24,11 +24,12 @@ import threading
 from typing import Any
 
 from shardshape.allocator.client import AllocatorClient
+from shardshape.gateway.endpoints import Endpoint, json_endpoint
 from shardshape.gateway.pools import ShardPools
-from shardshape.gateway.prometheus import GatewayMetrics
+from shardshape.gateway.prometheus import METRICS_PATH, GatewayMetrics
 from shardshape.gateway.reporter import Reporter, default_gateway_id
 from shardshape.gateway.routing_table import RoutingTable
-from shardshape.gateway.status import gateway_status
+from shardshape.gateway.status import STATUS_PATH, gateway_status, health_endpoints
 from shardshape.infra.settings import ENV_PREFIX, Settings, load_settings
 from shardshape.streams.contracts import RequestEvent
 
@@ -173,6 +174,20 @@ class Gateway:
             "report": self.report,
             "user_header": self.settings.gateway_user_header,
         }
+
+    def endpoints(
+        self, status_path: str | None = STATUS_PATH, metrics_path: str | None = METRICS_PATH
+    ) -> dict[str, Endpoint]:
+        """The gateway's own endpoints by path: the status page with its health and readiness
+        beside it, and the metrics (``None``: a path not served), for
+        :func:`~shardshape.gateway.endpoints.with_endpoints` or a WSGI app's own dispatch."""
+        endpoints: dict[str, Endpoint] = {}
+        if status_path is not None:
+            endpoints.update(health_endpoints(self.routing, self.plans))
+            endpoints[status_path] = json_endpoint(lambda: (200, self.status()))
+        if metrics_path is not None and self.metrics is not None:
+            endpoints[metrics_path] = self.metrics.endpoint
+        return endpoints
 
     def status(self) -> dict[str, Any]:
         """The status page's JSON body (:class:`~shardshape.gateway.status.GatewayStatus`)."""

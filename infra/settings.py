@@ -337,6 +337,13 @@ class Settings(BaseSettings):
     gateway_user_header: str = Field(
         "x-user-id", min_length=1, max_length=128, description="Header naming the request's user."
     )
+    gateway_upstream_timeout_ms: float = Field(
+        30_000,
+        gt=0,
+        le=3_600_000,
+        description="Sidecar (`shardshape gateway`): longest wait for the upstream service to "
+        "connect, take or send a chunk; past it the client gets 504.",
+    )
 
     # Gateway process-mode shard pools (OS limits), see docs/isolation.md
     isolation_mode: Literal["auto", "cgroup2", "cgroup1", "rlimit", "none"] = Field(

@@ -167,6 +167,7 @@ def test_a_service_with_its_own_models_and_gateway_is_shaped_by_a_base_install(
         (["demo"], "demo"),
         (["simulate", "--hours", "1"], "worker"),
         (["broker"], "broker"),
+        (["gateway", "--service", "s", "--upstream", "http://127.0.0.1:9"], "sidecar"),
     ],
 )
 def test_a_base_install_names_the_extra_a_command_needs(

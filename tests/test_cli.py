@@ -68,6 +68,7 @@ def test_commands_that_need_a_broker_say_how_to_get_one() -> None:
         (["demo"], "demo"),
         (["shards"], "worker"),
         (["simulate", "--report", "out"], "report"),
+        (["gateway", "--service", "s", "--upstream", "http://127.0.0.1:9"], "sidecar"),
     ],
 )
 def test_a_command_whose_extra_is_missing_names_it_and_exits_2(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -47,26 +48,44 @@ async def serve(app: object, lifespan: str = "on") -> AsyncIterator[str]:
         sock.close()
 
 
-@contextlib.contextmanager
-def example_server(env: dict[str, str], log_path: Path, timeout_s: float = 60) -> Iterator[str]:
-    """The example service as its own process on a free port; yield its URL once it answers."""
+def free_port() -> int:
+    """A loopback port free at the time of asking."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, str(EXAMPLE_DIR / "app.py"), "--port", str(port)]
-    url = f"http://127.0.0.1:{port}"
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def http_process(
+    command: list[str],
+    env: dict[str, str],
+    log_path: Path,
+    health_url: str,
+    timeout_s: float = 60,
+) -> Iterator[subprocess.Popen]:
+    """``command`` as its own process, yielded once ``health_url`` answers 200."""
     with running(command, env, log_path) as process:
         deadline = time.monotonic() + timeout_s
         while True:
             if process.poll() is not None:
-                raise AssertionError(f"example service exited:\n{log_path.read_text()}")
+                raise AssertionError(f"{command[0]} exited:\n{log_path.read_text()}")
             try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(health_url, timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
                 log = log_path.read_text()
-                raise AssertionError(f"example service not up in {timeout_s}s:\n{log}")
+                raise AssertionError(f"{command} not up in {timeout_s}s:\n{log}")
             time.sleep(0.1)
+        yield process
+
+
+@contextlib.contextmanager
+def example_server(env: dict[str, str], log_path: Path, timeout_s: float = 60) -> Iterator[str]:
+    """The example service as its own process on a free port; yield its URL once it answers."""
+    port = free_port()
+    command = [sys.executable, str(EXAMPLE_DIR / "app.py"), "--port", str(port)]
+    url = f"http://127.0.0.1:{port}"
+    with http_process(command, env, log_path, f"{url}/healthz", timeout_s):
         yield url
