@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from shardshape.allocator.simulate.compare import STRATEGIES as _STRATEGIES
+from shardshape.allocator.simulate.names import STRATEGIES as _STRATEGIES
 
 
 @click.command()

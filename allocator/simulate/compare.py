@@ -35,23 +35,13 @@ from shardshape.allocator.pools_config import PlanningPolicy, PoolsConfig
 from shardshape.allocator.simulate.ablations import PerfectForecast, TrueProfiles
 from shardshape.allocator.simulate.baselines import SharedReactive, StaticByType
 from shardshape.allocator.simulate.engine import RunResult, Simulation, Strategy
+from shardshape.allocator.simulate.names import PLANNED, STRATEGIES
 from shardshape.allocator.simulate.oracle import Oracle
 from shardshape.allocator.simulate.results import meets, summarise
 from shardshape.allocator.simulate.shaped import Shardshape
 from shardshape.allocator.simulate.workload import Workload
 from shardshape.gateway.lending import LendingPolicy
 
-STRATEGIES = (
-    "shared-reactive",
-    "static-by-type",
-    "shardshape",
-    "oracle",
-    "true-profiles",
-    "perfect-forecast",
-)
-# Strategies run by the project's planner: their knob is its utilisation target, and a pool
-# cap holds them to a budget their knob cannot reach.
-PLANNED = ("shardshape", "oracle", "true-profiles", "perfect-forecast")
 # shardshape and its ablations (allocator.simulate.ablations): the profiler's default pool.
 _SHAPED = {
     "shardshape": Shardshape,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from shardshape.allocator.simulate.compare import STRATEGIES
+from shardshape.allocator.simulate.names import STRATEGIES
 from shardshape.allocator.simulate.scenarios import evaluate, trace_setup
 from shardshape.streams.trace import load_mapping, read_trace
 

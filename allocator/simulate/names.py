@@ -1,0 +1,14 @@
+"""The simulator's strategy names, importable without the simulator (the command line's
+``--strategies`` choices in a base install, where scipy is absent)."""
+
+STRATEGIES = (
+    "shared-reactive",
+    "static-by-type",
+    "shardshape",
+    "oracle",
+    "true-profiles",
+    "perfect-forecast",
+)
+# Strategies run by the project's planner: their knob is its utilisation target, and a pool
+# cap holds them to a budget their knob cannot reach.
+PLANNED = ("shardshape", "oracle", "true-profiles", "perfect-forecast")
