@@ -85,7 +85,7 @@ class BehaviourClusterer(base.Clusterer):
         max_id_jump: float = 1.0,
         scale: dict[str, float] | None = None,
         seed: int = 0,
-        retire_after: int = 10,
+        retire_after: int = 1,
     ) -> None:
         self.max_shards = max_shards
         self.n_micro = n_micro
