@@ -55,7 +55,7 @@ CachePolicyName = Literal["lru", "lfu", "ttl", "none"]
 class Contract(BaseModel):
     """Base of every wire contract: strict about unknown fields, NaN and infinity."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, defer_build=True)
 
     v: Literal[1] = CONTRACT_VERSION
 
