@@ -52,8 +52,12 @@ BEHAVIOUR_NAMES: tuple[str, ...] = (
     "log_response_bytes",
 )
 N_BEHAVIOUR = len(BEHAVIOUR_NAMES)
-# Slots before the hashed block: bias, log payload, key-known flag, key centroid.
-N_FIXED = 3 + N_BEHAVIOUR
+# Slots before the hashed block: bias, log payload, key-known flag, key centroid, and (with
+# shape features, the default) the request shape's weight and weighted mean log latency.
+KEY_SLICE = slice(3, 3 + N_BEHAVIOUR)
+SHAPE_WEIGHT = 3 + N_BEHAVIOUR
+SHAPE_LATENCY = SHAPE_WEIGHT + 1
+N_FIXED = SHAPE_LATENCY + 1
 _TOKEN_CACHE_LIMIT = 200_000
 # Distinct (request type, attributes) rows kept by ``FeatureSpace.hashed_rows``.
 _ROW_CACHE_LIMIT = 4_096
@@ -78,6 +82,29 @@ def signed_log(x: float) -> float:
     return math.copysign(math.log1p(abs(x)), x)
 
 
+def shape_id(request_type: str, attributes: Mapping[str, float | bool | str]) -> int:
+    """The request's shape: CRC-32 of its type and every attribute with its exact value.
+
+    Tokens ``t=<type>``, ``c:<name>=<value>`` for text and ``v:<name>=<value>`` for numbers
+    (printf ``%.6g``; a boolean is 1 or 0), sorted and joined by newlines: the same number in
+    any language, whatever the attributes' order. Two requests of one shape differ only in
+    payload size and in who sends them.
+
+    >>> shape_id("GET /a", {"pages": 3, "region": "eu"}) == shape_id(
+    ...     "GET /a", {"region": "eu", "pages": 3.0})
+    True
+    >>> shape_id("GET /a", {"pages": 3}) != shape_id("GET /a", {"pages": 4})
+    True
+    """
+    tokens = ["t=" + request_type]
+    for name, value in attributes.items():
+        if isinstance(value, str):
+            tokens.append(f"c:{name}={value}")
+        else:
+            tokens.append(f"v:{name}={float(value):.6g}")
+    return zlib.crc32("\n".join(sorted(tokens)).encode())
+
+
 def behaviour(
     latency_ms: float | None, status: str, payload_bytes: float, response_bytes: float | None
 ) -> list[float]:
@@ -99,7 +126,7 @@ def behaviour_matrix(events: Sequence) -> np.ndarray:
 
 
 class FeatureSpace:
-    """Maps arrival information to a fixed-length vector of ``N_FIXED + n_buckets`` numbers.
+    """Maps arrival information to a fixed-length vector of ``n_fixed + n_buckets`` numbers.
 
     Parameters
     ----------
@@ -107,26 +134,34 @@ class FeatureSpace:
         Hashed slots for the request type and the attributes.
     numeric_bins
         Also hash each numeric attribute's bin token (see the module docstring).
+    shapes
+        Two slots for the request shape's memory (see :mod:`shardshape.models.shapes`):
+        its weight and its weighted mean log latency, filled in by the predictor.
     """
 
-    def __init__(self, n_buckets: int = 128, numeric_bins: bool = True) -> None:
+    def __init__(self, n_buckets: int = 128, numeric_bins: bool = True, shapes: bool = True) -> None:
         self.n_buckets = n_buckets
         self.numeric_bins = numeric_bins
-        self.n_features = N_FIXED + n_buckets
+        self.shapes = shapes
+        self.n_fixed = N_FIXED if shapes else SHAPE_WEIGHT
+        self.n_features = self.n_fixed + n_buckets
         self.names = [
             "bias",
             "log_payload_bytes",
             "key_known",
             *(f"key_{name}" for name in BEHAVIOUR_NAMES),
+            *(("shape_known", "shape_log_latency_ms") if shapes else ()),
             *(f"hash_{i}" for i in range(n_buckets)),
         ]
         self._slots: dict[str, int] = {}
         # (name, value) -> (slot, signed log, bin slot or -1): one lookup per numeric attribute.
         self._numeric: dict[tuple[str, float], tuple[int, float, int]] = {}
         # (request type, attribute items) -> row of ``_rows``: the arrival vector without the
-        # payload and key parts, built once per distinct request shape.
+        # payload and key parts, built once per distinct request shape; ``_shape_ids`` holds
+        # each row's shape id (:func:`shape_id`).
         self._row_of: dict[tuple, int] = {}
         self._rows = np.zeros((64, self.n_features))
+        self._shape_ids = np.zeros(64, dtype=np.int64)
 
     def slot(self, token: str) -> int:
         """Vector index of a hashed token (cached: CRC-32 costs more than a dict lookup)."""
@@ -134,7 +169,7 @@ class FeatureSpace:
         if index is None:
             if len(self._slots) >= _TOKEN_CACHE_LIMIT:
                 self._slots.clear()
-            index = N_FIXED + zlib.crc32(token.encode()) % self.n_buckets
+            index = self.n_fixed + zlib.crc32(token.encode()) % self.n_buckets
             self._slots[token] = index
         return index
 
@@ -202,6 +237,11 @@ class FeatureSpace:
         """See :meth:`hashed_rows`."""
         return self._rows
 
+    @property
+    def row_shape_ids(self) -> np.ndarray:
+        """The shape id (:func:`shape_id`) of each row of :attr:`row_matrix`."""
+        return self._shape_ids
+
     def _add_rows(self, shapes: set[tuple]) -> None:
         row_of = self._row_of
         start = len(row_of)
@@ -210,11 +250,15 @@ class FeatureSpace:
             grown = np.zeros((max(2 * len(self._rows), end), self.n_features))
             grown[:start] = self._rows[:start]
             self._rows = grown
+            ids = np.zeros(len(grown), dtype=np.int64)
+            ids[:start] = self._shape_ids[:start]
+            self._shape_ids = ids
         for row, shape in enumerate(shapes, start):
             idx, val = self.arrival_sparse(shape[0], 0.0, dict(shape[1]))
             self._rows[row] = 0.0
             np.add.at(self._rows[row], np.asarray(idx, dtype=np.intp), val)
             self._rows[row, 1] = 0.0  # the log payload is set per request
+            self._shape_ids[row] = shape_id(shape[0], dict(shape[1]))
             row_of[shape] = row
 
     def arrival_matrix(
@@ -240,5 +284,5 @@ class FeatureSpace:
         np.add.at(x, (np.asarray(rows, dtype=np.intp), np.asarray(cols, dtype=np.intp)), vals)
         known = ~np.isnan(key_rows[:, 0])
         x[known, 2] = key_weights[known]
-        x[known, 3:N_FIXED] = key_rows[known] * key_weights[known, None]
+        x[known, KEY_SLICE] = key_rows[known] * key_weights[known, None]
         return x

@@ -3,7 +3,9 @@
 Each worker's :class:`~shardshape.models.profiler.Profiler` learns on its own partitions. Its
 :func:`worker_summary` holds what merges exactly or nearly so: the clusterer's micro-clusters
 (cut again as one set, :func:`~shardshape.models.merge.merge_summaries`), the behaviour regression's
-decayed sufficient statistics (which add up), and the shard describer's decayed counts.
+decayed sufficient statistics (which add up), the shard describer's decayed counts, and the
+most used request shapes' counts and mean latencies (:mod:`shardshape.models.shapes`: counts
+add up, means weigh by count).
 :class:`GlobalModel` merges them into a :class:`~shardshape.streams.contracts.ShardSnapshot` whose
 shard ids stay matched to the previous snapshot's and whose version only grows; every worker adopts
 it with :func:`adopt_snapshot`, so workers and gateways predict with the same version.
@@ -34,6 +36,7 @@ from shardshape.models.describe import ShardDescriber
 from shardshape.models.merge import merge_summaries
 from shardshape.models.predictor import ShardPredictor
 from shardshape.models.profiler import Profiler, ProfilerConfig
+from shardshape.models.shapes import ShapeTable
 from shardshape.models.shards import MicroSummary, Shards, keep_left_out
 from shardshape.streams.contracts import ShardSnapshot
 
@@ -48,6 +51,7 @@ def worker_summary(profiler: Profiler) -> dict[str, Any]:
         "xtx": profiler.regressor.xtx.tolist(),
         "xty": profiler.regressor.xty.tolist(),
         "describer": profiler.describer.state(),
+        "shapes": profiler.shapes.state(profiler.config.snapshot_shapes),
     }
 
 
@@ -113,6 +117,11 @@ class GlobalModel:
             )
         regressor.xtx, regressor.xty = xtx, xty
         regressor.solve()
+        model.shapes = ShapeTable.merged(
+            [s.get("shapes", []) for s in summaries],
+            prior=self.config.shape_prior,
+            min_alpha=self.config.shape_min_alpha,
+        )
         model.describer = ShardDescriber.from_states(
             [state for s in summaries for state in _relabel(s, shards, model.scale)]
         )

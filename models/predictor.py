@@ -8,8 +8,14 @@ disagree). For each request, in order:
    shard: a dictionary lookup;
 3. otherwise the linear model predicts the request's behaviour from its arrival vector (see
    :mod:`shardshape.models.features`; a known key contributes its routed shard's centroid times its
-   key weight ``clip(confidence, 0, 1) ** key_power``) and the request goes to the nearest shard
-   centroid.
+   key weight ``clip(confidence, 0, 1) ** key_power``; a request shape the snapshot remembers
+   contributes its weight and weighted mean log latency, :mod:`shardshape.models.shapes`) and
+   the request goes to the nearest shard centroid.
+
+The shape memory is what lets a linear model predict what a *combination* of attribute
+values does (gold tier slow with 10 steps, fast with 50): a lookup of the request's shape id
+(CRC-32 of its type and attributes, :func:`shardshape.models.features.shape_id`) in the
+snapshot's table, two more numbers in the dot product.
 
 Why the square (``key_power = 2``): a key that splits its requests between shards (a user's
 renders, half small, half large: confidence about 0.5) says little about its next request,
@@ -21,8 +27,10 @@ synthetic stream this alone halves the shard flips of requests whose behaviour d
 The snapshot's ``model`` map holds ``format``, ``hash`` (``crc32``), ``n_buckets``,
 ``numeric_bins`` (1.0: numeric attributes also hash a bin token), ``key_power``, ``coef``
 (``n_features x n_behaviour``), ``scale`` (squared-distance weight per behaviour coordinate) and
-``lookup_confidence``; centroids and ids are the non-quarantine ``shards``. Format
-``linear-nearest-centroid/1`` snapshots (no bins, key weight = confidence) still load.
+``lookup_confidence``, and (format ``/3``) ``shapes``: rows ``(shape id, weight, weight x
+mean log latency)`` sorted by id, the two shape slots of a request of that shape (zeros for a
+shape not in it); centroids and ids are the non-quarantine ``shards``. Format ``/2`` snapshots
+(no shape memory) and ``/1`` (no bins either, key weight = confidence) still load.
 
 >>> import numpy as np
 >>> from shardshape.models.features import FeatureSpace
@@ -52,23 +60,29 @@ import numpy as np
 
 from shardshape.models.features import (
     BEHAVIOUR_NAMES,
+    KEY_SLICE,
     N_BEHAVIOUR,
-    N_FIXED,
+    SHAPE_LATENCY,
+    SHAPE_WEIGHT,
     ArrivalLike,
     FeatureSpace,
+    shape_id,
 )
+from shardshape.models.shapes import ShapeTable
 from shardshape.streams.contracts import ShardProfile, ShardSnapshot
 
-MODEL_FORMAT = "linear-nearest-centroid/2"
+MODEL_FORMAT = "linear-nearest-centroid/3"
 # Distinct request shapes (request type and attributes) whose prediction predict_one keeps.
 _SHAPE_CACHE_LIMIT = 4_096
 if N_BEHAVIOUR != 4:  # predict_one spells the coordinates out: one Python loop less per shard
     raise RuntimeError("ShardPredictor.predict_one assumes 4 behaviour coordinates: update it")
 # Formats a gateway reads, with the feature settings a snapshot of that format implies.
 _FORMATS = {
-    MODEL_FORMAT: {"numeric_bins": 1.0, "key_power": 2.0},
-    "linear-nearest-centroid/1": {"numeric_bins": 0.0, "key_power": 1.0},
+    MODEL_FORMAT: {"numeric_bins": 1.0, "key_power": 2.0, "shape_features": 1.0},
+    "linear-nearest-centroid/2": {"numeric_bins": 1.0, "key_power": 2.0, "shape_features": 0.0},
+    "linear-nearest-centroid/1": {"numeric_bins": 0.0, "key_power": 1.0, "shape_features": 0.0},
 }
+_SHAPES = slice(SHAPE_WEIGHT, SHAPE_LATENCY + 1)
 
 
 class RouteLike(Protocol):
@@ -126,6 +140,7 @@ class ShardPredictor:
         key_power: float = 2.0,
         profiles: Sequence[ShardProfile] = (),
         spread: Sequence[float] | None = None,
+        shapes: np.ndarray | None = None,
     ) -> None:
         self.space = space
         self.coef = np.asarray(coef, dtype=float)
@@ -146,8 +161,13 @@ class ShardPredictor:
         self._payload_coef = tuple(self.coef[1].tolist())
         # Per shard row: the key block's prediction at weight 1 (key flag + centroid).
         self._key_preds = [
-            tuple(row) for row in (self.coef[2] + self.centroids @ self.coef[3:N_FIXED]).tolist()
+            tuple(row) for row in (self.coef[2] + self.centroids @ self.coef[KEY_SLICE]).tolist()
         ]
+        # The shape memory as the snapshot carries it: rows (id, weight, weight x mean), by id
+        # (shardshape.models.shapes); empty for a space without shape features.
+        table = np.zeros((0, 3)) if shapes is None else np.asarray(shapes, dtype=float)
+        self.shapes = table[np.argsort(table[:, 0], kind="stable")] if space.shapes else table[:0]
+        self._shape_rows: dict[int, tuple[float, float]] | None = None  # built by predict_one
         self._centroid_rows = [tuple(row) for row in self.centroids.tolist()]
         self._scale_tuple = tuple(self.scale.tolist())
         self._shape_preds: dict[object, tuple[float, ...]] = {}
@@ -203,6 +223,13 @@ class ShardPredictor:
     ) -> tuple[float, ...]:
         """Predicted behaviour of a request shape's bias and hashed slots (no payload, no key)."""
         idx, val = self.space.arrival_sparse(request_type, 0.0, attributes)
+        if self.space.shapes:
+            if self._shape_rows is None:
+                self._shape_rows = {int(r[0]): (r[1], r[2]) for r in self.shapes.tolist()}
+            seen = self._shape_rows.get(shape_id(request_type, attributes))
+            if seen is not None:
+                idx = [*idx, SHAPE_WEIGHT, SHAPE_LATENCY]
+                val = [*val, *seen]
         pred = [0.0] * N_BEHAVIOUR
         coef = self.coef
         for i, v in zip(idx, val, strict=True):
@@ -232,7 +259,14 @@ class ShardPredictor:
     ) -> np.ndarray:
         """Shards of many arriving requests (``routes[i]`` is request ``i``'s key route)."""
         x = self.space.arrival_matrix(requests, *self.key_rows(routes))
+        if self.space.shapes:
+            ids = [shape_id(r.request_type, r.attributes) for r in requests]
+            x[:, _SHAPES] = self.shape_features(np.asarray(ids, dtype=np.int64))
         return self.predict_matrix(x, routes)
+
+    def shape_features(self, ids: np.ndarray) -> np.ndarray:
+        """``(n, 2)`` shape-memory features of requests by shape id (zeros: shape unknown)."""
+        return ShapeTable.lookup(self.shapes, ids)
 
     def predict_matrix(self, x: np.ndarray, routes: Sequence[RouteLike | None]) -> np.ndarray:
         """Shards for prebuilt arrival vectors ``x`` (see :meth:`FeatureSpace.arrival_matrix`)."""
@@ -295,8 +329,14 @@ class ShardPredictor:
 
     # -- snapshot -------------------------------------------------------------------------
     def model_dict(self) -> dict[str, list[float] | list[list[float]] | float | str]:
+        space = self.space
+        fmt = (
+            MODEL_FORMAT
+            if space.shapes
+            else f"linear-nearest-centroid/{2 if space.numeric_bins else 1}"
+        )
         return {
-            "format": MODEL_FORMAT,
+            "format": fmt,
             "hash": "crc32",
             "n_buckets": float(self.space.n_buckets),
             "numeric_bins": float(self.space.numeric_bins),
@@ -306,6 +346,7 @@ class ShardPredictor:
             "behaviour": ",".join(BEHAVIOUR_NAMES),
             "lookup_confidence": float(self.lookup_confidence),
             "spread": self.spread.tolist(),
+            **({"shapes": self.shapes.tolist()} if space.shapes else {}),
         }
 
     def to_snapshot(self, service: str, version: int, created_ts: float = 0.0) -> ShardSnapshot:
@@ -344,7 +385,9 @@ class ShardPredictor:
             raise ValueError(f"unsupported snapshot model format {fmt!r}")
         model = {**_FORMATS[fmt], **model}
         space = FeatureSpace(
-            n_buckets=int(model["n_buckets"]), numeric_bins=bool(model["numeric_bins"])
+            n_buckets=int(model["n_buckets"]),
+            numeric_bins=bool(model["numeric_bins"]),
+            shapes=bool(model["shape_features"]),
         )
         coef = np.asarray(model["coef"], dtype=float)
         if coef.shape != (space.n_features, N_BEHAVIOUR):
@@ -364,4 +407,5 @@ class ShardPredictor:
             key_power=float(model["key_power"]),
             profiles=snapshot.shards,
             spread=model.get("spread") if isinstance(model.get("spread"), list) else None,
+            shapes=np.asarray(model.get("shapes") or [], dtype=float).reshape(-1, 3),
         )

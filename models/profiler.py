@@ -37,7 +37,13 @@ from shardshape.models.anomaly import KeyAnomalyDetector
 from shardshape.models.blas import blas_threads
 from shardshape.models.clustering import BehaviourClusterer
 from shardshape.models.describe import ShardDescriber
-from shardshape.models.features import N_BEHAVIOUR, N_FIXED, FeatureSpace
+from shardshape.models.features import (
+    KEY_SLICE,
+    N_BEHAVIOUR,
+    SHAPE_LATENCY,
+    SHAPE_WEIGHT,
+    FeatureSpace,
+)
 from shardshape.models.keystats import (
     ANOMALY_STREAK,
     BEHAVIOUR_SLICE,
@@ -58,6 +64,7 @@ from shardshape.models.keystats import (
 from shardshape.models.predictor import Route, ShardPredictor
 from shardshape.models.regression import BehaviourRegressor
 from shardshape.models.routing import KeyRouter
+from shardshape.models.shapes import ShapeTable
 from shardshape.models.shards import Shards
 from shardshape.streams.columns import EventColumns, columns_of, zeros_for_none
 from shardshape.streams.contracts import RequestEvent, RoutingEntry, ShardProfile, ShardSnapshot
@@ -87,6 +94,17 @@ class ProfilerConfig:
     # against shared-reactive's 373, where 25% fewer needs <= 279; tests/test_simulate.py).
     retire_after: int = 1
     regression_halflife: float = 1_500
+    # The request-shape memory (shardshape.models.shapes): a shape seen n times weighs
+    # n / (n + shape_prior) in the arrival vector; a snapshot carries the most used
+    # ``snapshot_shapes`` shapes. ``shape_features=False``: no shape memory (format /2).
+    shape_features: bool = True
+    shape_prior: float = 2.0
+    shape_min_alpha: float = 0.05
+    snapshot_shapes: int = 1_024
+    # Event time (s) after which a learning profiler re-solves and rebuilds its predictor
+    # even if nothing else asked for it (None: only on the regression's and the clusterer's
+    # cadence). Workers publish a merged snapshot every ``snapshot_interval_s`` (5 s).
+    refresh_s: float | None = 5.0
     key_min_alpha: float = 0.05
     # Most keys held (``max_keys``); the least recently seen are evicted
     # (shardshape.models.keystats).
@@ -204,7 +222,8 @@ class Profiler:
         self.service = service
         self.config = cfg = config or ProfilerConfig()
         self.quarantine_shard = cfg.max_shards
-        self.space = FeatureSpace(cfg.n_buckets)
+        self.space = FeatureSpace(cfg.n_buckets, shapes=cfg.shape_features)
+        self.shapes = ShapeTable(prior=cfg.shape_prior, min_alpha=cfg.shape_min_alpha)
         self.keys = KeyTable(min_alpha=cfg.key_min_alpha, max_keys=cfg.max_keys)
         self.clusterer = BehaviourClusterer(
             max_shards=cfg.max_shards,
@@ -232,6 +251,7 @@ class Profiler:
         self._changed: dict[str, RoutingEntry] = {}
         self._n_events = 0
         self._last_ts = 0.0
+        self._built_ts = 0.0
 
     # -- the batch path -------------------------------------------------------------------
     def process_batch(self, events: Sequence[RequestEvent]) -> list[Assignment]:
@@ -306,11 +326,14 @@ class Profiler:
         space = self.space
         sig_rows, sigs = space.hashed_rows(types, attrs)
         x = space.row_matrix[sig_rows]
+        if space.shapes:
+            shape_ids = space.row_shape_ids[sig_rows]
+            x[:, SHAPE_WEIGHT : SHAPE_LATENCY + 1] = self.predictor.shape_features(shape_ids)
         payload = np.asarray(payloads, dtype=float)
         x[:, 1] = np.log1p(payload)
         keyed, key_rows, key_weights = self.predictor.key_block(route_shard, route_conf, has_route)
         x[keyed, 2] = key_weights
-        x[keyed, 3:N_FIXED] = key_rows * key_weights[:, None]
+        x[keyed, KEY_SLICE] = key_rows * key_weights[:, None]
         predicted = self.predictor.predict_arrays(
             x, route_shard, route_conf, route_quar, has_route
         ).tolist()
@@ -343,14 +366,19 @@ class Profiler:
 
         # 3. Key statistics and routing.
         ts_done = np.array(ts, dtype=float)[done]
-        self._learn_keys(keys, slot, done, done_list, ts, ts_done, b, observed)
+        callers = self._learn_keys(keys, slot, done, done_list, ts, ts_done, b, observed)
         last = float(ts_done.max())
         if last > self._last_ts:
             self._last_ts = last
+        if space.shapes:
+            # A key's requests of one shape count once per batch: one caller's burst does not
+            # speak for everyone who sends that shape (the batch tenant bursting the
+            # interactive requests' shape, on the mixed day).
+            self.shapes.learn(shape_ids[done], b[:, 0], self._last_ts, callers)
 
         # 4. Models.
         used = np.flatnonzero(space.row_matrix[sigs].any(axis=0))
-        cols = np.union1d(np.arange(N_FIXED), used)
+        cols = np.union1d(np.arange(space.n_fixed), used)
         self._learn_models(types, attrs, done_list, x[done], b, cols, batches)
         self._n_events += n
         return BatchResult(keys, predicted, observed_list, anomalous.tolist())
@@ -375,7 +403,9 @@ class Profiler:
         ts_arr: np.ndarray,
         b: np.ndarray,
         observed: np.ndarray,
-    ) -> None:
+    ) -> np.ndarray:
+        """Fold the completed events into their keys' statistics and routes; returns each
+        completed event's key row."""
         cfg = self.config
         table = self.keys
         nd = len(done)
@@ -567,6 +597,7 @@ class Profiler:
                 latest[key] = entry
             for key, (j, _, shard, conf, quarantined) in latest.items():
                 self._changed[key] = self._entry_of(key, shard, conf, quarantined, ts[done_list[j]])
+        return dslot
 
     def _learn_models(
         self,
@@ -595,9 +626,21 @@ class Profiler:
             for row, shard in zip(picked, local.tolist(), strict=True):
                 i = done[row]
                 self.describer.learn_one(shard, types[i], attrs[i])
-        if refresh and not self.config.federated:
+        cfg = self.config
+        if cfg.federated:
+            return
+        if refresh:
             self.version += 1
+            self._built_ts = self._last_ts
             self.predictor = self._build_predictor()
+        elif cfg.refresh_s is not None and self._last_ts - self._built_ts >= cfg.refresh_s:
+            # The shape memory and the regression move with every completion: a new
+            # snapshot at least every ``refresh_s`` of event time, as the workers' merges
+            # publish one. The shards have not changed: their descriptions are kept.
+            self.regressor.solve()
+            self.version += 1
+            self._built_ts = self._last_ts
+            self.predictor = self._build_predictor(self.predictor.profiles)
 
     # -- outputs --------------------------------------------------------------------------
     def routing_changes(self) -> list[RoutingEntry]:
@@ -680,9 +723,11 @@ class Profiler:
             updated_ts=ts,
         )
 
-    def _build_predictor(self) -> ShardPredictor:
+    def _build_predictor(self, profiles: list[ShardProfile] | None = None) -> ShardPredictor:
+        """The predictor of the current model; ``profiles`` (the shards' descriptions) are
+        made afresh unless given."""
         shards = self.shards
-        profiles = [
+        profiles = list(profiles) if profiles else [
             ShardProfile(
                 shard_id=shard,
                 summary=self.describer.summary(shard, c[0], c[1]),
@@ -694,9 +739,10 @@ class Profiler:
                 shards.ids, shards.centroids.tolist(), shards.weights, strict=True
             )
         ]
-        profiles.append(
-            ShardProfile(shard_id=self.quarantine_shard, summary="quarantine", quarantine=True)
-        )
+        if not any(p.quarantine for p in profiles):
+            profiles.append(
+                ShardProfile(shard_id=self.quarantine_shard, summary="quarantine", quarantine=True)
+            )
         return ShardPredictor(
             self.space,
             self.regressor.coef,
@@ -708,4 +754,5 @@ class Profiler:
             lookup_confidence=self.config.lookup_confidence,
             profiles=profiles,
             spread=shards.spread,
+            shapes=self.shapes.export(self.config.snapshot_shapes),
         )

@@ -376,14 +376,17 @@ def test_equal_budget_orders_oracle_shardshape_shared() -> None:
 
 def test_queued_requests_reported_to_the_planner_serve_a_burst_within_its_window() -> None:
     # 07:00-08:00: the batch tenant bursts from a standstill, and blocks planned for the pool
-    # leave its quarantine shard none until the planner hears of the burst.
+    # leave the shards it lands in too few until the planner hears of the burst. Since the
+    # shape memory the tenant itself is served either way (100%); without the reports the
+    # interactive and export requests fall to 98.4% each, with them every profile >= 99%.
     setup = mixed_setup(hours=1.0, warmup_h=1.0, start_h=7.0)
-    batch = {}
+    worst = {}
     for drain_s in (0.0, 40.0):  # 0: the planner ignores the queue reports
         config = with_planning(setup.config, queue_drain_s=drain_s)
         _, summary = Runner(replace(setup, config=config)).run("shardshape", 0.97)
-        batch[drain_s] = summary["slo_attainment"]["batch"]
-    assert batch[0.0] < 0.95 and batch[40.0] >= 0.99, batch
+        shares = summary["slo_attainment"]
+        worst[drain_s] = min(v for k, v in shares.items() if k != OVERALL)
+    assert worst[0.0] < 0.99 <= worst[40.0], worst
 
 
 @pytest.mark.slow

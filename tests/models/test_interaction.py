@@ -40,11 +40,6 @@ def _interaction_stream(n: int, seed: int = 0) -> tuple[list[RequestEvent], list
     return events, truth
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the arrival model is linear in hashed tokens: it cannot predict an interaction "
-    "(docs/profiling.md, Limits); shards from an online regression tree's leaves would",
-)
 def test_shards_separate_an_interaction_of_two_arrival_features() -> None:
     events, truth = _interaction_stream(12_000)
     after = events[6_000].ts

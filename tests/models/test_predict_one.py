@@ -9,17 +9,33 @@ import numpy as np
 import pytest
 
 import shardshape.models.predictor as predictor_module
-from shardshape.models.features import N_BEHAVIOUR, FeatureSpace
+from shardshape.models.features import N_BEHAVIOUR, FeatureSpace, shape_id
 from shardshape.models.predictor import Request, Route, ShardPredictor
 from shardshape.models.profiler import Profiler
 from shardshape.models.synthetic import SyntheticStream
 from shardshape.streams.contracts import ShardSnapshot, decode, encode
 
 
+# Request shapes the random requests often take, for the shape memory of a random predictor.
+_KNOWN_SHAPES = [
+    ("GET /a", {}),
+    ("POST /b", {}),
+    ("GET /c/{id}", {"region": "eu"}),
+    ("GET /a", {"pages": 3.0}),
+    ("POST /b", {"pages": 40.0, "region": "us"}),
+    ("GET /c/{id}", {"fast": True}),
+]
+
+
 def _random_predictor(seed: int) -> ShardPredictor:
     rng = np.random.default_rng(seed)
     space = FeatureSpace(n_buckets=16)
     ids = [3, 0, 7, 1, 12]
+    shapes = np.array(
+        [[shape_id(t, a), w, w * rng.normal(3.0, 2.0)] for (t, a), w in zip(
+            _KNOWN_SHAPES, rng.uniform(0.2, 1.0, len(_KNOWN_SHAPES)), strict=True
+        )]
+    )
     return ShardPredictor(
         space,
         rng.normal(size=(space.n_features, N_BEHAVIOUR)),
@@ -29,6 +45,7 @@ def _random_predictor(seed: int) -> ShardPredictor:
         quarantine_shard=20,
         lookup_confidence=0.9,
         key_power=2.0,
+        shapes=shapes,
     )
 
 
@@ -41,6 +58,14 @@ def _random_requests(seed: int, n: int) -> tuple[list[Request], list[Route | Non
         attributes: dict[str, float | bool | str] = {}
         if rng.random() < 0.5:
             attributes["pages"] = float(rng.choice([1, 2, 3, 40, 55, rng.uniform(0, 1e4)]))
+        if rng.random() < 0.2:  # a shape of the model's shape memory, attributes in any order
+            request_type, known = rng.choice(_KNOWN_SHAPES)
+            items = list(known.items())
+            rng.shuffle(items)
+            requests.append(Request(request_type, rng.uniform(0, 1e4), dict(items)))
+            kind = rng.random()
+            routes.append(None if kind < 0.5 else Route(rng.choice([3, 0, 7]), rng.uniform(0, 1)))
+            continue
         if rng.random() < 0.3:
             attributes["region"] = rng.choice(["eu", "us", "ap"])
         if rng.random() < 0.3:
@@ -105,3 +130,16 @@ def test_a_gateway_snapshot_predicts_one_request_like_the_profilers_batch() -> N
         for e, r in zip(sample, routes, strict=True)
     ]
     assert one == profiler.predictor.predict_many(sample, routes).tolist()
+
+
+def test_the_profiler_predicts_a_batch_as_its_snapshot_does() -> None:
+    """The profiler's batch path builds the arrival vectors itself (cached request shapes,
+    the shape memory, the key block): the same shards as its predictor from plain inputs."""
+    profiler = Profiler("shop")
+    events = list(SyntheticStream(seed=13).events(6_000))
+    for i in range(0, len(events), 500):
+        profiler.process_batch(events[i : i + 500])
+    assert len(profiler.predictor.shapes) > 0
+    sample = list(SyntheticStream(seed=14).events(2_000))
+    routes = [profiler.route_of(f"shop|{e.request_type}|{e.user_id}") for e in sample]
+    assert profiler.predict_many(sample) == profiler.predictor.predict_many(sample, routes).tolist()

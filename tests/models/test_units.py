@@ -178,15 +178,25 @@ def test_bad_mapping_names_the_key(patch: dict, named: str) -> None:
         parse_mapping({**MAPPING, **patch})
 
 
-def test_format_1_snapshot_still_predicts_as_trained() -> None:
+def test_older_snapshot_formats_still_predict_as_trained() -> None:
     snapshot = _trained(2_000).snapshot()
-    assert snapshot.model["format"] == "linear-nearest-centroid/2"
-    model = {k: v for k, v in snapshot.model.items() if k not in ("numeric_bins", "key_power")}
-    old = snapshot.model_copy(update={"model": {**model, "format": "linear-nearest-centroid/1"}})
+    assert snapshot.model["format"] == "linear-nearest-centroid/3"
+    assert len(snapshot.model["shapes"]) > 0  # type: ignore[arg-type]
+    new = ShardPredictor.from_snapshot(snapshot)
+    assert new.key_power == 2.0 and new.space.numeric_bins and new.space.shapes
+    # A gateway still reads what a worker without the shape memory publishes (format /2),
+    # and format /1 (no bins, key weight = confidence).
+    without = _trained(2_000, shape_features=False).snapshot()
+    assert without.model["format"] == "linear-nearest-centroid/2"
+    gateway = ShardPredictor.from_snapshot(without)
+    assert not gateway.space.shapes and gateway.space.n_features == len(without.feature_names)
+    model = {
+        k: v for k, v in without.model.items() if k not in ("numeric_bins", "key_power", "shapes")
+    }
+    old = without.model_copy(update={"model": {**model, "format": "linear-nearest-centroid/1"}})
     gateway = ShardPredictor.from_snapshot(old)
     assert gateway.key_power == 1.0 and not gateway.space.numeric_bins
-    new = ShardPredictor.from_snapshot(snapshot)
-    assert new.key_power == 2.0 and new.space.numeric_bins
+    assert not gateway.space.shapes
 
 
 def test_a_shard_the_cut_leaves_out_lives_until_enough_cuts_in_a_row_leave_it_out() -> None:
