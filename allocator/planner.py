@@ -136,21 +136,24 @@ def shard_demands(
     pool_id: str,
     forecasts: Mapping[ShardKey, float],
     means: Mapping[ShardKey, float] | None = None,
+    quantiles: Mapping[ShardKey, float] | None = None,
 ) -> list[ShardDemand]:
     """Optimiser inputs for every forecast shard of the services in ``pool_id``.
 
-    ``forecasts`` maps (service, shard id) to the forecast at ``[planning].forecast_quantile``;
+    ``forecasts`` maps (service, shard id) to the forecast at ``[planning].forecast_quantile``
+    (or at the shard's own quantile in ``quantiles``: 0.5 for a shard planned at its mean);
     shards of services in other pools are ignored. With the mean forecasts (``means``), a
     shard's capacities are :func:`joint_capacity`: demand and capacity uncertainty make one
     quantile of load together. Without, they are the calibrator's conservative estimates.
     """
     services = set(config.services_of(pool_id))
-    q = config.planning.forecast_quantile
+    quantiles = quantiles or {}
     demands = []
     for (service, shard_id), rps in sorted(forecasts.items()):
         if service not in services:
             continue
         settings = config.shard_settings(service, shard_id)
+        q = quantiles.get((service, shard_id), config.planning.forecast_quantile)
         if means is None:
             capacity = calibrator.capacities(service, shard_id, settings.block_types)
         else:
@@ -168,7 +171,7 @@ def shard_demands(
                 priority=settings.priority,
                 min_blocks=settings.min_blocks,
                 target_utilisation=settings.target_utilisation,
-                quantile=config.planning.forecast_quantile,
+                quantile=q,
                 slo_p99_ms=settings.slo_p99_ms,
                 mean_rps=None if means is None else means.get((service, shard_id), rps),
             )

@@ -49,6 +49,9 @@ log = logging.getLogger("shardshape.planning")
 # A gateway's queue report older than this counts for nothing (the gateway stopped, or lost
 # Kafka): a stale backlog would hold blocks for demand that has long been served or dropped.
 QUEUE_REPORT_TTL_S = 30.0
+# The longest a gateway waits between two queue reports (SHARDSHAPE_REPORTER_QUEUE_INTERVAL_MS
+# is at most 10,000): part of how long a waiting request waits for the blocks it brings.
+QUEUE_REPORT_MAX_S = 10.0
 
 
 def experiment_policy(settings: Settings) -> ExperimentPolicy:
@@ -344,12 +347,16 @@ class PlanningLoop:
         self._planned_at = now
         policy = self.config.planning
         horizon_s = self.horizon_bins * self.window_s
-        forecasts, means, idle = {}, {}, set()
+        forecasts, means, idle, quantiles = {}, {}, set(), {}
         for key, f in self.forecasters.items():
             # Waiting requests are demand the forecast has not seen: served within the drain
             # time, they add as much to the mean as to the quantile.
             queued_rps = backlog.get(key, 0) / policy.queue_drain_s if backlog else 0.0
             upper, mean = self.demand(key, f)
+            if self.can_wait(key):
+                # Its requests can wait for the blocks a burst's queue reports bring: no
+                # margin held through every quiet window for the burst's first minutes.
+                upper, quantiles[key] = mean, 0.5
             # Less than one request expected over the horizon, even at the upper quantile:
             # no block, not even the shard's minimum. A fading series never forecasts exactly
             # 0, and any demand above 0 costs a whole block; a stray request runs in the
@@ -369,7 +376,9 @@ class PlanningLoop:
                             "to plan its shards", service, service)  # fmt: skip
         plans = []
         for pool_id, planner in self.planners.items():
-            demands = shard_demands(self.config, self.calibrator, pool_id, forecasts, means)
+            demands = shard_demands(
+                self.config, self.calibrator, pool_id, forecasts, means, quantiles
+            )
             if not demands:
                 continue
             demands = [replace(d, min_blocks=0) if d.key in idle else d for d in demands]
@@ -387,6 +396,29 @@ class PlanningLoop:
             plans += self._service_plans(pool_id, step.allocation, services, now)
         self._retired = False
         return plans
+
+    def reaction_s(self) -> float:
+        """How long a request that finds its shard's blocks busy waits, at most, for the
+        blocks its wait brings: a gateway's queue report, a replan, a block's start-up."""
+        policy = self.config.planning
+        return QUEUE_REPORT_MAX_S + policy.queue_replan_s + policy.block_start_s
+
+    def can_wait(self, key: ShardKey) -> bool:
+        """Whether ``key``'s SLO leaves its requests :meth:`reaction_s` to wait beyond their
+        service time (the slowest of its block types, as calibrated), so that the shard is
+        planned at its mean forecast: a burst above the plan waits for the blocks the queue
+        reports bring and still meets the SLO, and no quiet window pays for its margin. A shard
+        with no SLO, or with queue reports off (``queue_drain_s = 0``), keeps the quantile."""
+        policy = self.config.planning
+        settings = self.config.shard_settings(*key)
+        if settings.slo_p99_ms is None or not policy.queue_drain_s:
+            return False
+        service_s = 0.0
+        for name in settings.block_types:
+            rps = self.calibrator.estimate(key[0], key[1], name).mean_rps
+            slots = self.config.block_types[name].concurrency
+            service_s = max(service_s, slots / rps if rps > 0 else float("inf"))
+        return settings.slo_p99_ms / 1000.0 - service_s >= self.reaction_s()
 
     def demand(self, key: ShardKey, forecaster: DemandForecaster) -> tuple[float, float]:
         """What a plan provisions ``key`` for over the horizon, requests/s: the highest

@@ -220,3 +220,46 @@ def test_queue_drain_s_zero_ignores_queue_reports(drain_s: float) -> None:
     loop.add_queued(_queued("gw-a", 24, {0: 5000}))
     plans = loop.tick(25)  # between windows, queue_replan_s after the last plan
     assert bool(plans) == bool(drain_s)
+
+
+def _noisy(window: int) -> float:
+    """Requests/s of a shard whose windows swing between quiet and busy."""
+    return (5.0, 40.0, 10.0, 25.0)[window % 4]
+
+
+@pytest.mark.parametrize(
+    ("slo_ms", "latency_ms", "margin"),
+    [
+        (None, 400.0, True),  # no SLO: the forecast quantile
+        (30_000.0, 400.0, True),  # 0.4 s of service leaves 29.6 s: less than the reaction
+        (120_000.0, 400.0, False),  # 119.6 s: a burst can wait for blocks the reports bring
+        (120_000.0, 100_000.0, True),  # slow requests leave too little of the SLO to wait
+    ],
+)
+def test_a_shard_whose_slo_leaves_time_to_wait_for_blocks_is_planned_at_its_mean(
+    slo_ms: float | None, latency_ms: float, margin: bool
+) -> None:
+    slo = f"slo_p99_ms = {slo_ms}\n" if slo_ms else ""
+    config = parse_pools_config(POOLS + slo)
+    loop = PlanningLoop(config, WINDOW_S, horizon_s=20, complete_after_s=0)
+    # Reaction: a gateway's longest report interval, a replan, a block's start-up.
+    assert loop.reaction_s() == 10.0 + 10.0 + 30.0
+    plans, means = [], []
+    for window in range(40):
+        event = RequestEvent(request_id="r", ts=0, service="shop", request_type="t",
+                             latency_ms=latency_ms, attributes={"busy_ms": latency_ms})  # fmt: skip
+        stats = ShardStats()
+        for _ in range(round(_noisy(window) * WINDOW_S)):
+            stats.add(event)
+        made = _window(loop, window, {"shop|0|": stats.to_bytes().decode()})
+        plans += made
+        means += [max(loop.forecasters["shop", 0].forecast(loop.horizon_bins))] * len(made)
+    assert loop.can_wait(("shop", 0)) is not margin
+    (spec,) = plans[-1].shards
+    mean = means[-1]
+    # The plan says which it planned: "forecast p90 ..." or "forecast p50 ..." (the mean).
+    if margin:
+        assert spec.forecast_rps > 1.1 * mean and "shard 0: forecast p90" in plans[-1].rationale
+    else:
+        assert spec.forecast_rps == pytest.approx(mean)
+        assert "shard 0: forecast p50" in plans[-1].rationale
