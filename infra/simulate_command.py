@@ -124,6 +124,14 @@ from shardshape.allocator.simulate.names import STRATEGIES as _STRATEGIES
     'it, plans round blocks per shard even where the pools say block_rounding = "pool".',
 )
 @click.option(
+    "--block-start-s",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 3_600),
+    help="shardshape, its ablations and oracle: a block they add serves after this many "
+    "seconds (shared-reactive's always start after 30 s); 0: at once.",
+)
+@click.option(
     "--grid",
     is_flag=True,
     help="trace: the protocol's grid, the equal-budget comparison at the default budget in "
@@ -169,6 +177,7 @@ def simulate(
     budget: float | None,
     target: float,
     lending: bool,
+    block_start_s: float,
     grid: bool,
     grid_days: str,
     grid_speeds: str,
@@ -239,6 +248,7 @@ def simulate(
             if lending
             else None
         ),
+        "block_start_s": block_start_s,
     }
     try:
         config = load_pools_config(pools) if pools else None
@@ -335,6 +345,8 @@ def _grid(
         f"equal budget per cell: shardshape beats shared-reactive in {out['cells_won']} of "
         f"{out['cells_compared']}"
     )
+    if out["block_start_s"]:
+        title += f" (planned blocks start after {out['block_start_s']:g} s)"
     table = Table("cell", "strategy", "knob", "block-hours", "SLO", "p50 s", "p99 s", title=title)
     for cell in out["cells"]:
         label = f"{cell['cell']} ({cell['budget_block_hours']:,.1f} bh)"

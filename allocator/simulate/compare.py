@@ -70,6 +70,9 @@ class Setup:
     budget_utilisation: float = 0.85
     # How shardshape's and the oracle's queues lend idle slots (None: each takes only its own).
     lending: LendingPolicy | None = field(default_factory=LendingPolicy)
+    # Seconds before a block that shardshape, its ablations or the oracle add serves (0: at
+    # once). shared-reactive's new blocks always serve after its own 30 s start-up.
+    block_start_s: float = 0.0
 
     @property
     def default_utilisation(self) -> float:
@@ -178,11 +181,12 @@ class Runner:
         config = with_target_utilisation(s.config, value)
         if config.planning.block_rounding != s.block_rounding:
             config = with_planning(config, block_rounding=s.block_rounding)
+        planned: Strategy
         if strategy in _SHAPED:
             default_blocks = self.default_blocks(pool_blocks)
             if pool_blocks is not None:
                 config = with_pool_blocks(config, s.workload.service, pool_blocks - default_blocks)
-            return _SHAPED[strategy](
+            planned = _SHAPED[strategy](
                 s.workload,
                 config,
                 max_shards=s.max_shards,
@@ -192,10 +196,10 @@ class Runner:
                 default_blocks=default_blocks,
                 lending=s.lending,
             )
-        if strategy == "oracle":
+        elif strategy == "oracle":
             if pool_blocks is not None:
                 config = with_pool_blocks(config, s.workload.service, pool_blocks)
-            return Oracle(
+            planned = Oracle(
                 s.workload,
                 config,
                 quarantine_shard=s.max_shards,
@@ -203,7 +207,12 @@ class Runner:
                 horizon_s=s.horizon_s,
                 lending=s.lending,
             )
-        raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+        else:
+            raise ValueError(
+                f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}"
+            )
+        planned.ready_delay_s = s.block_start_s  # type: ignore[attr-defined]
+        return planned
 
     def default_blocks(self, pool_blocks: int | None = None) -> int:
         """Blocks of ``shardshape``'s default pool: the gateway's ``default_slots``, or one

@@ -142,7 +142,12 @@ def run_grid(
             }
         )
     won = [c["shardshape_wins"] for c in out if c["shardshape_wins"] is not None]
-    return {"cells": out, "cells_won": sum(won), "cells_compared": len(won)}
+    return {
+        "cells": out,
+        "cells_won": sum(won),
+        "cells_compared": len(won),
+        "block_start_s": float(setup.get("block_start_s", 0.0)),  # type: ignore[arg-type]
+    }
 
 
 def wins(comparison: dict) -> bool | None:

@@ -37,6 +37,7 @@ def mixed_setup(
     horizon_s: float = 120.0,
     default_slots: int = 16,
     lending: LendingPolicy | None = LENDING,
+    block_start_s: float = 0.0,
 ) -> Setup:
     """The ``mixed`` scenario (see :mod:`shardshape.allocator.simulate.mixed`) on its own pool, or
     on ``config`` (which must serve the service ``shop``); ``lending`` is how ``shardshape``'s
@@ -56,6 +57,7 @@ def mixed_setup(
         horizon_s=horizon_s,
         default_slots=default_slots,
         lending=lending,
+        block_start_s=block_start_s,
     )
 
 
@@ -74,6 +76,7 @@ def trace_setup(
     lending: LendingPolicy | None = LENDING,
     score_after: float | None = None,
     score_until: float | None = None,
+    block_start_s: float = 0.0,
 ) -> Setup:
     """The ``trace`` scenario (see :mod:`shardshape.allocator.simulate.from_trace`)."""
     workload = trace_workload(
@@ -98,6 +101,7 @@ def trace_setup(
         horizon_s=horizon_s,
         default_slots=default_slots,
         lending=lending,
+        block_start_s=block_start_s,
     )
 
 
@@ -136,6 +140,7 @@ def evaluate(
             "max_shards": setup.max_shards,
             "default_target_utilisation": setup.default_utilisation,
             "block_rounding": setup.block_rounding,
+            "block_start_s": setup.block_start_s,
             "lending": (
                 {
                     "reserve_fraction": setup.lending.reserve_fraction,
