@@ -139,7 +139,9 @@ class FeatureSpace:
         its weight and its weighted mean log latency, filled in by the predictor.
     """
 
-    def __init__(self, n_buckets: int = 128, numeric_bins: bool = True, shapes: bool = True) -> None:
+    def __init__(
+        self, n_buckets: int = 128, numeric_bins: bool = True, shapes: bool = True
+    ) -> None:
         self.n_buckets = n_buckets
         self.numeric_bins = numeric_bins
         self.shapes = shapes

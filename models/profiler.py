@@ -727,18 +727,22 @@ class Profiler:
         """The predictor of the current model; ``profiles`` (the shards' descriptions) are
         made afresh unless given."""
         shards = self.shards
-        profiles = list(profiles) if profiles else [
-            ShardProfile(
-                shard_id=shard,
-                summary=self.describer.summary(shard, c[0], c[1]),
-                weight=float(w),
-                latency_ms_p50=float(np.expm1(c[0])),
-                error_rate=float(min(max(c[1], 0.0), 1.0)),
-            )
-            for shard, c, w in zip(
-                shards.ids, shards.centroids.tolist(), shards.weights, strict=True
-            )
-        ]
+        profiles = (
+            list(profiles)
+            if profiles
+            else [
+                ShardProfile(
+                    shard_id=shard,
+                    summary=self.describer.summary(shard, c[0], c[1]),
+                    weight=float(w),
+                    latency_ms_p50=float(np.expm1(c[0])),
+                    error_rate=float(min(max(c[1], 0.0), 1.0)),
+                )
+                for shard, c, w in zip(
+                    shards.ids, shards.centroids.tolist(), shards.weights, strict=True
+                )
+            ]
+        )
         if not any(p.quarantine for p in profiles):
             profiles.append(
                 ShardProfile(shard_id=self.quarantine_shard, summary="quarantine", quarantine=True)

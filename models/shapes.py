@@ -82,9 +82,7 @@ class ShapeTable:
         if not len(ids):
             return
         if callers is not None:
-            pairs, pair_of = np.unique(
-                np.column_stack([ids, callers]), axis=0, return_inverse=True
-            )
+            pairs, pair_of = np.unique(np.column_stack([ids, callers]), axis=0, return_inverse=True)
             pair_of = pair_of.ravel()
             log_latency = np.bincount(pair_of, weights=log_latency) / np.bincount(pair_of)
             ids = pairs[:, 0]

@@ -208,9 +208,7 @@ class Runner:
                 lending=s.lending,
             )
         else:
-            raise ValueError(
-                f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}"
-            )
+            raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
         planned.ready_delay_s = s.block_start_s  # type: ignore[attr-defined]
         return planned
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 import random
 
-import pytest
-
 from shardshape.models.evaluate import eta2, evaluate_profiles
 from shardshape.streams.contracts import RequestEvent
 

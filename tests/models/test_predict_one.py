@@ -15,7 +15,6 @@ from shardshape.models.profiler import Profiler
 from shardshape.models.synthetic import SyntheticStream
 from shardshape.streams.contracts import ShardSnapshot, decode, encode
 
-
 # Request shapes the random requests often take, for the shape memory of a random predictor.
 _KNOWN_SHAPES = [
     ("GET /a", {}),
@@ -32,9 +31,12 @@ def _random_predictor(seed: int) -> ShardPredictor:
     space = FeatureSpace(n_buckets=16)
     ids = [3, 0, 7, 1, 12]
     shapes = np.array(
-        [[shape_id(t, a), w, w * rng.normal(3.0, 2.0)] for (t, a), w in zip(
-            _KNOWN_SHAPES, rng.uniform(0.2, 1.0, len(_KNOWN_SHAPES)), strict=True
-        )]
+        [
+            [shape_id(t, a), w, w * rng.normal(3.0, 2.0)]
+            for (t, a), w in zip(
+                _KNOWN_SHAPES, rng.uniform(0.2, 1.0, len(_KNOWN_SHAPES)), strict=True
+            )
+        ]
     )
     return ShardPredictor(
         space,

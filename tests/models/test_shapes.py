@@ -10,9 +10,8 @@ from shardshape.models.shapes import ShapeTable
 
 
 def _one_at_a_time(values: list[float], min_alpha: float) -> float:
-    mean, n = 0.0, 0
-    for y in values:
-        n += 1
+    mean = 0.0
+    for n, y in enumerate(values, start=1):
         mean += max(1.0 / n, min_alpha) * (y - mean)
     return mean
 
