@@ -11,8 +11,8 @@ prior)``, and the weight times the mean), and the regression learns how far to t
 beside the tokens and the key's history. An unseen shape has weight 0: the tokens alone.
 
 A shape's mean is exact while it is young and exponentially weighted later (``alpha =
-max(1 / n, min_alpha)`` per request, as a key's; a batch's requests of one shape are folded
-in together), so its old latency fades. The table holds at most ``max_shapes`` shapes (the
+max(1 / n, min_alpha)`` per request, about its last hundred by default; a batch's requests
+of one shape are folded in together, a caller's counting once), so its old latency fades. The table holds at most ``max_shapes`` shapes (the
 ones completed longest ago go first); a snapshot carries the ``limit`` most used of them
 (:meth:`ShapeTable.export`), which is all a gateway needs: a lookup of plain numbers.
 
@@ -49,7 +49,7 @@ class ShapeTable:
     """
 
     def __init__(
-        self, prior: float = 2.0, min_alpha: float = 0.05, max_shapes: int = 20_000
+        self, prior: float = 2.0, min_alpha: float = 0.01, max_shapes: int = 20_000
     ) -> None:
         self.prior = prior
         self.min_alpha = min_alpha

@@ -377,7 +377,14 @@ class Runner:
         """Secant search (in ``1 / utilisation``) for the utilisation holding ``budget``,
         from ``start`` (the pools config's target), under a pool cap of ``pool_blocks``.
         Of the runs that hold the budget within ``tolerance``, or else of all runs, the one
-        that holds closest to it."""
+        that holds closest to it.
+
+        Block-hours fall as the utilisation rises, but not strictly: a plan's blocks are
+        whole and its queues react to what the last plan left waiting, so a step of the knob
+        can hold a little more. Once two runs straddle the budget, every next utilisation is
+        inside the tightest such bracket (the secant's when it falls inside, else the
+        bracket's middle), so a bump cannot throw the search out of the interval where the
+        budget is crossed (:func:`next_utilisation`)."""
         lo_u, hi_u = _UTILISATION
         u = start if start is not None else self.setup.default_utilisation
         tried: list[tuple[float, float]] = []
@@ -387,13 +394,7 @@ class Runner:
             tried.append((u, held))
             if abs(held - budget) <= tolerance * budget:
                 break
-            if len(tried) >= 2 and tried[-1][1] != tried[-2][1]:
-                (u1, b1), (u2, b2) = tried[-2], tried[-1]
-                x = 1 / u2 + (budget - b2) * (1 / u2 - 1 / u1) / (b2 - b1)
-                nxt = 1 / x if x > 0 else hi_u
-            else:
-                nxt = u * held / budget
-            nxt = min(max(nxt, lo_u), hi_u)
+            nxt = min(max(next_utilisation(tried, budget), lo_u), hi_u)
             if round(nxt, 4) == round(u, 4) or round(nxt, 4) in {round(t, 4) for t, _ in tried}:
                 break
             u = nxt
@@ -454,6 +455,56 @@ class Runner:
         outcome = self.outcome(name, value, runs)
         outcome.meets_target = met
         return outcome
+
+
+def next_utilisation(tried: list[tuple[float, float]], budget: float) -> float:
+    """The next utilisation to try, from ``(utilisation, block-hours)`` runs so far.
+
+    The secant through the last two runs, in ``1 / utilisation`` (block-hours go about as
+    ``1 / utilisation``); the first step scales the utilisation by what it held over the
+    budget. While every run holds more than the budget the step goes above the highest
+    utilisation tried (below the lowest while every run holds less); once some pair of runs
+    adjacent in utilisation straddles the budget, it stays strictly inside such a pair: the
+    secant's point if it falls inside one, else the middle of the narrowest.
+
+    >>> next_utilisation([(0.7, 100.0)], 80.0)
+    0.875
+    >>> round(next_utilisation([(0.7, 100.0), (0.875, 70.0)], 80.0), 4)  # secant, inside
+    0.8077
+    >>> # 0.8 held barely more than 0.9: the secant of the last two runs points far below
+    >>> # 0.7, out of (0.7, 0.8) where the budget is crossed; the middle is taken instead.
+    >>> round(next_utilisation([(0.7, 100.0), (0.9, 70.0), (0.8, 71.0)], 80.0), 4)
+    0.75
+    >>> # Both runs over the budget, the second more (a bump): not back below 0.75.
+    >>> round(next_utilisation([(0.7, 85.0), (0.75, 90.0)], 80.0), 4)
+    0.8438
+    """
+    u, held = tried[-1]
+    if len(tried) >= 2 and tried[-1][1] != tried[-2][1]:
+        (u1, b1), (u2, b2) = tried[-2], tried[-1]
+        x = 1 / u2 + (budget - b2) * (1 / u2 - 1 / u1) / (b2 - b1)
+        nxt = 1 / x if x > 0 else _UTILISATION[1]
+    else:
+        nxt = u * held / budget
+    ordered = sorted(tried)
+    brackets = [
+        (a, b)
+        for (a, held_a), (b, held_b) in zip(ordered, ordered[1:], strict=False)
+        if (held_a - budget) * (held_b - budget) < 0
+    ]
+    if not brackets:
+        # Every run on one side of the budget: go beyond the run nearest it in utilisation
+        # (block-hours fall as it rises), scaling it as the first step does if the secant
+        # points back.
+        if held > budget:
+            edge, edge_held = ordered[-1]
+            return nxt if nxt > edge else edge * edge_held / budget
+        edge, edge_held = ordered[0]
+        return nxt if nxt < edge else edge * edge_held / budget
+    if any(a < nxt < b for a, b in brackets):
+        return nxt
+    a, b = min(brackets, key=lambda pair: pair[1] - pair[0])
+    return (a + b) / 2
 
 
 def _slope(tried: dict[int, float], hours: float) -> float:
