@@ -11,10 +11,11 @@ prior)``, and the weight times the mean), and the regression learns how far to t
 beside the tokens and the key's history. An unseen shape has weight 0: the tokens alone.
 
 A shape's mean is exact while it is young and exponentially weighted later (``alpha =
-max(1 / n, min_alpha)`` per request, about its last hundred by default; a batch's requests
-of one shape are folded in together, a caller's counting once), so its old latency fades. The table holds at most ``max_shapes`` shapes (the
-ones completed longest ago go first); a snapshot carries the ``limit`` most used of them
-(:meth:`ShapeTable.export`), which is all a gateway needs: a lookup of plain numbers.
+max(1 / n, min_alpha)`` per request: about its last hundred by default; a batch's requests
+of one shape are folded in together, a caller's counting once), so its old latency fades.
+The table holds at most ``max_shapes`` shapes (the ones completed longest ago go first); a
+snapshot carries the ``limit`` most used of them (:meth:`ShapeTable.export`), which is all
+a gateway needs: a lookup of plain numbers.
 
 >>> table = ShapeTable(prior=1.0)
 >>> table.learn(np.array([7, 7, 9]), np.array([2.0, 4.0, 8.0]), now=1.0)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from shardshape.allocator.pools_config import PlanningPolicy, PoolsConfig
 from shardshape.allocator.simulate.ablations import PerfectForecast, TrueProfiles
@@ -489,7 +490,7 @@ def next_utilisation(tried: list[tuple[float, float]], budget: float) -> float:
     ordered = sorted(tried)
     brackets = [
         (a, b)
-        for (a, held_a), (b, held_b) in zip(ordered, ordered[1:], strict=False)
+        for (a, held_a), (b, held_b) in pairwise(ordered)
         if (held_a - budget) * (held_b - budget) < 0
     ]
     if not brackets:
