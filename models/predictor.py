@@ -260,8 +260,11 @@ class ShardPredictor:
         """Shards of many arriving requests (``routes[i]`` is request ``i``'s key route)."""
         x = self.space.arrival_matrix(requests, *self.key_rows(routes))
         if self.space.shapes:
-            ids = [shape_id(r.request_type, r.attributes) for r in requests]
-            x[:, _SHAPES] = self.shape_features(np.asarray(ids, dtype=np.int64))
+            space = self.space
+            rows, _ = space.hashed_rows(
+                [r.request_type for r in requests], [r.attributes for r in requests]
+            )
+            x[:, _SHAPES] = self.shape_features(space.row_shape_ids[rows])
         return self.predict_matrix(x, routes)
 
     def shape_features(self, ids: np.ndarray) -> np.ndarray:

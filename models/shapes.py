@@ -83,11 +83,16 @@ class ShapeTable:
         if not len(ids):
             return
         if callers is not None:
-            pairs, pair_of = np.unique(np.column_stack([ids, callers]), axis=0, return_inverse=True)
-            pair_of = pair_of.ravel()
+            # One integer per (shape, caller): a shape id is a CRC-32 (< 2**32), a caller a
+            # key's row (< 2**31), so the pair fits a signed 64-bit integer.
+            pair = (np.asarray(ids, dtype=np.int64) << 31) | np.asarray(callers, dtype=np.int64)
+            pairs, pair_of = np.unique(pair, return_inverse=True)
             log_latency = np.bincount(pair_of, weights=log_latency) / np.bincount(pair_of)
-            ids = pairs[:, 0]
-        uniq, inv = np.unique(ids, return_inverse=True)
+            ids = pairs >> 31  # sorted, as the pairs are
+            new_shape = np.r_[True, ids[1:] != ids[:-1]]
+            uniq, inv = ids[new_shape], np.cumsum(new_shape) - 1
+        else:
+            uniq, inv = np.unique(ids, return_inverse=True)
         k = np.bincount(inv).astype(float)
         batch_mean = np.bincount(inv, weights=log_latency) / k
         rows = self._rows(uniq.tolist(), now)
