@@ -13,7 +13,7 @@ Pure code (no Faust, no Kafka). What the planner timer uses:
 - :meth:`~shardshape.allocator.planner.PoolPlanner.plan` -> ``PlanStep`` with the pool's
   :class:`~shardshape.allocator.optimiser.Allocation`;
 - :func:`~shardshape.allocator.plan.build_plan` -> one
-  :class:`~shardshape.streams.contracts.AllocationPlan` per service.
+  :class:`~shardshape.core.contracts.AllocationPlan` per service.
 
 Import each from its module. This package imports nothing itself: the gateway uses its light
 modules (``arms``, ``client``) and must not load the optimiser, which needs scipy (the

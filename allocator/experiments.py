@@ -1,7 +1,7 @@
 """Experiments on live traffic: propose, measure per arm, decide, adopt what wins.
 
 The planning loop hands :class:`ExperimentManager` every complete metric window (the same
-per (service, shard, arm) :class:`~shardshape.streams.metrics.ShardStats` the planner learns from)
+per (service, shard, arm) :class:`~shardshape.core.metrics.ShardStats` the planner learns from)
 and
 asks it to amend every plan it builds:
 
@@ -62,7 +62,7 @@ from shardshape.allocator.sequential import (
     TestDesign,
     Verdict,
 )
-from shardshape.streams.contracts import (
+from shardshape.core.contracts import (
     MAX_ID_CHARS,
     AllocationPlan,
     Arm,
@@ -74,7 +74,7 @@ from shardshape.streams.contracts import (
     ResourceSpec,
     ShardSpec,
 )
-from shardshape.streams.metrics import ShardStats, split_metric_key
+from shardshape.core.metrics import ShardStats, split_metric_key
 
 log = logging.getLogger("shardshape.experiments")
 

@@ -16,9 +16,9 @@ banks no credit.
 
 Optionally (``lending``) the pools are work-conserving: a shard's planned slots are its
 reservation, and a request whose pool has no free slot borrows an idle slot of another pool
-(another shard's or the default pool) by the rule of :mod:`shardshape.gateway.lending`: only from a
-pool with no waiters of its own that keeps its reserve of idle slots, and from a pool of higher
-priority only when the policy lends ``to_lower`` (it then keeps at least one slot idle).
+(another shard's or the default pool) by the rule of :mod:`shardshape.allocator.lending`: only
+from a pool with no waiters of its own that keeps its reserve of idle slots, and from a pool of
+higher priority only when the policy lends ``to_lower`` (it then keeps at least one slot idle).
 A borrowed request holds the lender's slot (and memory) and keeps its own pool's cache,
 bandwidth and counts. Experiment arms neither lend nor borrow (an arm is measured on its own
 resources).
@@ -51,9 +51,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from shardshape.allocator.arms import ArmAssigner
+from shardshape.allocator.lending import Lender, LendingPolicy, choose_lender
+from shardshape.core.contracts import AllocationPlan
 from shardshape.gateway.bandwidth import TokenBucket
 from shardshape.gateway.cache import CacheLookup, ShardCache, request_lookup
-from shardshape.gateway.lending import Lender, LendingPolicy, choose_lender
 from shardshape.gateway.limits import (
     PoolDefaults,
     PoolLimits,
@@ -61,12 +62,11 @@ from shardshape.gateway.limits import (
     limits_of_shard,
     running_experiments,
 )
-from shardshape.streams.contracts import AllocationPlan
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
-    from shardshape.infra.settings import Settings
+    from shardshape.core.settings import Settings
 
 log = logging.getLogger("shardshape.gateway.pools")
 
@@ -352,7 +352,7 @@ class ShardPools:
         for how ``io_weight`` orders waiting pools when this budget binds.
     lending
         The rule by which a busy pool borrows idle slots of others (``None``: no lending,
-        every pool takes only its own slots). See :mod:`shardshape.gateway.lending`.
+        every pool takes only its own slots). See :mod:`shardshape.allocator.lending`.
     """
 
     def __init__(
@@ -635,7 +635,7 @@ class ShardPools:
 
     def _lender(self, pool: ShardPool, memory: float) -> ShardPool | None:
         """The pool whose idle slot a request of ``pool`` borrows now
-        (:mod:`shardshape.gateway.lending`)."""
+        (:mod:`shardshape.allocator.lending`)."""
         if self.lending is None or pool.key.arm is not None or pool.draining:
             return None
         candidates = [

@@ -16,7 +16,7 @@ With :meth:`Reporter.watch_queues`, the same thread also tells the planner every
 (:mod:`shardshape.gateway.queue_report`); these best-effort messages are no events and stay out of
 the counters' identity. See docs/reporter.md.
 
->>> from shardshape.infra.settings import Settings
+>>> from shardshape.core.settings import Settings
 >>> reporter = Reporter(Settings(kafka_bootstrap="127.0.0.1:9"), gateway_id="gw-1")
 >>> reporter.report(RequestEvent(request_id="r1", ts=0, service="s", request_type="t"))
 >>> reporter.close(timeout=0)  # nothing listens there: the event is dropped, and counted
@@ -40,11 +40,8 @@ from typing import Any, NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from shardshape.gateway.queue_report import QueueReports
-from shardshape.gateway.spool import Spool
-from shardshape.infra.settings import Settings
-from shardshape.streams.batching import PartitionBatcher
-from shardshape.streams.contracts import (
+from shardshape.core.batching import PartitionBatcher
+from shardshape.core.contracts import (
     MAX_ID_CHARS,
     QUEUE_REPORT_KEY,
     ContractError,
@@ -53,7 +50,10 @@ from shardshape.streams.contracts import (
     decode_requests,
     encode,
 )
-from shardshape.streams.partitioning import partition_for, profile_key
+from shardshape.core.partitioning import partition_for, profile_key
+from shardshape.core.settings import Settings
+from shardshape.gateway.queue_report import QueueReports
+from shardshape.gateway.spool import Spool
 
 log = logging.getLogger("shardshape.gateway.reporter")
 
@@ -114,7 +114,7 @@ class Reporter:
     settings
         ``kafka_bootstrap``, ``topic_requests``, ``requests_partitions``, ``topic_windows``
         (for queue reports) and the ``reporter_*`` settings are used; validated again here
-        (a bad one raises :class:`~shardshape.infra.settings.SettingsError` naming it).
+        (a bad one raises :class:`~shardshape.core.settings.SettingsError` naming it).
     gateway_id
         This gateway (service replica); every ``RequestBatch`` carries it, and the planner
         counts live replicas by it.
@@ -204,7 +204,7 @@ class Reporter:
         Every ``reporter_queue_interval_ms`` the reporter's thread (never the caller's) calls
         ``queued()`` (e.g. :meth:`shardshape.gateway.pools.ShardPools.queued_by_shard`; it must be
         safe to call from that thread) and, while anything waits, sends a
-        :class:`~shardshape.streams.contracts.QueueReport` to the planner's topic, then one without
+        :class:`~shardshape.core.contracts.QueueReport` to the planner's topic, then one without
         shards once the queues drain. Calling it again for ``service`` replaces ``queued``.
         """
         self._queue_reports.watch(service, queued)

@@ -1,7 +1,7 @@
 """What a running gateway reports about itself (JSON at :data:`STATUS_PATH`), read by
 ``shardshape doctor --gateway-url``, and its health next to it (:func:`health_endpoints`).
 
->>> from shardshape.streams.contracts import ResourceSpec
+>>> from shardshape.core.contracts import ResourceSpec
 >>> status = GatewayStatus(
 ...     service="shop",
 ...     routing_entries=12,
@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shardshape.core.contracts import CachePolicy, ResourceSpec
+from shardshape.core.health import liveness, readiness
 from shardshape.gateway.endpoints import Endpoint, json_endpoint
-from shardshape.streams.contracts import CachePolicy, ResourceSpec
-from shardshape.streams.health import liveness, readiness
 
 if TYPE_CHECKING:
     from rich.console import RenderableType

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
+from shardshape.core.net import ensure_port_free
+from shardshape.core.settings import ENV_PREFIX, Settings
 from shardshape.infra.extras import MissingExtra
-from shardshape.infra.net import ensure_port_free
-from shardshape.infra.settings import ENV_PREFIX, Settings
 
 log = logging.getLogger("shardshape.broker")
 

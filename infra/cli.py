@@ -16,53 +16,20 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from shardshape.core.net import PortInUseError
+from shardshape.core.settings import ENV_PREFIX, Settings, SettingsError
 from shardshape.infra.broker import BrokerError, EmbeddedBroker, kafka_bootstrap
-from shardshape.infra.extras import MissingExtra, require_extra
+from shardshape.infra.command_support import (
+    CommandError,
+    bootstrapped,
+    console,
+    parse_time,
+    require,
+    settings_of,
+)
 from shardshape.infra.gateway_command import gateway
-from shardshape.infra.logs import configure_logging
-from shardshape.infra.net import PortInUseError
-from shardshape.infra.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 from shardshape.infra.simulate_command import simulate
 from shardshape.infra.topics import create_topics, describe_topics
-
-console = Console(stderr=True)
-
-
-class CommandError(click.ClickException):
-    """A failure the user can fix; printed without a traceback."""
-
-    exit_code = 2
-
-
-def _settings(ctx: click.Context) -> Settings:
-    """Settings for this invocation, loaded on first use (so `--help` works with bad ones)."""
-    root = ctx.find_root()
-    if root.obj is None:
-        try:
-            root.obj = load_settings()
-        except SettingsError as exc:
-            raise CommandError(str(exc)) from None
-        configure_logging(root.obj.log_level, root.obj.log_format)
-    return root.obj
-
-
-def _require(extra: str, what: str) -> None:
-    """Stop (exit 2) naming the extra to install when ``what`` needs one that is missing; run
-    first, before the command imports what the extra provides."""
-    try:
-        require_extra(extra, what)
-    except MissingExtra as exc:
-        raise CommandError(str(exc)) from None
-
-
-def _bootstrapped(settings: Settings, command: str) -> Settings:
-    if not settings.kafka_bootstrap:
-        raise CommandError(
-            f"`shardshape {command}` needs a running broker: set {ENV_PREFIX}KAFKA_BOOTSTRAP="
-            "host:port (for the embedded one, `shardshape broker` prints it), or use "
-            "`shardshape run`, which starts an embedded broker itself"
-        )
-    return settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -88,11 +55,11 @@ def run(ctx: click.Context) -> None:
     Uses the embedded broker unless SHARDSHAPE_KAFKA_BOOTSTRAP names a cluster. Everything
     started here is stopped on Ctrl-C or SIGTERM; the broker log is kept in the data directory.
     """
-    _require("worker", "`shardshape run`")
+    require("worker", "`shardshape run`")
     from shardshape.allocator.pools_config import PoolsConfigError
     from shardshape.streams.app import run_worker
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     try:
         with kafka_bootstrap(settings) as bootstrap:
             click.echo(f"broker: {bootstrap} ({settings.resolved_broker_mode})", err=True)
@@ -157,7 +124,7 @@ def demo(
     port (SHARDSHAPE_WEB_PORT), /metrics beside it. Ctrl-C stops everything, then a summary
     is printed. Logs of each part go to $SHARDSHAPE_DATA_DIR/demo/.
     """
-    _require("demo", "the demo")
+    require("demo", "the demo")
     from shardshape.allocator.pools_config import PoolsConfigError
     from shardshape.infra.demo.examples import ExampleMissing
     from shardshape.infra.demo.run import DemoError, DemoOptions, demo_settings, run_demo
@@ -167,7 +134,7 @@ def demo(
     if (speed or max_rate or mapping) and not traces:
         raise click.UsageError("--mapping, --speed and --max-rate go with --trace")
     try:
-        settings = demo_settings(_settings(ctx))
+        settings = demo_settings(settings_of(ctx))
         options = DemoOptions(duration, traces, mapping, speed, max_rate)
         code = run_demo(settings, options, Console(highlight=False, soft_wrap=True))
     except (BrokerError, PortInUseError, DemoError, ExampleMissing, SettingsError) as exc:
@@ -185,7 +152,7 @@ def broker(ctx: click.Context) -> None:
     Port from SHARDSHAPE_BROKER_PORT (0, the default, picks a free one); memory storage,
     loopback only. Ctrl-C stops it.
     """
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     try:
         with EmbeddedBroker(settings) as embedded:
             click.echo(embedded.bootstrap)
@@ -210,12 +177,12 @@ def worker(ctx: click.Context) -> None:
     It consumes the requests topic, validates every message and sends what is invalid to the
     DLQ topic with the reason. Start several for more throughput; they share the partitions.
     """
-    _require("worker", "the worker")
+    require("worker", "the worker")
     from shardshape.allocator.pools_config import PoolsConfigError
     from shardshape.streams.app import run_worker
 
     try:
-        run_worker(_bootstrapped(_settings(ctx), "worker"))
+        run_worker(bootstrapped(settings_of(ctx), "worker"))
     except PoolsConfigError as exc:
         raise CommandError(f"SHARDSHAPE_POOLS_CONFIG: {exc}") from None
 
@@ -239,14 +206,14 @@ def shards(ctx: click.Context, workers: tuple[str, ...], window: str, as_json: b
     """Per-shard request metrics: rate, errors and latency quantiles per service, shard and
     A/B arm, from the workers' windowed tables (the latest complete window).
     """
-    _require("worker", "`shardshape shards`")
+    require("worker", "`shardshape shards`")
     import time
     import urllib.error
     import urllib.request
 
-    from shardshape.streams.metrics import latest_window, split_metric_key
+    from shardshape.core.metrics import latest_window, split_metric_key
 
-    urls = workers or (f"http://127.0.0.1:{_settings(ctx).web_port}",)
+    urls = workers or (f"http://127.0.0.1:{settings_of(ctx).web_port}",)
     views = []
     for url in urls:
         try:
@@ -330,11 +297,11 @@ def plan_show(ctx: click.Context, service: str | None, as_json: bool) -> None:
 
 def _latest_plans(ctx: click.Context, command: str, service: str | None) -> list:
     """The newest plan of each service (or of ``service``) on the plans topic, by name."""
-    from shardshape.streams.contracts import AllocationPlan, ContractError, decode
-    from shardshape.streams.follower import TopicFollower
-    from shardshape.streams.signing import checker_from
+    from shardshape.core.contracts import AllocationPlan, ContractError, decode
+    from shardshape.core.follower import TopicFollower
+    from shardshape.core.signing import checker_from
 
-    settings = _bootstrapped(_settings(ctx), command)
+    settings = bootstrapped(settings_of(ctx), command)
     latest: dict[str, AllocationPlan] = {}
 
     def keep(key: bytes | None, value: bytes | None) -> None:
@@ -469,7 +436,7 @@ def topics_create(ctx: click.Context) -> None:
     Idempotent: topics that exist are left as they are. Partition counts come from
     SHARDSHAPE_REQUESTS_PARTITIONS, SHARDSHAPE_DLQ_PARTITIONS and so on.
     """
-    _print_topic_outcome(create_topics(_bootstrapped(_settings(ctx), "topics create")))
+    _print_topic_outcome(create_topics(bootstrapped(settings_of(ctx), "topics create")))
 
 
 @topics.command("list")
@@ -477,7 +444,7 @@ def topics_create(ctx: click.Context) -> None:
 @click.pass_context
 def topics_list(ctx: click.Context, as_json: bool) -> None:
     """Show shardshape's topics with their partitions and configs."""
-    infos = describe_topics(_bootstrapped(_settings(ctx), "topics list"))
+    infos = describe_topics(bootstrapped(settings_of(ctx), "topics list"))
     if as_json:
         click.echo(json.dumps([info.__dict__ for info in infos], indent=2))
         return
@@ -496,7 +463,7 @@ def topics_list(ctx: click.Context, as_json: bool) -> None:
 )
 def schema(out: Path | None) -> None:
     """Print the JSON Schemas of the wire contracts, for gateways in other languages."""
-    from shardshape.streams.contracts import json_schemas
+    from shardshape.core.contracts import json_schemas
 
     schemas = json_schemas()
     if out is None:
@@ -520,7 +487,7 @@ _MAPPING = click.option(
 
 
 def _read_events(traces: tuple[Path, ...], mapping_path: Path) -> tuple[list, object]:
-    from shardshape.streams.trace import MappingError, TraceReport, load_mapping, read_trace
+    from shardshape.core.trace import MappingError, TraceReport, load_mapping, read_trace
 
     try:
         mapping = load_mapping(mapping_path)
@@ -576,7 +543,7 @@ def replay(
 
     from shardshape.streams.replay import replay as run_replay
 
-    settings = _bootstrapped(_settings(ctx), "replay")
+    settings = bootstrapped(settings_of(ctx), "replay")
     events, _ = _read_events(traces, mapping)
     with Progress(console=console, transient=False) as progress:
         task = progress.add_task("replaying", total=len(events))
@@ -643,7 +610,7 @@ def evaluate_profiles_command(
     explains (eta squared), next to grouping by request type, the naive baseline, and how
     many shards were born and retired per hour of the scored period.
     """
-    _require("worker", "`shardshape evaluate`")
+    require("worker", "`shardshape evaluate`")
     from shardshape.models.evaluate import evaluate_profiles
 
     events, trace_mapping = _read_events(traces, mapping)
@@ -681,7 +648,7 @@ def evaluate_forecast_command(
     """Prequential one-step-ahead forecasts of the request count per bin, scored with MASE
     against the seasonal-naive (one day) and last-value baselines (below 1 beats them).
     """
-    _require("worker", "`shardshape evaluate`")
+    require("worker", "`shardshape evaluate`")
     from shardshape.models.forecast_eval import evaluate_forecast, parse_duration
 
     try:
@@ -717,24 +684,6 @@ def _flat(result: dict, prefix: str = "") -> list[tuple[str, object]]:
     return rows
 
 
-def parse_time(text: str, tz, option: str = "--evaluate-after") -> float:
-    """``text`` ('YYYY-MM-DD HH:MM:SS' in ``tz``, or Unix seconds) as Unix seconds; a
-    :class:`CommandError` naming ``option`` when it is neither."""
-    from datetime import datetime
-
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise CommandError(
-            f"{option} {text!r}: expected 'YYYY-MM-DD HH:MM:SS' or Unix seconds"
-        ) from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=tz)).timestamp()
-
-
 @cli.command()
 @click.option(
     "--gateway-url",
@@ -756,7 +705,7 @@ def doctor(ctx: click.Context, gateway_url: str | None, as_json: bool) -> None:
     from shardshape.gateway.isolation.report import capabilities_report
     from shardshape.gateway.status import StatusUnavailable, fetch_status, status_report
 
-    caps = detect_capabilities(_settings(ctx))
+    caps = detect_capabilities(settings_of(ctx))
     try:
         status = fetch_status(gateway_url) if gateway_url else None
     except StatusUnavailable as exc:
@@ -786,7 +735,7 @@ def signing_keys() -> None:
     """
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from shardshape.streams.signing import private_key_text, public_key_text
+    from shardshape.core.signing import private_key_text, public_key_text
 
     key = Ed25519PrivateKey.generate()
     click.echo(f"{ENV_PREFIX}SIGNING_PRIVATE_KEY={private_key_text(key)}")
@@ -797,7 +746,7 @@ def signing_keys() -> None:
 @click.pass_context
 def show_settings(ctx: click.Context) -> None:
     """List every setting with its environment variable and current value."""
-    current = _settings(ctx)
+    current = settings_of(ctx)
     table = Table("environment variable", "value", "description")
     for name, field in Settings.model_fields.items():
         value = getattr(current, name)

@@ -56,16 +56,16 @@ def gateway(
     504. Without SHARDSHAPE_KAFKA_BOOTSTRAP it forwards every request unshaped. CPU and
     memory limits are not enforced through a proxy (see docs/gateway.md).
     """
-    from shardshape.infra.cli import CommandError, _require, _settings
+    from shardshape.infra.command_support import CommandError, require, settings_of
 
     host, port = _address(listen)
-    _require("sidecar", "the sidecar (shardshape gateway)")
+    require("sidecar", "the sidecar (shardshape gateway)")
     import uvicorn
 
     from shardshape.gateway.route_names import RouteNames, RoutesFileError
     from shardshape.gateway.sidecar import sidecar_app
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     try:
         routes = (
             RouteNames.from_file(routes_file, settings.gateway_max_routes) if routes_file else None

@@ -207,20 +207,20 @@ def simulate(
     A simulated day of the mixed scenario takes about half a minute per shardshape run; both
     comparisons need about 30 runs (a few minutes). See docs/simulator.md.
     """
-    from shardshape.infra.cli import CommandError, _require, _settings, console
+    from shardshape.infra.command_support import CommandError, console, require, settings_of
 
-    _require("worker", "the simulator")
+    require("worker", "the simulator")
     if report_dir is not None:
-        _require("report", "`shardshape simulate --report`")
+        require("report", "`shardshape simulate --report`")
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from shardshape.allocator.lending import LendingPolicy
     from shardshape.allocator.pools_config import PoolsConfigError, load_pools_config
     from shardshape.allocator.simulate.report import write_report
     from shardshape.allocator.simulate.scenarios import evaluate, mixed_setup, trace_setup
-    from shardshape.gateway.lending import LendingPolicy
-    from shardshape.streams.trace import MappingError
+    from shardshape.core.trace import MappingError
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     chosen = tuple(s.strip() for s in strategies.split(",") if s.strip())
     unknown = [s for s in chosen if s not in _STRATEGIES]
     if unknown or not chosen:
@@ -313,7 +313,7 @@ def _grid(
     from rich.table import Table
 
     from shardshape.allocator.simulate.grid import parse_days, parse_speeds, run_grid, trace_cells
-    from shardshape.infra.cli import console
+    from shardshape.infra.command_support import console
 
     cells = trace_cells(traces, mapping, parse_days(days), parse_speeds(speeds))
     columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
@@ -391,7 +391,7 @@ def _trace_time(text: str | None, option: str, mapping: Path) -> float | None:
     """``text`` as Unix seconds, a local time read in the trace mapping's time zone."""
     if text is None:
         return None
-    from shardshape.infra.cli import parse_time
-    from shardshape.streams.trace import load_mapping
+    from shardshape.core.trace import load_mapping
+    from shardshape.infra.command_support import parse_time
 
     return parse_time(text, load_mapping(mapping).tz, option)

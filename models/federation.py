@@ -4,7 +4,7 @@ Each worker's :class:`~shardshape.models.profiler.Profiler` learns on its own pa
 :func:`worker_summary` holds what merges exactly or nearly so: the clusterer's micro-clusters
 (cut again as one set, :func:`~shardshape.models.merge.merge_summaries`), the behaviour regression's
 decayed sufficient statistics (which add up), and the shard describer's decayed counts.
-:class:`GlobalModel` merges them into a :class:`~shardshape.streams.contracts.ShardSnapshot` whose
+:class:`GlobalModel` merges them into a :class:`~shardshape.core.contracts.ShardSnapshot` whose
 shard ids stay matched to the previous snapshot's and whose version only grows; every worker adopts
 it with :func:`adopt_snapshot`, so workers and gateways predict with the same version.
 
@@ -30,12 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from shardshape.core.contracts import ShardSnapshot
 from shardshape.models.describe import ShardDescriber
 from shardshape.models.merge import merge_summaries
 from shardshape.models.predictor import ShardPredictor
 from shardshape.models.profiler import Profiler, ProfilerConfig
 from shardshape.models.shards import MicroSummary, Shards, keep_left_out
-from shardshape.streams.contracts import ShardSnapshot
 
 
 def worker_summary(profiler: Profiler) -> dict[str, Any]:

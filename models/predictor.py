@@ -50,6 +50,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
+from shardshape.core.contracts import ShardProfile, ShardSnapshot
 from shardshape.models.features import (
     BEHAVIOUR_NAMES,
     N_BEHAVIOUR,
@@ -57,7 +58,6 @@ from shardshape.models.features import (
     ArrivalLike,
     FeatureSpace,
 )
-from shardshape.streams.contracts import ShardProfile, ShardSnapshot
 
 MODEL_FORMAT = "linear-nearest-centroid/2"
 # Distinct request shapes (request type and attributes) whose prediction predict_one keeps.

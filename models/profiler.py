@@ -14,7 +14,7 @@ Per batch of events (the Faust agent calls :meth:`Profiler.process_batch` per de
    ``max_samples_per_batch`` per batch (river's ``learn_one`` costs ~100 us).
 
 Changed key routes accumulate for :meth:`Profiler.routing_changes`; :meth:`Profiler.snapshot`
-returns the current model as a :class:`~shardshape.streams.contracts.ShardSnapshot`.
+returns the current model as a :class:`~shardshape.core.contracts.ShardSnapshot`.
 
 >>> from shardshape.models.synthetic import SyntheticStream
 >>> profiler = Profiler("shop", ProfilerConfig(max_shards=8))
@@ -33,6 +33,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from shardshape.core.columns import EventColumns, columns_of, zeros_for_none
+from shardshape.core.contracts import RequestEvent, RoutingEntry, ShardProfile, ShardSnapshot
 from shardshape.models.anomaly import KeyAnomalyDetector
 from shardshape.models.blas import blas_threads
 from shardshape.models.clustering import BehaviourClusterer
@@ -59,8 +61,6 @@ from shardshape.models.predictor import Route, ShardPredictor
 from shardshape.models.regression import BehaviourRegressor
 from shardshape.models.routing import KeyRouter
 from shardshape.models.shards import Shards
-from shardshape.streams.columns import EventColumns, columns_of, zeros_for_none
-from shardshape.streams.contracts import RequestEvent, RoutingEntry, ShardProfile, ShardSnapshot
 
 
 @dataclass(frozen=True)

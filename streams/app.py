@@ -1,7 +1,7 @@
 """The Faust application: topics, agents and the worker entry point.
 
 Agents stay short; what they do lives in plain functions (``shardshape.streams.validation``).
-Values on every topic are raw bytes decoded by ``shardshape.streams.contracts``: nothing is
+Values on every topic are raw bytes decoded by ``shardshape.core.contracts``: nothing is
 unpickled.
 """
 
@@ -20,53 +20,53 @@ import faust
 import orjson
 from faust.types.auth import CredentialsT
 
-from shardshape.allocator.pools_config import load_pools_config
-from shardshape.infra.logs import use_log_format
-from shardshape.infra.net import ensure_port_free
-from shardshape.infra.settings import Settings
-from shardshape.models.blas import limit_blas_threads
-from shardshape.models.profiler import ProfilerConfig
-from shardshape.streams.columns import concat_columns
-from shardshape.streams.contracts import (
-    MAX_ID_CHARS,
-    MAX_MESSAGE_BYTES,
-    QUEUE_REPORT_KEY,
-    encode,
-    snapshot_key,
-)
-from shardshape.streams.dashboard.views import add_web_views
-from shardshape.streams.fetch_wait import set_fetch_max_wait
-from shardshape.streams.follower import TopicFollower
-from shardshape.streams.gaps import GapReader, SkippedOffsets, start_offset
-from shardshape.streams.health import HEALTH_PATH, READY_PATH, Checks, liveness, readiness
-from shardshape.streams.highwater import apply_end_offset_correction
-from shardshape.streams.intake import Received, merge_groups, take_queued
-from shardshape.streams.internals import check_internals
-from shardshape.streams.metrics import (
-    WindowRecorder,
-    aggregate,
-    partition_key,
-    partition_of,
-    slots_of,
-)
-from shardshape.streams.partitioning import partition_for
-from shardshape.streams.planning import (
+from shardshape.allocator.planning import (
     PlanningLoop,
     ReplicaTracker,
     WindowReporter,
     experiment_policy,
     plan_listener,
 )
+from shardshape.allocator.pools_config import load_pools_config
+from shardshape.core.columns import concat_columns
+from shardshape.core.contracts import (
+    MAX_ID_CHARS,
+    MAX_MESSAGE_BYTES,
+    QUEUE_REPORT_KEY,
+    encode,
+    snapshot_key,
+)
+from shardshape.core.follower import TopicFollower
+from shardshape.core.health import HEALTH_PATH, READY_PATH, Checks, liveness, readiness
+from shardshape.core.logs import use_log_format
+from shardshape.core.metrics import (
+    WindowRecorder,
+    aggregate,
+    partition_key,
+    partition_of,
+    slots_of,
+)
+from shardshape.core.net import ensure_port_free
+from shardshape.core.partitioning import partition_for
+from shardshape.core.settings import Settings
+from shardshape.core.signing import Checker, Signer, checker_from, signer_from
+from shardshape.models.blas import limit_blas_threads
+from shardshape.models.profiler import ProfilerConfig
+from shardshape.streams.dashboard.prometheus import PlannerCollector
+from shardshape.streams.dashboard.views import add_web_views
+from shardshape.streams.fetch_wait import set_fetch_max_wait
+from shardshape.streams.gaps import GapReader, SkippedOffsets, start_offset
+from shardshape.streams.highwater import apply_end_offset_correction
+from shardshape.streams.intake import Received, merge_groups, take_queued
+from shardshape.streams.internals import check_internals
 from shardshape.streams.profiling import (
     KeyCheckpoints,
     ProfilingWorker,
     SnapshotMerger,
     snapshot_listener,
 )
-from shardshape.streams.prometheus import PlannerCollector
 from shardshape.streams.publisher import RoutingPublisher, flush_before_commits
 from shardshape.streams.rebalance import forget_moved_partitions, kept_partitions
-from shardshape.streams.signing import Checker, Signer, checker_from, signer_from
 from shardshape.streams.validation import MessageOrigin, validate_message
 
 log = logging.getLogger("shardshape.worker")
@@ -578,7 +578,7 @@ def window_slots(
     unwritten: dict[tuple[str, float], bytes] | None = None,
 ) -> list[dict]:
     """Slots of a windowed table (each partition record's, see
-    :func:`~shardshape.streams.metrics.slots_of`), grouped by window, newest first
+    :func:`~shardshape.core.metrics.slots_of`), grouped by window, newest first
     (JSON-able); ``unwritten`` (from :meth:`WindowRecorder.unwritten`) overlays totals not
     yet written."""
     inner = table.table

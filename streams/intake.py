@@ -25,7 +25,7 @@ import faust
 from faust.types import EventT
 from mode.utils.aiter import aiter
 
-from shardshape.streams.columns import EventColumns
+from shardshape.core.columns import EventColumns
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +43,7 @@ def merge_groups(received: Sequence[Received], max_events: int) -> list[list[Rec
     """Consecutive messages joined into groups of at most ``max_events`` valid events (a
     bigger message is a group of its own).
 
-    >>> from shardshape.streams.columns import columns_of
+    >>> from shardshape.core.columns import columns_of
     >>> def msg(offset, n):
     ...     return Received(0, offset, 0.0, columns_of([]), 0) if n == 0 else Received(
     ...         0, offset, 0.0, EventColumns(*([None] * n for _ in range(12))))

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import faust
 from confluent_kafka import KafkaError, Message, Producer
 
-from shardshape.streams.signing import Signer
+from shardshape.core.signing import Signer
 
 log = logging.getLogger("shardshape.worker")
 
@@ -26,7 +26,7 @@ log = logging.getLogger("shardshape.worker")
 class RoutingPublisher:
     """Produces (key, value) messages to one topic; :meth:`flush` waits for their delivery.
 
-    With a ``signer`` every message carries its signature (:mod:`shardshape.streams.signing`).
+    With a ``signer`` every message carries its signature (:mod:`shardshape.core.signing`).
     """
 
     def __init__(self, producer_config: dict, topic: str, signer: Signer | None = None) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, MutableMapping
 
-from shardshape.streams.metrics import WindowRecorder, partition_of
-from shardshape.streams.partitioning import partition_for
+from shardshape.core.metrics import WindowRecorder, partition_of
+from shardshape.core.partitioning import partition_for
 from shardshape.streams.profiling import KeyCheckpoints, ProfilingWorker
 
 

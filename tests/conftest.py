@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from shardshape.core.settings import Settings
 from shardshape.infra.broker import EmbeddedBroker
-from shardshape.infra.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from shardshape.infra.settings import Settings
+from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics
 from tests.conftest import REPO_ROOT, settings_env
 

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
+from shardshape.core.contracts import RoutingEntry, encode
+from shardshape.core.net import ensure_port_free
+from shardshape.core.settings import Settings
 from shardshape.gateway.routing_table import RoutingTable
 from shardshape.infra.memory import process_memory
-from shardshape.infra.net import ensure_port_free
-from shardshape.infra.settings import Settings
 from shardshape.infra.topics import create_topics
 from shardshape.models.synthetic import distinct_users
-from shardshape.streams.contracts import RoutingEntry, encode
 from shardshape.streams.replay import replay
 from tests.conftest import running, settings_env, shardshape_command, wait_for_line
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from shardshape.core.net import PortInUseError
+from shardshape.core.settings import Settings
 from shardshape.infra.broker import BrokerError, EmbeddedBroker, find_tansu_binary
-from shardshape.infra.net import PortInUseError
-from shardshape.infra.settings import Settings
 from tests.conftest import pid_alive, running, shardshape_command, wait_for_line
 
 
@@ -71,7 +71,7 @@ def test_broker_dies_with_a_killed_parent(tmp_path: Path) -> None:
         "import sys, time\n"
         "from pathlib import Path\n"
         "from shardshape.infra.broker import EmbeddedBroker\n"
-        "from shardshape.infra.settings import Settings\n"
+        "from shardshape.core.settings import Settings\n"
         "b = EmbeddedBroker(Settings(), log_dir=Path(sys.argv[1])).start()\n"
         "print(b.process.pid, flush=True)\n"
         "time.sleep(600)\n"

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from shardshape.core.contracts import RequestEvent
+from shardshape.core.settings import Settings
 from shardshape.gateway.reporter import Reporter
 from shardshape.gateway.routing_table import RoutingTable
 from shardshape.infra.broker import EmbeddedBroker
-from shardshape.infra.settings import Settings
 from shardshape.infra.topics import create_topics
-from shardshape.streams.contracts import RequestEvent
 from tests.conftest import paused_broker
 from tests.worker_support import counted_by, topic_request_ids, wait_until, worker
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from shardshape.infra.settings import Settings
+from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics
 from shardshape.models.synthetic import SyntheticStream
 from shardshape.streams.app import READY_LINE

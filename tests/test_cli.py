@@ -12,9 +12,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from shardshape.core.contracts import CONTRACTS
 from shardshape.infra.cli import cli
 from shardshape.infra.extras import EXTRAS
-from shardshape.streams.contracts import CONTRACTS
 from tests.conftest import pid_alive, running, shardshape_command, wait_for_line
 
 

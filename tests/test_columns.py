@@ -8,9 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from shardshape.core.columns import columns_of, decode_columns
+from shardshape.core.contracts import RequestBatch, encode
 from shardshape.models.synthetic import SyntheticStream
-from shardshape.streams.columns import columns_of, decode_columns
-from shardshape.streams.contracts import RequestBatch, encode
 from shardshape.streams.validation import MessageOrigin, validate_message
 
 VALID_EVENT = {

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from shardshape.streams.contracts import (
+from shardshape.core.contracts import (
     CONTRACTS,
     MAX_ATTRIBUTES,
     MAX_BATCH_EVENTS,

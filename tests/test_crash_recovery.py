@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from shardshape.infra.settings import Settings
+from shardshape.core.contracts import AllocationPlan, decode
+from shardshape.core.follower import TopicFollower
+from shardshape.core.metrics import decode_window, partition_of, stored_offset
+from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics
 from shardshape.models.synthetic import SyntheticStream
-from shardshape.streams.contracts import AllocationPlan, decode
-from shardshape.streams.follower import TopicFollower
-from shardshape.streams.metrics import decode_window, partition_of, stored_offset
 from shardshape.streams.replay import replay
 from tests.conftest import REPO_ROOT, pid_alive
 from tests.worker_support import (

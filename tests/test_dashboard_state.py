@@ -7,7 +7,7 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 
 from shardshape.allocator.pools_config import load_pools_config
-from shardshape.streams.contracts import (
+from shardshape.core.contracts import (
     AllocationPlan,
     Arm,
     Experiment,
@@ -19,10 +19,10 @@ from shardshape.streams.contracts import (
     encode,
     snapshot_key,
 )
+from shardshape.core.exposition import exposition
+from shardshape.core.metrics import aggregate
+from shardshape.streams.dashboard.prometheus import worker_registry
 from shardshape.streams.dashboard.state import DashboardState
-from shardshape.streams.exposition import exposition
-from shardshape.streams.metrics import aggregate
-from shardshape.streams.prometheus import worker_registry
 from tests.conftest import REPO_ROOT
 
 READ_KEY = "shop|GET /items/{item_id}|scraper-bot"

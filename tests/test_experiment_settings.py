@@ -8,9 +8,9 @@ import subprocess
 import pytest
 
 from shardshape.allocator.experiments import ExperimentPolicy
+from shardshape.allocator.planning import experiment_policy
 from shardshape.allocator.sequential import TestDesign
-from shardshape.infra.settings import SettingsError, load_settings
-from shardshape.streams.planning import experiment_policy
+from shardshape.core.settings import SettingsError, load_settings
 from tests.conftest import settings_env, shardshape_command
 
 

@@ -26,18 +26,18 @@ import numpy as np
 import pytest
 
 from shardshape.allocator.arms import ArmAssigner
-from shardshape.gateway.status import STATUS_PATH, GatewayStatus
-from shardshape.infra.settings import Settings
-from shardshape.infra.topics import create_topics
-from shardshape.streams.contracts import (
+from shardshape.core.contracts import (
     AllocationPlan,
     Experiment,
     RequestEvent,
     decode,
     decode_requests,
 )
-from shardshape.streams.follower import TopicFollower
-from shardshape.streams.metrics import CACHE_HIT_ATTRIBUTE
+from shardshape.core.follower import TopicFollower
+from shardshape.core.metrics import CACHE_HIT_ATTRIBUTE
+from shardshape.core.settings import Settings
+from shardshape.gateway.status import STATUS_PATH, GatewayStatus
+from shardshape.infra.topics import create_topics
 from tests.conftest import settings_env
 from tests.gateway.serving import example_server
 from tests.worker_support import requests_on_topic, worker

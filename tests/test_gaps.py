@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from shardshape.infra.settings import Settings
+from shardshape.core.contracts import encode
+from shardshape.core.partitioning import partition_for
+from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics
 from shardshape.models.features import profile_key
 from shardshape.models.synthetic import SyntheticStream
-from shardshape.streams.contracts import encode
 from shardshape.streams.gaps import GapReader, SkippedOffsets
-from shardshape.streams.partitioning import partition_for
 from tests.worker_support import counted_by, wait_until, worker
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from shardshape.infra.net import ensure_port_free
-from shardshape.infra.settings import Settings
+from shardshape.core.net import ensure_port_free
+from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics
 from tests.conftest import running, settings_env, shardshape_command
 

@@ -7,7 +7,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from shardshape.infra.settings import Settings
+from shardshape.core.settings import Settings
 from shardshape.streams.highwater import (
     apply_end_offset_correction,
     cluster_id,

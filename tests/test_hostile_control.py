@@ -11,12 +11,7 @@ import pytest
 from confluent_kafka import Producer
 
 from shardshape.allocator.client import AllocatorClient
-from shardshape.gateway.routing_table import RoutingTable
-from shardshape.infra.settings import Settings
-from shardshape.infra.topics import create_topics
-from shardshape.models.profiler import Profiler, ProfilerConfig
-from shardshape.models.synthetic import SyntheticStream
-from shardshape.streams.contracts import (
+from shardshape.core.contracts import (
     AllocationPlan,
     RoutingEntry,
     ShardSnapshot,
@@ -24,7 +19,12 @@ from shardshape.streams.contracts import (
     encode,
     snapshot_key,
 )
-from shardshape.streams.signing import SIGNATURE_HEADER, HmacSigner
+from shardshape.core.settings import Settings
+from shardshape.core.signing import SIGNATURE_HEADER, HmacSigner
+from shardshape.gateway.routing_table import RoutingTable
+from shardshape.infra.topics import create_topics
+from shardshape.models.profiler import Profiler, ProfilerConfig
+from shardshape.models.synthetic import SyntheticStream
 
 KEY = "k" * 40
 Message = tuple[bytes, bytes | None, list[tuple[str, bytes]] | None]

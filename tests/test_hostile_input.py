@@ -24,13 +24,8 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from shardshape.infra.net import ensure_port_free
-from shardshape.infra.settings import Settings
-from shardshape.infra.topics import create_topics
-from shardshape.models.features import profile_key
-from shardshape.models.synthetic import SyntheticStream
-from shardshape.streams.batching import PartitionBatcher
-from shardshape.streams.contracts import (
+from shardshape.core.batching import PartitionBatcher
+from shardshape.core.contracts import (
     MAX_ATTRIBUTES,
     MAX_BATCH_EVENTS,
     DeadLetter,
@@ -38,8 +33,13 @@ from shardshape.streams.contracts import (
     decode,
     encode,
 )
-from shardshape.streams.follower import TopicFollower
-from shardshape.streams.metrics import ShardStats, partition_of, series_of, split_metric_key
+from shardshape.core.follower import TopicFollower
+from shardshape.core.metrics import ShardStats, partition_of, series_of, split_metric_key
+from shardshape.core.net import ensure_port_free
+from shardshape.core.settings import Settings
+from shardshape.infra.topics import create_topics
+from shardshape.models.features import profile_key
+from shardshape.models.synthetic import SyntheticStream
 from tests.conftest import running, settings_env, shardshape_command, wait_for_line
 
 HOSTILE = 10_000

@@ -11,12 +11,12 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from shardshape.infra.net import ensure_port_free
-from shardshape.infra.settings import Settings
+from shardshape.core.metrics import merged_series, partition_of
+from shardshape.core.net import ensure_port_free
+from shardshape.core.partitioning import partition_for
+from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics
 from shardshape.models.synthetic import SyntheticStream
-from shardshape.streams.metrics import merged_series, partition_of
-from shardshape.streams.partitioning import partition_for
 from shardshape.streams.replay import replay
 from tests.conftest import running, settings_env, shardshape_command, wait_for_line
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from shardshape.infra.logs import JsonFormatter, KnownVersions, formatter, log_context
-from shardshape.infra.settings import SettingsError, load_settings
+from shardshape.core.logs import JsonFormatter, KnownVersions, formatter, log_context
+from shardshape.core.settings import SettingsError, load_settings
 from tests.conftest import shardshape_command, wait_for_line
 
 

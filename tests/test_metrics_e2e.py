@@ -9,12 +9,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-from shardshape.infra.net import ensure_port_free
-from shardshape.infra.settings import Settings
+from shardshape.core.contracts import RequestEvent
+from shardshape.core.metrics import latest_window, merged_series
+from shardshape.core.net import ensure_port_free
+from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics
 from shardshape.models.synthetic import SyntheticStream
-from shardshape.streams.contracts import RequestEvent
-from shardshape.streams.metrics import latest_window, merged_series
 from shardshape.streams.replay import replay
 from tests.conftest import running, settings_env, shardshape_command, wait_for_line
 from tests.worker_support import counted
@@ -97,7 +97,7 @@ def test_shards_command_says_how_to_start_a_worker() -> None:
 
 
 def test_gateway_shard_wins_over_prediction() -> None:
-    from shardshape.streams.metrics import aggregate
+    from shardshape.core.metrics import aggregate
 
     event = RequestEvent(request_id="r", ts=0, service="s", request_type="t", shard_id=5)
     assert set(aggregate([event], [1])) == {"s|5|"}

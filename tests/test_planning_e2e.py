@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from shardshape.allocator.pools_config import load_pools_config
+from shardshape.core.settings import Settings
 from shardshape.gateway.reporter import Reporter
-from shardshape.infra.settings import Settings
 from shardshape.infra.topics import create_topics
 from shardshape.models.synthetic import SyntheticStream
 from shardshape.streams.replay import replay

@@ -6,8 +6,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from shardshape.allocator.planning import QUEUE_REPORT_TTL_S, PlanningLoop
 from shardshape.allocator.pools_config import load_pools_config, parse_pools_config
-from shardshape.streams.contracts import (
+from shardshape.core.contracts import (
     AllocationPlan,
     QueueReport,
     RequestEvent,
@@ -15,8 +16,7 @@ from shardshape.streams.contracts import (
     ShardSnapshot,
     encode,
 )
-from shardshape.streams.metrics import ShardStats
-from shardshape.streams.planning import QUEUE_REPORT_TTL_S, PlanningLoop
+from shardshape.core.metrics import ShardStats
 from tests.conftest import REPO_ROOT
 
 WINDOW_S = 10.0

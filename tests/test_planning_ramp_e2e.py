@@ -19,10 +19,7 @@ from pathlib import Path
 import pytest
 
 from shardshape.allocator.pools_config import load_pools_config
-from shardshape.infra.settings import Settings
-from shardshape.infra.topics import create_topics
-from shardshape.models.features import profile_key
-from shardshape.streams.contracts import (
+from shardshape.core.contracts import (
     SNAPSHOT_KEY_PREFIX,
     AllocationPlan,
     RequestEvent,
@@ -30,7 +27,10 @@ from shardshape.streams.contracts import (
     ShardSpec,
     decode,
 )
-from shardshape.streams.follower import TopicFollower
+from shardshape.core.follower import TopicFollower
+from shardshape.core.settings import Settings
+from shardshape.infra.topics import create_topics
+from shardshape.models.features import profile_key
 from shardshape.streams.replay import replay
 from tests.conftest import running, settings_env, shardshape_command, wait_for_line
 

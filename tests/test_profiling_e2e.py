@@ -9,19 +9,19 @@ import subprocess
 import time
 from pathlib import Path
 
-from shardshape.gateway.routing_table import RoutingTable
-from shardshape.infra.settings import Settings
-from shardshape.infra.topics import create_topics
-from shardshape.models.synthetic import SyntheticStream
-from shardshape.streams.contracts import (
+from shardshape.core.contracts import (
     SNAPSHOT_KEY_PREFIX,
     RoutingEntry,
     ShardSnapshot,
     decode,
 )
-from shardshape.streams.follower import TopicFollower
+from shardshape.core.follower import TopicFollower
+from shardshape.core.settings import Settings
+from shardshape.core.trace import load_mapping, read_trace
+from shardshape.gateway.routing_table import RoutingTable
+from shardshape.infra.topics import create_topics
+from shardshape.models.synthetic import SyntheticStream
 from shardshape.streams.replay import replay
-from shardshape.streams.trace import load_mapping, read_trace
 from tests.conftest import running, settings_env, shardshape_command, wait_for_line
 from tests.trace_data import GENAI_MAPPING, GENAI_TRACE, needs_genai_trace
 

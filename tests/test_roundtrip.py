@@ -6,9 +6,9 @@ import time
 
 from confluent_kafka import Consumer, Producer
 
-from shardshape.infra.settings import Settings
+from shardshape.core.contracts import RequestBatch, RequestEvent, decode_requests, encode
+from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics
-from shardshape.streams.contracts import RequestBatch, RequestEvent, decode_requests, encode
 
 
 def test_request_batch_round_trip_through_kafka(settings: Settings) -> None:

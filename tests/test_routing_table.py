@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from shardshape.core.contracts import RoutingEntry, ShardSnapshot, encode, snapshot_key
 from shardshape.gateway.routing_table import RoutingTable
-from shardshape.streams.contracts import RoutingEntry, ShardSnapshot, encode, snapshot_key
 from tests.trained import trained_profiler
 
 

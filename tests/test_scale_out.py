@@ -11,10 +11,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from shardshape.infra.settings import Settings
+from shardshape.core.contracts import RequestEvent
+from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics
 from shardshape.models.keystats import N
-from shardshape.streams.contracts import RequestEvent
 from shardshape.streams.replay import replay
 from tests.worker_support import (
     Worker,

@@ -18,16 +18,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import SecretStr
 
 from shardshape.allocator.client import AllocatorClient
+from shardshape.core.contracts import RequestEvent
+from shardshape.core.net import ensure_port_free
+from shardshape.core.settings import Settings
+from shardshape.core.signing import private_key_text, public_key_text, signer_from
 from shardshape.gateway.reporter import Reporter
 from shardshape.gateway.routing_table import RoutingTable
-from shardshape.infra.net import ensure_port_free
-from shardshape.infra.settings import Settings
 from shardshape.infra.topics import create_topics
 from shardshape.models.synthetic import SyntheticStream
-from shardshape.streams.contracts import RequestEvent
 from shardshape.streams.publisher import RoutingPublisher
 from shardshape.streams.replay import replay
-from shardshape.streams.signing import private_key_text, public_key_text, signer_from
 from shardshape.streams.web_auth import requires_admin_token
 from tests.conftest import REPO_ROOT, running, settings_env, shardshape_command, wait_for_line
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import faust
 import pytest
 
-from shardshape.infra import environment
-from shardshape.infra.settings import Settings, SettingsError, file_settings, load_settings
+from shardshape.core import environment
+from shardshape.core.settings import Settings, SettingsError, file_settings, load_settings
 from shardshape.streams.app import faust_credentials
 
 

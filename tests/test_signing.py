@@ -14,12 +14,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import SecretStr
 
 from shardshape.allocator.client import AllocatorClient
-from shardshape.gateway.routing_table import RoutingTable
-from shardshape.infra.settings import Settings, SettingsError, load_settings
-from shardshape.infra.topics import create_topics
-from shardshape.streams.contracts import RoutingEntry, encode, snapshot_key
-from shardshape.streams.publisher import RoutingPublisher
-from shardshape.streams.signing import (
+from shardshape.core.contracts import RoutingEntry, encode, snapshot_key
+from shardshape.core.settings import Settings, SettingsError, load_settings
+from shardshape.core.signing import (
     Ed25519Signer,
     Ed25519Verifier,
     HmacSigner,
@@ -29,6 +26,9 @@ from shardshape.streams.signing import (
     public_key_text,
     signer_from,
 )
+from shardshape.gateway.routing_table import RoutingTable
+from shardshape.infra.topics import create_topics
+from shardshape.streams.publisher import RoutingPublisher
 from tests.gateway.plans import plan, shard
 from tests.trained import trained_profiler
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from shardshape.allocator.blocks import BlockType
+from shardshape.allocator.lending import LendingPolicy
 from shardshape.allocator.simulate.baselines import SharedReactive, partition_sizes
 from shardshape.allocator.simulate.compare import Runner, with_planning, with_target_utilisation
 from shardshape.allocator.simulate.engine import Simulation
@@ -18,7 +19,6 @@ from shardshape.allocator.simulate.mixed import mixed_history, mixed_workload, p
 from shardshape.allocator.simulate.results import OVERALL, summarise
 from shardshape.allocator.simulate.scenarios import evaluate, mixed_setup, trace_setup
 from shardshape.allocator.simulate.workload import Profile, Workload
-from shardshape.gateway.lending import LendingPolicy
 from shardshape.models.keystats import QUARANTINED
 from tests.conftest import shardshape_command
 from tests.trace_data import GENAI_MAPPING, GENAI_TRACE, needs_genai_trace

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 
-from shardshape.infra.settings import Settings
+from shardshape.core.contracts import MAX_MESSAGE_BYTES
+from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics, describe_topics
-from shardshape.streams.contracts import MAX_MESSAGE_BYTES
 from tests.conftest import settings_env, shardshape_command
 
 

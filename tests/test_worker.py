@@ -8,9 +8,9 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Consumer, Producer
 
-from shardshape.infra.settings import Settings
+from shardshape.core.contracts import DeadLetter, RequestBatch, RequestEvent, decode, encode
+from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics
-from shardshape.streams.contracts import DeadLetter, RequestBatch, RequestEvent, decode, encode
 from tests.conftest import running, settings_env, shardshape_command, wait_for_line
 
 

@@ -17,12 +17,12 @@ from subprocess import Popen
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
-from shardshape.infra.net import ensure_port_free
-from shardshape.infra.settings import Settings
-from shardshape.streams.contracts import decode_requests
-from shardshape.streams.follower import TopicFollower
+from shardshape.core.contracts import decode_requests
+from shardshape.core.follower import TopicFollower
+from shardshape.core.metrics import ShardStats, merged_series, partition_of
+from shardshape.core.net import ensure_port_free
+from shardshape.core.settings import Settings
 from shardshape.streams.highwater import end_offsets
-from shardshape.streams.metrics import ShardStats, merged_series, partition_of
 from tests.conftest import running, settings_env, shardshape_command, wait_for_line
 
 

@@ -31,6 +31,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from shardshape.allocator.lending import LendingPolicy
 from shardshape.allocator.pools_config import PlanningPolicy, PoolsConfig
 from shardshape.allocator.simulate.ablations import PerfectForecast, TrueProfiles
 from shardshape.allocator.simulate.baselines import SharedReactive, StaticByType
@@ -40,7 +41,6 @@ from shardshape.allocator.simulate.oracle import Oracle
 from shardshape.allocator.simulate.results import meets, summarise
 from shardshape.allocator.simulate.shaped import Shardshape
 from shardshape.allocator.simulate.workload import Workload
-from shardshape.gateway.lending import LendingPolicy
 
 # shardshape and its ablations (allocator.simulate.ablations): the profiler's default pool.
 _SHAPED = {

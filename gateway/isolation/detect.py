@@ -20,7 +20,7 @@ from shardshape.gateway.isolation.layout import RESOURCES, Hierarchy, Resource, 
 from shardshape.gateway.isolation.probe import ControllerProbe, probe_controllers
 
 if TYPE_CHECKING:
-    from shardshape.infra.settings import Settings
+    from shardshape.core.settings import Settings
 
 Mode = Literal["cgroup2", "cgroup1", "rlimit", "none"]
 RequestedMode = Literal["auto", "cgroup2", "cgroup1", "rlimit", "none"]

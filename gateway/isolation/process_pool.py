@@ -33,6 +33,8 @@ from typing import Any
 
 import orjson
 
+from shardshape.core.contracts import AllocationPlan, ResourceSpec
+from shardshape.core.settings import Settings, load_settings
 from shardshape.gateway.isolation import process_limits
 from shardshape.gateway.isolation.cgroups import CgroupTree, ShardGroup
 from shardshape.gateway.isolation.detect import IsolationCapabilities, Mode, detect_capabilities
@@ -46,8 +48,6 @@ from shardshape.gateway.isolation.layout import Resource
 from shardshape.gateway.isolation.probe import explain_os_error
 from shardshape.gateway.isolation.worker import parse_handler
 from shardshape.gateway.status import ShardPoolStatus
-from shardshape.infra.settings import Settings, load_settings
-from shardshape.streams.contracts import AllocationPlan, ResourceSpec
 
 log = logging.getLogger("shardshape.gateway.isolation")
 

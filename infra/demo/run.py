@@ -25,12 +25,12 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
+from shardshape.core.net import ensure_port_free
+from shardshape.core.settings import ENV_PREFIX, Settings
 from shardshape.infra.broker import kafka_bootstrap
 from shardshape.infra.demo.examples import POOLS_EXAMPLE
 from shardshape.infra.demo.view import live_view, status_line, summary
-from shardshape.infra.net import ensure_port_free
 from shardshape.infra.processes import ChildProcesses, wait_for_text
-from shardshape.infra.settings import ENV_PREFIX, Settings
 from shardshape.infra.topics import create_topics
 
 # Quicker than the defaults, so that plans come within a minute; a variable set wins.

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from shardshape.core.contracts import AllocationPlan, ResourceSpec, ShardSpec
+from shardshape.core.settings import Settings
 from shardshape.gateway.isolation import ProcessShardPool, detect_capabilities
 from shardshape.gateway.isolation.detect import IsolationCapabilities
 from shardshape.gateway.isolation.layout import find_hierarchies
 from shardshape.gateway.isolation.probe import groups_base
-from shardshape.infra.settings import Settings
-from shardshape.streams.contracts import AllocationPlan, ResourceSpec, ShardSpec
 from tests.gateway.plans import plan as gateway_plan
 
 # The handlers the tests run in workers, by import path (a light module: workers import it).

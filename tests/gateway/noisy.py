@@ -16,9 +16,9 @@ import time
 import httpx
 from confluent_kafka import Producer
 
+from shardshape.core.contracts import encode
+from shardshape.core.settings import Settings
 from shardshape.gateway.status import STATUS_PATH
-from shardshape.infra.settings import Settings
-from shardshape.streams.contracts import encode
 from tests.gateway.plans import plan, route_entry, shard
 from tests.gateway.serving import example
 

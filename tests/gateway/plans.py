@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from shardshape.models.features import profile_key
-from shardshape.streams.contracts import (
+from shardshape.core.contracts import (
     AllocationPlan,
     CachePolicy,
     Experiment,
@@ -12,6 +11,7 @@ from shardshape.streams.contracts import (
     ShardSpec,
     encode,
 )
+from shardshape.models.features import profile_key
 
 
 def shard(

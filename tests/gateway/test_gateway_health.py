@@ -10,8 +10,8 @@ import time
 import httpx
 import pytest
 
+from shardshape.core.settings import Settings
 from shardshape.gateway.status import HEALTH_PATH, READY_PATH
-from shardshape.infra.settings import Settings
 from shardshape.infra.topics import create_topics
 from tests.gateway.serving import example, serve
 

@@ -12,11 +12,11 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from shardshape.core.contracts import RequestEvent
 from shardshape.gateway.limits import PoolDefaults
 from shardshape.gateway.middleware import ShapingMiddleware
 from shardshape.gateway.pools import ShardPools
 from shardshape.gateway.prometheus import GatewayMetrics, with_metrics
-from shardshape.streams.contracts import RequestEvent
 from tests.gateway.plans import plan, shard
 from tests.gateway.serving import serve
 

@@ -20,11 +20,11 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from shardshape.core.contracts import QueueReport, encode
+from shardshape.core.settings import Settings
 from shardshape.gateway import Gateway, install
 from shardshape.gateway.status import STATUS_PATH
-from shardshape.infra.settings import Settings
 from shardshape.infra.topics import create_topics
-from shardshape.streams.contracts import QueueReport, encode
 from tests.gateway.plans import plan, route_entry, shard
 from tests.gateway.reporting import QueueReportReader, batch_ids, consume_batches, has_all
 from tests.gateway.serving import serve

@@ -8,6 +8,7 @@ from concurrent.futures import Future
 
 import pytest
 
+from shardshape.core.contracts import ResourceSpec
 from shardshape.gateway.isolation import (
     HandlerFailed,
     ProcessShardPool,
@@ -15,7 +16,6 @@ from shardshape.gateway.isolation import (
     WorkerLost,
 )
 from shardshape.gateway.isolation.process_limits import nice_for
-from shardshape.streams.contracts import ResourceSpec
 from tests.conftest import pid_alive
 from tests.gateway.isolation_support import (
     HERE,

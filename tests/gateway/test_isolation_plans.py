@@ -7,11 +7,11 @@ import pytest
 from confluent_kafka import Producer
 
 from shardshape.allocator.client import AllocatorClient
+from shardshape.core.contracts import ResourceSpec, encode
+from shardshape.core.settings import Settings
 from shardshape.gateway.isolation import ShardUnavailable
 from shardshape.gateway.isolation.detect import IsolationCapabilities
-from shardshape.infra.settings import Settings
 from shardshape.infra.topics import create_topics
-from shardshape.streams.contracts import ResourceSpec, encode
 from tests.conftest import pid_alive
 from tests.gateway.isolation_support import (
     HERE,

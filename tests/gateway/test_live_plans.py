@@ -14,11 +14,11 @@ import httpx
 import pytest
 from confluent_kafka import Producer
 
+from shardshape.core.contracts import CachePolicy, RoutingEntry, encode
+from shardshape.core.settings import Settings
 from shardshape.gateway.status import STATUS_PATH
-from shardshape.infra.settings import Settings
 from shardshape.infra.topics import create_topics
 from shardshape.models.features import profile_key
-from shardshape.streams.contracts import CachePolicy, RoutingEntry, encode
 from tests.gateway.plans import plan, shard
 from tests.gateway.serving import example, serve
 

@@ -14,12 +14,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from shardshape.allocator.arms import ArmAssigner
-from shardshape.gateway.limits import PoolDefaults
-from shardshape.gateway.middleware import ShapingMiddleware
-from shardshape.gateway.pools import ShardPools, current_slot
-from shardshape.gateway.routing_table import RoutingTable
-from shardshape.models.features import profile_key
-from shardshape.streams.contracts import (
+from shardshape.core.contracts import (
     Arm,
     CachePolicy,
     Experiment,
@@ -27,7 +22,12 @@ from shardshape.streams.contracts import (
     RoutingEntry,
     encode,
 )
-from shardshape.streams.metrics import CACHE_HIT_ATTRIBUTE
+from shardshape.core.metrics import CACHE_HIT_ATTRIBUTE
+from shardshape.gateway.limits import PoolDefaults
+from shardshape.gateway.middleware import ShapingMiddleware
+from shardshape.gateway.pools import ShardPools, current_slot
+from shardshape.gateway.routing_table import RoutingTable
+from shardshape.models.features import profile_key
 from tests.gateway.plans import plan, shard
 from tests.gateway.serving import serve
 

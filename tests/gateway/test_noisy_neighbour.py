@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shardshape.core.settings import Settings
 from shardshape.gateway.status import STATUS_PATH
-from shardshape.infra.settings import Settings
 from shardshape.infra.topics import create_topics
 from tests.conftest import settings_env
 from tests.gateway.noisy import assert_isolated, measure, publish_reads_and_exports, wait_for_plan

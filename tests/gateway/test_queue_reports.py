@@ -12,14 +12,14 @@ from collections.abc import Callable, Mapping
 import httpx
 import pytest
 
+from shardshape.allocator.planning import QUEUE_REPORT_TTL_S
+from shardshape.core.contracts import QUEUE_REPORT_KEY, QueueReport, RequestEvent, decode
+from shardshape.core.settings import Settings, SettingsError, load_settings
 from shardshape.gateway.limits import PoolDefaults
 from shardshape.gateway.pools import ShardPools
 from shardshape.gateway.queue_report import QueueReports
 from shardshape.gateway.reporter import Reporter
-from shardshape.infra.settings import Settings, SettingsError, load_settings
 from shardshape.infra.topics import create_topics
-from shardshape.streams.contracts import QUEUE_REPORT_KEY, QueueReport, RequestEvent, decode
-from shardshape.streams.planning import QUEUE_REPORT_TTL_S
 from tests.gateway.plans import plan, shard
 from tests.gateway.reporting import QueueReportReader
 from tests.gateway.serving import example, serve

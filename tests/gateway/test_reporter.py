@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from shardshape.core.contracts import RequestBatch, RequestEvent, decode, encode
+from shardshape.core.metrics import merged_series
+from shardshape.core.net import ensure_port_free
+from shardshape.core.partitioning import partition_for
+from shardshape.core.settings import Settings, SettingsError, load_settings
 from shardshape.gateway.reporter import Reporter, ReporterStats
 from shardshape.infra.broker import EmbeddedBroker
-from shardshape.infra.net import ensure_port_free
-from shardshape.infra.settings import Settings, SettingsError, load_settings
 from shardshape.infra.topics import create_topics
 from shardshape.models.features import profile_key
-from shardshape.streams.contracts import RequestBatch, RequestEvent, decode, encode
-from shardshape.streams.metrics import merged_series
-from shardshape.streams.partitioning import partition_for
 from tests.conftest import (
     paused_broker,
     running,

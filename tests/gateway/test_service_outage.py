@@ -21,11 +21,11 @@ import httpx
 import pytest
 from confluent_kafka import Producer
 
+from shardshape.core.contracts import encode
+from shardshape.core.settings import Settings
 from shardshape.gateway.status import STATUS_PATH, GatewayStatus
 from shardshape.infra.broker import EmbeddedBroker
-from shardshape.infra.settings import Settings
 from shardshape.infra.topics import create_topics
-from shardshape.streams.contracts import encode
 from tests.conftest import paused_broker, settings_env
 from tests.gateway.plans import plan, route_entry, shard
 from tests.gateway.reporting import batch_ids, consume_batches, has_all

@@ -15,10 +15,10 @@ import httpx
 import pytest
 from confluent_kafka import Producer
 
+from shardshape.core.contracts import encode, snapshot_key
+from shardshape.core.settings import Settings
 from shardshape.gateway.status import STATUS_PATH, GatewayStatus
-from shardshape.infra.settings import Settings
 from shardshape.infra.topics import create_topics
-from shardshape.streams.contracts import encode, snapshot_key
 from tests.conftest import settings_env, shardshape_command
 from tests.gateway.isolation_support import isolation_settings, parent_dirs
 from tests.gateway.plans import plan, shard

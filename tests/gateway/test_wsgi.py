@@ -14,10 +14,10 @@ import httpx
 import pytest
 from confluent_kafka import Producer
 
+from shardshape.core.contracts import encode
+from shardshape.core.settings import Settings
 from shardshape.gateway.status import HEALTH_PATH, STATUS_PATH
-from shardshape.infra.settings import Settings
 from shardshape.infra.topics import create_topics
-from shardshape.streams.contracts import encode
 from tests.conftest import REPO_ROOT, settings_env
 from tests.gateway.noisy import assert_isolated, measure, publish_reads_and_exports, wait_for_plan
 from tests.gateway.plans import plan, shard

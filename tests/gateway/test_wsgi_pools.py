@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterator
 import orjson
 import pytest
 
+from shardshape.core.contracts import CachePolicy
+from shardshape.core.settings import Settings
 from shardshape.gateway.pools import current_slot
 from shardshape.gateway.wsgi import WsgiGateway, install_wsgi
-from shardshape.infra.settings import Settings
 from shardshape.infra.topics import create_topics
-from shardshape.streams.contracts import CachePolicy
 from tests.gateway.plans import plan, shard
 
 pytestmark = pytest.mark.broker  # shaped only with a broker (the plans here are applied directly)

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
+from shardshape.core.contracts import RequestEvent
 from shardshape.models.evaluate import eta2, evaluate_profiles
-from shardshape.streams.contracts import RequestEvent
 
 START = 1_700_000_000.0
 

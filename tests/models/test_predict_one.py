@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 import shardshape.models.predictor as predictor_module
+from shardshape.core.contracts import ShardSnapshot, decode, encode
 from shardshape.models.features import N_BEHAVIOUR, FeatureSpace
 from shardshape.models.predictor import Request, Route, ShardPredictor
 from shardshape.models.profiler import Profiler
 from shardshape.models.synthetic import SyntheticStream
-from shardshape.streams.contracts import ShardSnapshot, decode, encode
 
 
 def _random_predictor(seed: int) -> ShardPredictor:

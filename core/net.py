@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from shardshape.infra.settings import ENV_PREFIX
+from shardshape.core.settings import ENV_PREFIX
 
 
 class PortInUseError(RuntimeError):

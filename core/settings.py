@@ -17,13 +17,13 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from shardshape.infra.environment import (
+from shardshape.core.contracts import MAX_BATCH_EVENTS
+from shardshape.core.environment import (
     FILE_SUFFIX,
     FileSettingsSource,
     FileValueError,
     warn_unknown,
 )
-from shardshape.streams.contracts import MAX_BATCH_EVENTS
 
 ENV_PREFIX = "SHARDSHAPE_"
 
@@ -434,7 +434,7 @@ class Settings(BaseSettings):
     @property
     def topic_windows(self) -> str:
         """The planner's one-partition input: the workers' window reports and the gateways'
-        :class:`~shardshape.streams.contracts.QueueReport` messages."""
+        :class:`~shardshape.core.contracts.QueueReport` messages."""
         return f"{self.app_id}-windows"
 
     @property
@@ -519,7 +519,7 @@ class Settings(BaseSettings):
 
 def _check_signing_keys(settings: Settings) -> None:
     """The Ed25519 keys parse, at most two are accepted at once, and HMAC is not set too."""
-    from shardshape.streams.signing import MAX_PUBLIC_KEYS, load_private_key, load_public_keys
+    from shardshape.core.signing import MAX_PUBLIC_KEYS, load_private_key, load_public_keys
 
     private, public = settings.signing_private_key, settings.signing_public_key
     if private is None and not public:

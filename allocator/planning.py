@@ -1,16 +1,16 @@
 """Planning in the workers: closed metric windows out of every worker, plans out of one.
 
 - :class:`WindowReporter` (every worker) turns each closed window of its metrics table into one
-  report: the worker's merged :class:`~shardshape.streams.metrics.ShardStats` per (service, shard,
+  report: the worker's merged :class:`~shardshape.core.metrics.ShardStats` per (service, shard,
   arm).
 - :class:`PlanningLoop` runs on whichever worker owns the one-partition reports topic: it adds
   up the reports of all workers per window, and for every complete window feeds each shard's
   demand forecaster (requests/s per window) and the throughput calibration, then asks each
   pool's :class:`~shardshape.allocator.planner.PoolPlanner` for an allocation and turns it into one
-  versioned :class:`~shardshape.streams.contracts.AllocationPlan` per service. Its
+  versioned :class:`~shardshape.core.contracts.AllocationPlan` per service. Its
   :class:`~shardshape.allocator.experiments.ExperimentManager` reads the same windows per arm,
   decides and proposes experiments, and amends every plan with them and with what they promoted.
-  The gateways' :class:`~shardshape.streams.contracts.QueueReport` messages on the same topic add
+  The gateways' :class:`~shardshape.core.contracts.QueueReport` messages on the same topic add
   the requests waiting in their queues to the shards' demand, and while any wait, the loop plans
   every ``[planning] queue_replan_s``, not only when a window closes.
 """
@@ -31,18 +31,18 @@ from shardshape.allocator.plan import build_plan
 from shardshape.allocator.planner import PoolPlanner, calibrator_for, shard_demands
 from shardshape.allocator.pools_config import PoolsConfig
 from shardshape.allocator.sequential import TestDesign
-from shardshape.models.forecast import DemandForecaster
-from shardshape.streams.contracts import (
+from shardshape.core.contracts import (
     AllocationPlan,
     ContractError,
     QueueReport,
     ShardSnapshot,
     decode,
 )
-from shardshape.streams.metrics import ShardStats, merged_series, split_metric_key
+from shardshape.core.metrics import ShardStats, merged_series, split_metric_key
+from shardshape.models.forecast import DemandForecaster
 
 if TYPE_CHECKING:
-    from shardshape.infra.settings import Settings
+    from shardshape.core.settings import Settings
 
 log = logging.getLogger("shardshape.planning")
 
@@ -55,7 +55,7 @@ def experiment_policy(settings: Settings) -> ExperimentPolicy:
     """The planner's :class:`ExperimentPolicy` from the ``experiments_*`` settings; what they
     leave out keeps the policy's defaults.
 
-    >>> from shardshape.infra.settings import Settings
+    >>> from shardshape.core.settings import Settings
     >>> policy = experiment_policy(Settings(experiments_trigger_windows=1))
     >>> policy.trigger_windows, policy.budget, policy.design.min_requests
     (1, 0.2, 200)
@@ -219,7 +219,7 @@ class PlanningLoop:
                     self.replicas.saw(gateway, [service], now=span[1])
 
     def add_queued(self, value: bytes) -> None:
-        """Take one gateway's :class:`~shardshape.streams.contracts.QueueReport`; it replaces that
+        """Take one gateway's :class:`~shardshape.core.contracts.QueueReport`; it replaces that
         gateway's previous one (an older one is ignored). Malformed ones are logged and skipped.
         """
         try:

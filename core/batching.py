@@ -17,8 +17,8 @@ Events are grouped by the partition of their profile key (:func:`partition_for`)
 
 from __future__ import annotations
 
-from shardshape.streams.contracts import RequestEvent
-from shardshape.streams.partitioning import partition_for, profile_key
+from shardshape.core.contracts import RequestEvent
+from shardshape.core.partitioning import partition_for, profile_key
 
 Batch = tuple[int, list[RequestEvent]]
 

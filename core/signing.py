@@ -1,7 +1,7 @@
 """Signatures of control messages: routing entries, shard snapshots and plans.
 
 Workers sign; every reader of the routing and plans topics
-(:class:`~shardshape.streams.follower.TopicFollower` with a checker) drops messages whose
+(:class:`~shardshape.core.follower.TopicFollower` with a checker) drops messages whose
 signature is missing or wrong, so a party that can write to those topics but cannot sign does
 not steer gateways. The value stays the plain contract JSON: readers without a key still read it.
 The signature travels in a Kafka header (:data:`SIGNATURE_HEADER`) over the message's key and
@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import SecretStr
 
 if TYPE_CHECKING:
-    from shardshape.infra.settings import Settings
+    from shardshape.core.settings import Settings
 
 SIGNATURE_HEADER = "shardshape-signature"
 _HMAC_DOMAIN = b"shardshape-signature-v1\0"  # never the same bytes as another use of the key

@@ -3,7 +3,7 @@
 Gateways follow the routing topic this way to build their routing table; workers follow it to
 adopt the global shard snapshot. Each message goes to ``on_message(key, value)``; the follower
 never commits offsets, so every start replays the topic's current (compacted) state. With a
-:class:`~shardshape.streams.signing.Checker`, only messages signed with its key are passed on; the
+:class:`~shardshape.core.signing.Checker`, only messages signed with its key are passed on; the
 others go to ``on_rejected(key, reason)`` (by default a logged warning) and are counted.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from shardshape.streams.signing import Checker
+from shardshape.core.signing import Checker
 
 log = logging.getLogger("shardshape.follower")
 

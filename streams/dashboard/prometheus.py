@@ -18,7 +18,7 @@ that do not add up (capacity and allocated blocks are two families). The gateway
 
 >>> import gzip
 >>> from shardshape.streams.dashboard.state import DashboardState
->>> from shardshape.streams.exposition import negotiated
+>>> from shardshape.core.exposition import negotiated
 >>> body, headers = negotiated(worker_registry(DashboardState()), accept="", accept_encoding="")
 >>> "# TYPE shardshape_pipeline_events_total counter" in body.decode(), headers
 (True, {'Content-Type': 'text/plain; version=0.0.4; charset=utf-8'})
@@ -42,8 +42,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from shardshape.streams.dashboard.state import DashboardState
-from shardshape.streams.exposition import (
+from shardshape.core.exposition import (
     LATENCY_BUCKETS_S,
     PLAN_VERSION,
     SHARD_DURATION,
@@ -51,7 +50,8 @@ from shardshape.streams.exposition import (
     SNAPSHOT_VERSION,
     add_process_collectors,
 )
-from shardshape.streams.metrics import ShardStats, split_metric_key
+from shardshape.core.metrics import ShardStats, split_metric_key
+from shardshape.streams.dashboard.state import DashboardState
 
 _SERIES = ["service", "shard", "arm"]
 

@@ -4,7 +4,7 @@ Plain objects, no Faust: the profile agent aggregates each batch into :class:`Sh
 per key and merges them into the windowed tables; views and the CLI merge the stats of all
 partitions and workers (latency sketches are mergeable) and summarise them.
 
->>> from shardshape.streams.contracts import RequestEvent
+>>> from shardshape.core.contracts import RequestEvent
 >>> events = [RequestEvent(request_id=str(i), ts=0, service="api", request_type="GET",
 ...                        latency_ms=10.0 * (i + 1), status="error" if i == 9 else "ok")
 ...           for i in range(10)]
@@ -24,10 +24,10 @@ from itertools import repeat
 import numpy as np
 import orjson
 
-from shardshape.streams.cadence import PartitionClock
-from shardshape.streams.columns import EventColumns, columns_of, zeros_for_none
-from shardshape.streams.contracts import BUSY_ATTRIBUTE, CACHE_HIT_ATTRIBUTE, RequestEvent
-from shardshape.streams.sketch import LatencySketch
+from shardshape.core.cadence import PartitionClock
+from shardshape.core.columns import EventColumns, columns_of, zeros_for_none
+from shardshape.core.contracts import BUSY_ATTRIBUTE, CACHE_HIT_ATTRIBUTE, RequestEvent
+from shardshape.core.sketch import LatencySketch
 
 
 def metric_key(service: str, shard: int, arm: str | None) -> str:
@@ -295,7 +295,7 @@ class WindowRecorder:
     replays a message may put its events in other shards than the one that counted it).
 
     Totals are kept in memory and written per partition at most every ``write_every_s``, and
-    when the partition's window rolls over (see :mod:`shardshape.streams.cadence`);
+    when the partition's window rolls over (see :mod:`shardshape.core.cadence`);
     :meth:`unwritten` shows what is not written yet (per slot, as views read them), so views
     are never behind.
 

@@ -1,4 +1,4 @@
-"""Map CSV request traces onto :class:`~shardshape.streams.contracts.RequestEvent` with a TOML
+"""Map CSV request traces onto :class:`~shardshape.core.contracts.RequestEvent` with a TOML
 mapping.
 
 A mapping file names, for each event field, the CSV column it comes from; nothing here knows
@@ -70,7 +70,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shardshape.streams.contracts import MAX_ATTRIBUTES, RequestEvent
+from shardshape.core.contracts import MAX_ATTRIBUTES, RequestEvent
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1_000.0, "min": 60_000.0}
 _STATUSES = ("error", "timeout", "rejected")

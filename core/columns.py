@@ -2,13 +2,13 @@
 
 The agent never needs 500 ``RequestEvent`` objects: the models read a batch field by field.
 :func:`decode_columns` decodes a ``RequestBatch`` message with msgspec into light structs that
-state the :class:`~shardshape.streams.contracts.RequestEvent` schema's rules again (about 0.8 us an
+state the :class:`~shardshape.core.contracts.RequestEvent` schema's rules again (about 0.8 us an
 event, where pydantic takes 2.2 us), then turns them into columns. It is a fast path only: whatever
 it refuses, the caller decodes with pydantic, which accepts it or rejects it with the reason. So
 the fast path may refuse what the schema accepts, never the reverse: tests/test_columns.py holds
 it to that on generated good and bad messages.
 
->>> from shardshape.streams.contracts import RequestBatch, RequestEvent, encode
+>>> from shardshape.core.contracts import RequestBatch, RequestEvent, encode
 >>> event = RequestEvent(request_id="r1", ts=5.0, service="api", request_type="GET /a",
 ...                      latency_ms=12.5, attributes={"region": "eu"})
 >>> gateway, batch = decode_columns(encode(RequestBatch(gateway_id="g1", events=[event])))
@@ -30,7 +30,7 @@ from typing import Annotated, Literal
 import msgspec
 import numpy as np
 
-from shardshape.streams.contracts import (
+from shardshape.core.contracts import (
     CONTRACT_VERSION,
     MAX_ATTRIBUTES,
     MAX_BATCH_EVENTS,
