@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from shardshape.infra.command_support import CommandError, require, settings_of
+
 
 def _address(value: str) -> tuple[str, int]:
     """``HOST:PORT`` (or ``:PORT``, all interfaces) as a host and a port.
@@ -56,8 +58,6 @@ def gateway(
     504. Without SHARDSHAPE_KAFKA_BOOTSTRAP it forwards every request unshaped. CPU and
     memory limits are not enforced through a proxy (see docs/gateway.md).
     """
-    from shardshape.infra.command_support import CommandError, require, settings_of
-
     host, port = _address(listen)
     require("sidecar", "the sidecar (shardshape gateway)")
     import uvicorn

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from shardshape.allocator.simulate.names import STRATEGIES as _STRATEGIES
+from shardshape.infra.command_support import CommandError, console, parse_time, require, settings_of
 
 
 @click.command()
@@ -207,8 +208,6 @@ def simulate(
     A simulated day of the mixed scenario takes about half a minute per shardshape run; both
     comparisons need about 30 runs (a few minutes). See docs/simulator.md.
     """
-    from shardshape.infra.command_support import CommandError, console, require, settings_of
-
     require("worker", "the simulator")
     if report_dir is not None:
         require("report", "`shardshape simulate --report`")
@@ -313,7 +312,6 @@ def _grid(
     from rich.table import Table
 
     from shardshape.allocator.simulate.grid import parse_days, parse_speeds, run_grid, trace_cells
-    from shardshape.infra.command_support import console
 
     cells = trace_cells(traces, mapping, parse_days(days), parse_speeds(speeds))
     columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
@@ -392,6 +390,5 @@ def _trace_time(text: str | None, option: str, mapping: Path) -> float | None:
     if text is None:
         return None
     from shardshape.core.trace import load_mapping
-    from shardshape.infra.command_support import parse_time
 
     return parse_time(text, load_mapping(mapping).tz, option)
