@@ -1,5 +1,8 @@
 """The two comparisons: equal budget and equal target, each strategy tuned by one knob.
 
+It stays one module (about 530 lines): both comparisons share one :class:`Runner`, its cache
+of runs and its knob searches, and the config helpers at the end are those knobs.
+
 Every strategy has one knob that trades blocks for latency, the one its operator would turn:
 
 =================  ======================  ============================================

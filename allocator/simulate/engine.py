@@ -1,5 +1,8 @@
 """The event loop: per-queue multi-server FIFO queues, driven in ticks by a strategy.
 
+It stays one module (about 530 lines): the tick, FIFO service, lending and capacity changes
+are one algorithm whose order of steps, below, is the model; apart, each would read half of it.
+
 Time advances in ticks (10 s by default). In each tick, in this order:
 
 1. the strategy **routes** the requests arriving in the tick to queues (it decides with what
