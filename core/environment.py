@@ -1,5 +1,9 @@
 """How operators write settings: secrets in files, and unknown variables named with the fix.
 
+With :mod:`shardshape.core.settings`, the one place shardshape reads the process environment:
+settings come from it there, and a child process that inherits it gets it from
+:func:`process_environment`.
+
 Every secret setting (and the signing public keys) can be given as ``SHARDSHAPE_NAME`` or as
 ``SHARDSHAPE_NAME_FILE``, the path of a file holding it (a mounted container secret; one
 trailing newline is stripped). A ``SHARDSHAPE_*`` variable that names no setting is warned about
@@ -78,6 +82,15 @@ class FileSettingsSource(PydanticBaseSettingsSource):
                 )
             values[name] = read_secret_file(variable + FILE_SUFFIX, Path(path))
         return values
+
+
+def process_environment() -> dict[str, str]:
+    """A copy of this process's environment, for a child process to start with.
+
+    >>> process_environment() == dict(os.environ)
+    True
+    """
+    return dict(os.environ)
 
 
 def read_secret_file(variable: str, path: Path) -> str:
