@@ -42,7 +42,7 @@ from shardshape.core.metrics import ShardStats, merged_series, split_metric_key
 from shardshape.models.forecast import DemandForecaster
 
 if TYPE_CHECKING:
-    from shardshape.core.settings import Settings
+    from shardshape.core.settings import ExperimentSettings
 
 log = logging.getLogger("shardshape.planning")
 
@@ -51,7 +51,7 @@ log = logging.getLogger("shardshape.planning")
 QUEUE_REPORT_TTL_S = 30.0
 
 
-def experiment_policy(settings: Settings) -> ExperimentPolicy:
+def experiment_policy(settings: ExperimentSettings) -> ExperimentPolicy:
     """The planner's :class:`ExperimentPolicy` from the ``experiments_*`` settings; what they
     leave out keeps the policy's defaults.
 

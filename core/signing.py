@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import SecretStr
 
 if TYPE_CHECKING:
-    from shardshape.core.settings import Settings
+    from shardshape.core.settings import AuthSettings
 
 SIGNATURE_HEADER = "shardshape-signature"
 _HMAC_DOMAIN = b"shardshape-signature-v1\0"  # never the same bytes as another use of the key
@@ -225,7 +225,7 @@ def private_key_text(key: Ed25519PrivateKey) -> str:
     return base64.b64encode(raw).decode()
 
 
-def signer_from(settings: Settings) -> Signer | None:
+def signer_from(settings: AuthSettings) -> Signer | None:
     """What a worker signs with: the Ed25519 private key, else the HMAC key, else None."""
     if settings.signing_private_key is not None:
         private = load_private_key(settings.signing_private_key.get_secret_value())
@@ -235,7 +235,7 @@ def signer_from(settings: Settings) -> Signer | None:
     return None
 
 
-def checker_from(settings: Settings) -> Checker | None:
+def checker_from(settings: AuthSettings) -> Checker | None:
     """What a reader (gateway or worker) checks with: the Ed25519 public keys (and the private
     key's own, on a worker), else the HMAC key, else None (messages are not checked)."""
     if settings.signing_private_key is not None:

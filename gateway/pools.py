@@ -71,7 +71,7 @@ from shardshape.gateway.slots import Binding, Slot, current_slot
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
-    from shardshape.core.settings import Settings
+    from shardshape.core.settings import GatewaySettings
 
 log = logging.getLogger("shardshape.gateway.pools")
 
@@ -172,7 +172,7 @@ class ShardPools:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ShardPools:
+    def from_settings(cls, settings: GatewaySettings) -> ShardPools:
         """Pools as the ``gateway_*`` settings say."""
         return cls(
             PoolDefaults(
