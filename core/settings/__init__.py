@@ -32,6 +32,7 @@ from shardshape.core.environment import (
     FILE_SUFFIX,
     FileSettingsSource,
     FileValueError,
+    process_environment,
     warn_unknown,
 )
 from shardshape.core.settings.auth import AuthSettings
@@ -160,6 +161,18 @@ class Settings(
             env[f"{ENV_PREFIX}{name.upper()}"] = (
                 str(value).lower() if isinstance(value, bool) else str(value)
             )
+        return env
+
+    def child_environment(self) -> dict[str, str]:
+        """The environment of a child process that runs on these settings: this process's,
+        without its own ``SHARDSHAPE_*`` variables, and these settings (secrets included).
+
+        >>> env = Settings(web_port=7000).child_environment()
+        >>> env["SHARDSHAPE_WEB_PORT"], "PATH" in env
+        ('7000', True)
+        """
+        env = {k: v for k, v in process_environment().items() if not k.startswith(ENV_PREFIX)}
+        env.update(self.as_environment())
         return env
 
     def with_bootstrap(self, bootstrap: str) -> Settings:

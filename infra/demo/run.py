@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import socket
 import sys
@@ -104,8 +103,7 @@ def _start(
 ) -> None:
     from shardshape.streams.app import READY_LINE
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
-    env.update(settings.as_environment())
+    env = settings.child_environment()
     python = sys.executable
     worker = children.start("worker", [python, "-m", "shardshape.infra.cli", "worker"], env)
     out.print(f"started worker (pid {worker.pid}, log {children.log_path('worker')})")
