@@ -151,9 +151,11 @@ class ShardSpec(Contract):
     priority: Annotated[int, Field(ge=0, le=1_000)] = 0
     slo_p99_ms: NonNegative | None = None
     blocks: dict[Id, Count] = Field(default_factory=dict, max_length=64)
-    resources: ResourceSpec = ResourceSpec()
-    per_replica: ResourceSpec = ResourceSpec()
-    cache: CachePolicy = CachePolicy()
+    # Contract defaults come from factories: an instance made at import time would build its
+    # validator there and then (defer_build), about 30 ms of every gateway's import.
+    resources: ResourceSpec = Field(default_factory=ResourceSpec)
+    per_replica: ResourceSpec = Field(default_factory=ResourceSpec)
+    cache: CachePolicy = Field(default_factory=CachePolicy)
     forecast_rps: NonNegative | None = None
 
 
@@ -167,7 +169,7 @@ class ArmOverrides(Contract):
 class Arm(Contract):
     name: Id
     weight: Fraction
-    overrides: ArmOverrides = ArmOverrides()
+    overrides: ArmOverrides = Field(default_factory=ArmOverrides)
 
 
 class ArmEvidence(Contract):
