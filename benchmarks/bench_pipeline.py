@@ -44,7 +44,7 @@ from shardshape.gateway.routing_table import RoutingTable
 from shardshape.infra.broker import kafka_bootstrap
 from shardshape.infra.topics import create_topics
 from shardshape.models.synthetic import SyntheticStream
-from shardshape.streams.app import faust_credentials
+from shardshape.streams.faust_setup import faust_credentials
 from shardshape.streams.replay import replay
 
 

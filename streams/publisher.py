@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 import faust
 from confluent_kafka import KafkaError, Message, Producer
@@ -21,6 +22,14 @@ from confluent_kafka import KafkaError, Message, Producer
 from shardshape.core.signing import Signer
 
 log = logging.getLogger("shardshape.worker")
+
+
+class Publisher(Protocol):
+    """What the worker's steps publish routing entries with (:class:`RoutingPublisher`)."""
+
+    def publish(self, key: bytes, value: bytes | None) -> None: ...
+
+    def poll(self) -> None: ...
 
 
 class RoutingPublisher:

@@ -29,8 +29,8 @@ READ_KEY = "shop|GET /items/{item_id}|scraper-bot"
 
 
 def window(start: float, latencies: dict[int, list[float]], arm: str | None = None) -> dict:
-    """A 10 s window as ``shardshape.streams.app.window_slots`` gives it: per-partition slots of
-    stats aggregated from request events (shard -> their latencies)."""
+    """A 10 s window as ``shardshape.streams.windows.window_slots`` gives it: per-partition
+    slots of stats aggregated from request events (shard -> their latencies)."""
     events, shards = [], []
     for shard, values in latencies.items():
         for i, latency in enumerate(values):

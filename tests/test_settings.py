@@ -10,7 +10,7 @@ import pytest
 
 from shardshape.core import environment
 from shardshape.core.settings import Settings, SettingsError, file_settings, load_settings
-from shardshape.streams.app import faust_credentials
+from shardshape.streams.faust_setup import faust_credentials
 
 
 def test_bootstrap_alone_selects_the_external_broker(monkeypatch: pytest.MonkeyPatch) -> None:

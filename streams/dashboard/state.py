@@ -185,9 +185,9 @@ class DashboardState:
     # Worker timers: called on the worker's event loop.
 
     def update_windows(self, windows: Iterable[Mapping[str, Any]], now: float) -> None:
-        """Take a worker's windows of one size (``shardshape.streams.app.window_slots``): each
-        window that closed is summarised and added to the totals once; open ones are kept as they
-        stand."""
+        """Take a worker's windows of one size (``shardshape.streams.windows.window_slots``):
+        each window that closed is summarised and added to the totals once; open ones are kept
+        as they stand."""
         fresh: dict[Span, dict[str, ShardStats]] = {}
         for window in windows:
             span = (float(window["start"]), float(window["end"]))
