@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import random
 
+from shardshape.core.columns import columns_of
+from shardshape.core.contracts import RequestEvent, RoutingEntry
 from shardshape.models.keystats import (
     BEHAVIOUR_SLICE,
     GAP,
@@ -30,8 +32,6 @@ from shardshape.models.keystats import (
 from shardshape.models.profiler import Profiler, ProfilerConfig
 from shardshape.models.shards import Shards
 from shardshape.models.synthetic import SyntheticStream
-from shardshape.streams.columns import columns_of
-from shardshape.streams.contracts import RequestEvent, RoutingEntry
 
 EVENTS = 12_000
 HALF = EVENTS // 2
