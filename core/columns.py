@@ -5,8 +5,8 @@ The agent never needs 500 ``RequestEvent`` objects: the models read a batch fiel
 state the :class:`~shardshape.core.contracts.RequestEvent` schema's rules again (about 0.8 us an
 event, where pydantic takes 2.2 us), then turns them into columns. It is a fast path only: whatever
 it refuses, the caller decodes with pydantic, which accepts it or rejects it with the reason. So
-the fast path may refuse what the schema accepts, never the reverse: tests/test_columns.py holds
-it to that on generated good and bad messages.
+the fast path may refuse what the schema accepts, never the reverse:
+tests/core/test_columns.py holds it to that on generated good and bad messages.
 
 >>> from shardshape.core.contracts import RequestBatch, RequestEvent, encode
 >>> event = RequestEvent(request_id="r1", ts=5.0, service="api", request_type="GET /a",

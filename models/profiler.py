@@ -93,7 +93,8 @@ class ProfilerConfig:
     min_gain: float = 0.005
     # Cuts in a row that must leave a shard out before it is retired (BehaviourClusterer). 1,
     # as before the hysteresis: 3 and 10 cost the mixed day's equal-target line (284 block-hours
-    # against shared-reactive's 373, where 25% fewer needs <= 279; tests/test_simulate.py).
+    # against shared-reactive's 373, where 25% fewer needs <= 279;
+    # tests/allocator/test_simulate.py).
     retire_after: int = 1
     regression_halflife: float = 1_500
     key_min_alpha: float = 0.05

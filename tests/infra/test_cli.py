@@ -75,7 +75,7 @@ def test_a_command_whose_extra_is_missing_names_it_and_exits_2(
     monkeypatch: pytest.MonkeyPatch, args: list[str], extra: str
 ) -> None:
     # As in a base install: the extra's modules cannot be found (the real case, a fresh
-    # environment with only the wheel, is tests/test_base_install.py).
+    # environment with only the wheel, is tests/system/test_base_install.py).
     monkeypatch.setitem(EXTRAS, extra, ("shardshape_absent_module",))
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2, result.output

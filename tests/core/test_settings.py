@@ -105,7 +105,7 @@ def test_log_levels_are_read_as_operators_write_them(
 
 def test_every_secret_can_come_from_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert {"sasl_password", "admin_token", "signing_private_key"} <= set(file_settings())
-    keys = {"signing_private_key", "signing_public_key"}  # from files in tests/test_signing.py
+    keys = {"signing_private_key", "signing_public_key"}  # from files in tests/core/test_signing.py
     for name in set(file_settings()) - keys - {"signing_key"}:  # HMAC: not with Ed25519
         secret = tmp_path / name
         secret.write_text(f"{name}-" + "s" * 40 + "\n")  # as `echo` writes it

@@ -31,7 +31,7 @@ from tests.demo_support import Demo, demo, get, poll, required_tool
 MONITORING = Path(str(files("shardshape.infra") / "monitoring"))  # as packaged
 ALERTS = MONITORING / "alerts.yml"
 DASHBOARD = MONITORING / "grafana-dashboard.json"
-RULE_TESTS = REPO_ROOT / "tests" / "monitoring" / "alerts_test.yml"
+RULE_TESTS = REPO_ROOT / "tests" / "infra" / "monitoring" / "alerts_test.yml"
 WORKER_JOB, GATEWAY_JOB = "shardshape-worker", "shardshape-gateway"
 METRIC_NAME = re.compile(r"\b((?:shardshape|process|python)_[a-z0-9_]+)\b")
 DEMO_S = 100  # the demo's duration: Prometheus needs a few scrapes of live traffic and a plan
