@@ -11,7 +11,7 @@ from shardshape.allocator.experiments import ExperimentPolicy
 from shardshape.allocator.planning import experiment_policy
 from shardshape.allocator.sequential import TestDesign
 from shardshape.core.settings import SettingsError, load_settings
-from tests.conftest import settings_env, shardshape_command
+from tests.support.processes import settings_env, shardshape_command
 
 
 def test_the_defaults_are_the_policy_defaults() -> None:

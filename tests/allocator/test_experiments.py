@@ -33,7 +33,7 @@ from shardshape.core.contracts import (
     encode,
 )
 from shardshape.core.metrics import ShardStats, metric_key
-from tests.conftest import REPO_ROOT
+from tests.support.paths import REPO_ROOT
 
 WINDOW_S = 10.0
 CONFIG = parse_pools_config("""

@@ -22,7 +22,7 @@ from shardshape.core.metrics import metric_key
 from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics
 from tests.allocator.test_experiments import CONFIG, arm_stats, plan_with, spec
-from tests.conftest import settings_env, shardshape_command
+from tests.support.processes import settings_env, shardshape_command
 
 
 def _decided_and_running_plan() -> AllocationPlan:

@@ -17,7 +17,7 @@ from shardshape.core.contracts import (
     encode,
 )
 from shardshape.core.metrics import ShardStats
-from tests.conftest import REPO_ROOT
+from tests.support.paths import REPO_ROOT
 
 WINDOW_S = 10.0
 PEAK_WINDOW = 30

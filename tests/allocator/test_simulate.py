@@ -20,8 +20,8 @@ from shardshape.allocator.simulate.results import OVERALL, summarise
 from shardshape.allocator.simulate.scenarios import evaluate, mixed_setup, trace_setup
 from shardshape.allocator.simulate.workload import Profile, Workload
 from shardshape.models.keystats import QUARANTINED
-from tests.conftest import shardshape_command
-from tests.trace_data import GENAI_MAPPING, GENAI_TRACE, needs_genai_trace
+from tests.support.processes import shardshape_command
+from tests.support.trace import GENAI_MAPPING, GENAI_TRACE, needs_genai_trace
 
 BATCH_TENANT = {f"batch-{i}" for i in range(4)}
 ONE_SLOT = BlockType(name="b", cpu_millicores=1000, memory_mib=1, concurrency=1, cost=1)

@@ -15,7 +15,7 @@ import pytest
 
 from shardshape.core.logs import JsonFormatter, KnownVersions, formatter, log_context
 from shardshape.core.settings import SettingsError, load_settings
-from tests.conftest import shardshape_command, wait_for_line
+from tests.support.processes import shardshape_command, wait_for_line
 
 
 def test_json_lines_carry_fields_context_versions_and_the_exception() -> None:

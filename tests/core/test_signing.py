@@ -29,8 +29,8 @@ from shardshape.core.signing import (
 from shardshape.gateway.routing_table import RoutingTable
 from shardshape.infra.topics import create_topics
 from shardshape.streams.publisher import RoutingPublisher
-from tests.gateway.plans import plan, shard
-from tests.trained import trained_profiler
+from tests.support.plans import plan, shard
+from tests.support.trained import trained_profiler
 
 pytestmark = pytest.mark.broker
 

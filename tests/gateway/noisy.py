@@ -19,8 +19,8 @@ from confluent_kafka import Producer
 from shardshape.core.contracts import encode
 from shardshape.core.settings import Settings
 from shardshape.gateway.status import STATUS_PATH
-from tests.gateway.plans import plan, route_entry, shard
-from tests.gateway.serving import example
+from tests.support.plans import plan, route_entry, shard
+from tests.support.serving import example
 
 SECONDS = 3.0
 EXPORT_MS = 150

@@ -20,9 +20,9 @@ from shardshape.gateway.isolation import detect_capabilities
 from shardshape.gateway.pools import ShardPools
 from shardshape.gateway.status import STATUS_PATH, GatewayStatus, ShardPoolStatus, gateway_status
 from shardshape.infra.cli import cli
-from tests.conftest import shardshape_command
 from tests.gateway.isolation_support import isolation_settings, parent_dirs
-from tests.gateway.plans import plan, shard
+from tests.support.plans import plan, shard
+from tests.support.processes import shardshape_command
 
 STATUS = GatewayStatus(
     service="shop",

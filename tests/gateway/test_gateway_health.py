@@ -13,7 +13,7 @@ import pytest
 from shardshape.core.settings import Settings
 from shardshape.gateway.status import HEALTH_PATH, READY_PATH
 from shardshape.infra.topics import create_topics
-from tests.gateway.serving import example, serve
+from tests.support.serving import example, serve
 
 pytestmark = pytest.mark.broker
 

@@ -17,8 +17,8 @@ from shardshape.gateway.limits import PoolDefaults
 from shardshape.gateway.middleware import ShapingMiddleware
 from shardshape.gateway.pools import ShardPools
 from shardshape.gateway.prometheus import GatewayMetrics, with_metrics
-from tests.gateway.plans import plan, shard
-from tests.gateway.serving import serve
+from tests.support.plans import plan, shard
+from tests.support.serving import serve
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:

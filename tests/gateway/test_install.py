@@ -25,9 +25,9 @@ from shardshape.core.settings import Settings
 from shardshape.gateway import Gateway, install
 from shardshape.gateway.status import STATUS_PATH
 from shardshape.infra.topics import create_topics
-from tests.gateway.plans import plan, route_entry, shard
 from tests.gateway.reporting import QueueReportReader, batch_ids, consume_batches, has_all
-from tests.gateway.serving import serve
+from tests.support.plans import plan, route_entry, shard
+from tests.support.serving import serve
 
 GATEWAY_THREADS = ("follow-", "shardshape-reporter-")
 

@@ -19,8 +19,8 @@ from shardshape.core.settings import Settings
 from shardshape.gateway.status import STATUS_PATH
 from shardshape.infra.topics import create_topics
 from shardshape.models.features import profile_key
-from tests.gateway.plans import plan, shard
-from tests.gateway.serving import example, serve
+from tests.support.plans import plan, shard
+from tests.support.serving import example, serve
 
 pytestmark = pytest.mark.broker
 

@@ -28,8 +28,8 @@ from shardshape.gateway.middleware import ShapingMiddleware
 from shardshape.gateway.pools import ShardPools, current_slot
 from shardshape.gateway.routing_table import RoutingTable
 from shardshape.models.features import profile_key
-from tests.gateway.plans import plan, shard
-from tests.gateway.serving import serve
+from tests.support.plans import plan, shard
+from tests.support.serving import serve
 
 
 async def item(request: Request) -> Response:

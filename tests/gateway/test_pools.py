@@ -17,8 +17,8 @@ from shardshape.gateway.limits import PoolDefaults
 from shardshape.gateway.pools import PoolKey, ShardPools, ShardRejected
 from shardshape.gateway.prometheus import GatewayMetrics
 from shardshape.gateway.status import in_process_status
-from tests.gateway.plans import plan, shard
 from tests.gateway.test_gateway_metrics import labelled, samples
+from tests.support.plans import plan, shard
 
 
 class Held:

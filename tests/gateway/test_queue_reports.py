@@ -20,10 +20,10 @@ from shardshape.gateway.pools import ShardPools
 from shardshape.gateway.queue_report import QueueReports
 from shardshape.gateway.reporter import Reporter
 from shardshape.infra.topics import create_topics
-from tests.gateway.plans import plan, shard
 from tests.gateway.reporting import QueueReportReader
-from tests.gateway.serving import example, serve
 from tests.gateway.test_pools import Held, settle
+from tests.support.plans import plan, shard
+from tests.support.serving import example, serve
 
 pytestmark = pytest.mark.broker
 

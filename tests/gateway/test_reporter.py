@@ -25,14 +25,9 @@ from shardshape.gateway.reporter import Reporter, ReporterStats
 from shardshape.infra.broker import EmbeddedBroker
 from shardshape.infra.topics import create_topics
 from shardshape.models.features import profile_key
-from tests.conftest import (
-    paused_broker,
-    running,
-    settings_env,
-    shardshape_command,
-    wait_for_line,
-)
 from tests.gateway.reporting import batch_ids, consume_batches, has_all
+from tests.support.broker import paused_broker
+from tests.support.processes import running, settings_env, shardshape_command, wait_for_line
 
 PAUSE_S = 20.0
 # A call that waited on Kafka would take a request or connection timeout: seconds, not this.

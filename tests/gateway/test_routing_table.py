@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shardshape.core.contracts import RoutingEntry, ShardSnapshot, encode, snapshot_key
 from shardshape.gateway.routing_table import RoutingTable
-from tests.trained import trained_profiler
+from tests.support.trained import trained_profiler
 
 
 def _table() -> RoutingTable:

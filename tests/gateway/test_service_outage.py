@@ -26,10 +26,11 @@ from shardshape.core.settings import Settings
 from shardshape.gateway.status import STATUS_PATH, GatewayStatus
 from shardshape.infra.broker import EmbeddedBroker
 from shardshape.infra.topics import create_topics
-from tests.conftest import paused_broker, settings_env
-from tests.gateway.plans import plan, route_entry, shard
 from tests.gateway.reporting import batch_ids, consume_batches, has_all
-from tests.gateway.serving import example, example_server
+from tests.support.broker import paused_broker
+from tests.support.plans import plan, route_entry, shard
+from tests.support.processes import settings_env
+from tests.support.serving import example, example_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker]
 

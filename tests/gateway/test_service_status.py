@@ -19,11 +19,11 @@ from shardshape.core.contracts import encode, snapshot_key
 from shardshape.core.settings import Settings
 from shardshape.gateway.status import STATUS_PATH, GatewayStatus
 from shardshape.infra.topics import create_topics
-from tests.conftest import settings_env, shardshape_command
 from tests.gateway.isolation_support import isolation_settings, parent_dirs
-from tests.gateway.plans import plan, shard
-from tests.gateway.serving import example_server
-from tests.trained import trained_profiler
+from tests.support.plans import plan, shard
+from tests.support.processes import settings_env, shardshape_command
+from tests.support.serving import example_server
+from tests.support.trained import trained_profiler
 
 pytestmark = pytest.mark.broker
 

@@ -18,10 +18,10 @@ import pytest
 from shardshape.core.settings import Settings
 from shardshape.gateway.status import STATUS_PATH
 from shardshape.infra.topics import create_topics
-from tests.conftest import settings_env, shardshape_command
 from tests.gateway.noisy import assert_isolated, measure, publish_reads_and_exports, wait_for_plan
 from tests.gateway.reporting import consume_batches
 from tests.gateway.sidecars import node_upstream, sidecar
+from tests.support.processes import settings_env, shardshape_command
 
 MIB = 1024 * 1024
 

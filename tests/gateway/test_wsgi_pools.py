@@ -16,7 +16,7 @@ from shardshape.core.settings import Settings
 from shardshape.gateway.pools import current_slot
 from shardshape.gateway.wsgi import WsgiGateway, install_wsgi
 from shardshape.infra.topics import create_topics
-from tests.gateway.plans import plan, shard
+from tests.support.plans import plan, shard
 
 pytestmark = pytest.mark.broker  # shaped only with a broker (the plans here are applied directly)
 

@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,16 +15,7 @@ from confluent_kafka.admin import AdminClient
 from shardshape.core.net import PortInUseError
 from shardshape.core.settings import Settings
 from shardshape.infra.broker import BrokerError, EmbeddedBroker, find_tansu_binary
-from tests.conftest import pid_alive, running, shardshape_command, wait_for_line
-
-
-def _wait_gone(pid: int, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return True
-        time.sleep(0.1)
-    return False
+from tests.support.processes import pid_alive, running, shardshape_command, wait_for_line, wait_gone
 
 
 def test_embedded_broker_answers_metadata_and_stops_without_orphan(tmp_path: Path) -> None:
@@ -35,7 +25,7 @@ def test_embedded_broker_answers_metadata_and_stops_without_orphan(tmp_path: Pat
         metadata = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=5)
         assert metadata.brokers, "a ready broker answers a metadata request"
         assert broker.bootstrap.startswith("127.0.0.1:")
-    assert _wait_gone(pid), "the broker process must be gone after stop"
+    assert wait_gone([pid]) == [], "the broker process must be gone after stop"
     assert (tmp_path / "broker.log").read_text(), "the broker log is kept in a file"
 
 
@@ -83,7 +73,7 @@ def test_broker_dies_with_a_killed_parent(tmp_path: Path) -> None:
     assert pid_alive(broker_pid)
     parent.send_signal(signal.SIGKILL)
     parent.wait()
-    assert _wait_gone(broker_pid), "the broker must not outlive a parent killed with SIGKILL"
+    assert wait_gone([broker_pid]) == [], "the broker must not outlive a parent killed with SIGKILL"
 
 
 def test_broker_command_prints_bootstrap_and_stops_on_ctrl_c(tmp_path: Path) -> None:
@@ -97,4 +87,4 @@ def test_broker_command_prints_bootstrap_and_stops_on_ctrl_c(tmp_path: Path) -> 
         broker_pid = int(text.split("embedded broker pid ")[1].split()[0])
         process.send_signal(signal.SIGINT)
         assert process.wait(20) == 0
-    assert _wait_gone(broker_pid)
+    assert wait_gone([broker_pid]) == []

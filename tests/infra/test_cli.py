@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from shardshape.core.contracts import CONTRACTS
 from shardshape.infra.cli import cli
 from shardshape.infra.extras import EXTRAS
-from tests.conftest import pid_alive, running, shardshape_command, wait_for_line
+from tests.support.processes import pid_alive, running, shardshape_command, wait_for_line
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

@@ -17,8 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, wait_for_line, wait_gone
-from tests.demo_support import Demo, demo, get, poll, required_tool
+from tests.support.demo import Demo, demo, get
+from tests.support.paths import REPO_ROOT
+from tests.support.polling import wait_until
+from tests.support.processes import wait_for_line, wait_gone
+from tests.support.tools import required_tool
 
 pytestmark = pytest.mark.slow
 
@@ -60,9 +63,13 @@ def test_metrics_show_per_shard_series_during_the_demo(running_demo: Demo) -> No
         busy = {s for s, n in requests.items() if n > 0 and observed.get(s, 0) > 0}
         return requests if len(busy) >= 2 else None
 
-    requests = poll(worker_series, 60, "two shards with requests in the worker's /metrics")
+    requests = wait_until(
+        worker_series, 60, "two shards with requests in the worker's /metrics", every_s=1
+    )
     assert sum(requests.values()) > 0
-    gateway = poll(lambda: get(f"{running_demo.service_url()}/metrics"), 10, "gateway /metrics")
+    gateway = wait_until(
+        lambda: get(f"{running_demo.service_url()}/metrics"), 10, "gateway /metrics", every_s=1
+    )
     assert sum(series(gateway, "shardshape_shard_requests_total").values()) > 0
     slots = re.findall(r"^shardshape_gateway_pool_slots\{[^}]*\} (\S+)$", gateway, re.M)
     assert slots and all(float(n) >= 1 for n in slots)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 
-from tests.conftest import shardshape_command
-from tests.trace_data import GENAI_MAPPING, GENAI_TRACE, needs_genai_trace
+from tests.support.processes import shardshape_command
+from tests.support.trace import GENAI_MAPPING, GENAI_TRACE, needs_genai_trace
 
 TRACE, MAPPING = GENAI_TRACE, GENAI_MAPPING
 AFTER = "2024-11-22 23:39:26"

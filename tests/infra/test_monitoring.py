@@ -25,8 +25,11 @@ import pytest
 
 from shardshape.allocator.pools_config import load_pools_config
 from shardshape.infra.demo.run import free_port
-from tests.conftest import REPO_ROOT, running, wait_for_line
-from tests.demo_support import Demo, demo, get, poll, required_tool
+from tests.support.demo import Demo, demo, get
+from tests.support.paths import REPO_ROOT
+from tests.support.polling import wait_until
+from tests.support.processes import running, wait_for_line
+from tests.support.tools import required_tool
 
 MONITORING = Path(str(files("shardshape.infra") / "monitoring"))  # as packaged
 ALERTS = MONITORING / "alerts.yml"
@@ -100,7 +103,7 @@ def test_dashboard_queries_name_only_families_the_system_exposes(live: Demo) -> 
         ready = "shardshape_pool_allocated_blocks{" in worker  # a plan is in force
         return (worker, gateway) if ready else None
 
-    worker, gateway = poll(both, 90, "a plan in the worker's /metrics")
+    worker, gateway = wait_until(both, 90, "a plan in the worker's /metrics", every_s=1)
     exposed = exposed_names(worker) | exposed_names(gateway)
     used = {name for query in dashboard_queries() for name in METRIC_NAME.findall(query)}
     assert used, "the dashboard has queries"
@@ -110,7 +113,7 @@ def test_dashboard_queries_name_only_families_the_system_exposes(live: Demo) -> 
 @pytest.mark.slow
 def test_prometheus_scrapes_the_worker_and_the_gateway(live: Demo, tmp_path: Path) -> None:
     with prometheus(tmp_path, worker=live.web, gateway=live.service_url()) as server:
-        rate = poll(
+        rate = wait_until(
             lambda: positive(
                 server.query(
                     f"sum by (service, shard) (rate(shardshape_shard_requests_total"
@@ -119,8 +122,9 @@ def test_prometheus_scrapes_the_worker_and_the_gateway(live: Demo, tmp_path: Pat
             ),
             90,
             "a per-shard request rate from the worker's scrapes",
+            every_s=1,
         )
-        p99 = poll(
+        p99 = wait_until(
             lambda: positive(
                 server.query(
                     "histogram_quantile(0.99, sum by (service, shard, le) (rate("
@@ -130,12 +134,14 @@ def test_prometheus_scrapes_the_worker_and_the_gateway(live: Demo, tmp_path: Pat
             ),
             60,
             "a per-shard p99 from the gateway's scrapes",
+            every_s=1,
         )
         capacity = server.query(f'shardshape_pool_capacity_blocks{{job="{WORKER_JOB}"}}')
-        allocated = poll(
+        allocated = wait_until(
             lambda: server.query(f'shardshape_pool_allocated_blocks{{job="{WORKER_JOB}"}}'),
             60,
             "the pool's allocated blocks",
+            every_s=1,
         )
         evaluated = [server.query(dashboard_query(q)) for q in dashboard_queries()]
     assert {labels["shard"] for labels in rate} and all(v > 0 for v in rate.values())
@@ -212,8 +218,13 @@ def prometheus(tmp_path: Path, *, worker: str, gateway: str) -> Iterator[Prometh
     ]
     with running(command, {}, tmp_path / "prometheus.log") as process:
         server = Prometheus(f"http://127.0.0.1:{port}")
-        poll(lambda: process.poll() is None and get(f"{server.url}/-/ready"), 30, "Prometheus")
-        targets = poll(lambda: up_targets(server), 30, "both targets up")
+        wait_until(
+            lambda: process.poll() is None and get(f"{server.url}/-/ready"),
+            30,
+            "Prometheus",
+            every_s=1,
+        )
+        targets = wait_until(lambda: up_targets(server), 30, "both targets up", every_s=1)
         assert targets == {WORKER_JOB, GATEWAY_JOB}
         yield server
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from shardshape.infra.processes import ChildProcesses, wait_for_text
-from tests.conftest import child_pids, wait_gone
+from tests.support.processes import child_pids, wait_gone
 
 SLEEP = [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(300)"]
 

@@ -8,7 +8,7 @@ import subprocess
 from shardshape.core.contracts import MAX_MESSAGE_BYTES
 from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics, describe_topics
-from tests.conftest import settings_env, shardshape_command
+from tests.support.processes import settings_env, shardshape_command
 
 
 def test_create_is_idempotent_with_configured_partitions_and_compaction(settings: Settings) -> None:

@@ -22,14 +22,15 @@ from shardshape.infra.topics import create_topics
 from shardshape.models.synthetic import SyntheticStream
 from shardshape.streams.app import READY_LINE
 from shardshape.streams.replay import replay
-from tests.conftest import wait_for_line
-from tests.worker_support import (
+from tests.support.polling import wait_until
+from tests.support.processes import wait_for_line
+from tests.support.workers import (
     Worker,
     all_committed,
     counted_by,
     counted_by_window,
     events_by_window,
-    wait_until,
+    tails,
     worker,
 )
 
@@ -156,7 +157,13 @@ def run_chaos(
                 return set()
 
         live = [start() for _ in range(WORKERS)]
-        wait_until(lambda: all(owned(w) for w in live), 90, "every worker owns partitions", live)
+        wait_until(
+            lambda: all(owned(w) for w in live),
+            90,
+            "every worker owns partitions",
+            every_s=0.5,
+            explain=tails(live),
+        )
         sender = threading.Thread(
             target=replay,
             args=(load, settings.confluent_config(), topic, PARTITIONS),
@@ -166,8 +173,10 @@ def run_chaos(
         last_kill = time.monotonic()
         for kill in schedule:
             if kill.settled:
-                wait_until(lambda: set().union(*map(owned, live)) == set(range(PARTITIONS)),
-                           90, "the live workers own every partition", live)  # fmt: skip
+                wait_until(
+                    lambda: set().union(*map(owned, live)) == set(range(PARTITIONS)),
+                    90, "the live workers own every partition", every_s=0.5, explain=tails(live),
+                )  # fmt: skip
                 time.sleep(kill.after_s)
                 victim = [w for w in live if owned(w)][-1]  # the newest owner
             else:
@@ -194,7 +203,13 @@ def run_chaos(
             )
 
         with contextlib.suppress(pytest.fail.Exception):  # the comparison below says where
-            wait_until(settled, settle_s, "every message committed and counted", live)
+            wait_until(
+                settled,
+                settle_s,
+                "every message committed and counted",
+                every_s=0.5,
+                explain=tails(live),
+            )
         sizes = {"1m": 60.0, "10s": 10.0}
         return ChaosReport(
             produced=events,

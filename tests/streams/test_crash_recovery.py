@@ -20,14 +20,16 @@ from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics
 from shardshape.models.synthetic import SyntheticStream
 from shardshape.streams.replay import replay
-from tests.conftest import REPO_ROOT, pid_alive
-from tests.worker_support import (
+from tests.support.paths import REPO_ROOT
+from tests.support.polling import wait_until
+from tests.support.processes import pid_alive
+from tests.support.workers import (
     Worker,
     counted_by,
     counted_by_window,
     events_by_window,
     read_table,
-    wait_until,
+    tails,
     worker,
 )
 
@@ -71,7 +73,9 @@ def _exactly_once(settings: Settings, workers: list[Worker], produced: int) -> N
     """Every produced event counted once in both window sizes (on failure: where not)."""
     for size in ("1m", "10s"):
         with contextlib.suppress(pytest.fail.Exception):  # the check below says where
-            wait_until(lambda s=size: counted_by(workers, s) >= produced, 90, "all counted")
+            wait_until(
+                lambda s=size: counted_by(workers, s) >= produced, 90, "all counted", every_s=0.5
+            )
     time.sleep(2)  # a replay counted twice would show by now
     for size, size_s in (("1m", 60.0), ("10s", 10.0)):
         each = {w.name: counted_by([w], size) for w in workers}
@@ -117,10 +121,10 @@ def test_a_killed_worker_loses_nothing_counts_nothing_twice_and_hands_over_plann
     ):
         wait_until(
             lambda: a.partitions(settings.topic_requests) and b.partitions(settings.topic_requests),
-            90, "both workers own partitions", [a, b],
+            90, "both workers own partitions", every_s=0.5, explain=tails([a, b]),
         )  # fmt: skip
         _send(settings, warm_up, max_rate=RATE)
-        wait_until(lambda: plans.versions, 90, "a first plan", [a, b])
+        wait_until(lambda: plans.versions, 90, "a first plan", every_s=0.5, explain=tails([a, b]))
         planner, survivor = (a, b) if "published plan" in a.log.read_text() else (b, a)
 
         sender = threading.Thread(target=_send, args=(settings, load), kwargs={"max_rate": RATE})
@@ -138,13 +142,19 @@ def test_a_killed_worker_loses_nothing_counts_nothing_twice_and_hands_over_plann
 
         wait_until(
             lambda: survivor.partitions(settings.topic_requests) == set(range(PARTITIONS)),
-            90, "the survivor owns every partition", [survivor],
+            90, "the survivor owns every partition", every_s=0.5, explain=tails([survivor]),
         )  # fmt: skip
         took_over_s = time.monotonic() - killed
         _exactly_once(settings, [survivor], WARM_UP + EVENTS)
 
         # Leadership moved: the survivor plans, continuing after the versions published.
-        wait_until(lambda: max(plans.versions) > before_kill, 120, "a newer plan", [survivor])
+        wait_until(
+            lambda: max(plans.versions) > before_kill,
+            120,
+            "a newer plan",
+            every_s=0.5,
+            explain=tails([survivor]),
+        )
         planned_s = time.monotonic() - killed
         newest = max(plans.versions)
         assert f"published plan shop v{newest}:" in survivor.log.read_text()
@@ -153,7 +163,7 @@ def test_a_killed_worker_loses_nothing_counts_nothing_twice_and_hands_over_plann
         with worker(settings, tmp_path, "a-restarted", **WORKER_ENV) as restarted:
             wait_until(
                 lambda: restarted.partitions(settings.topic_requests), 90, "a rebalance",
-                [survivor, restarted],
+                every_s=0.5, explain=tails([survivor, restarted]),
             )  # fmt: skip
             _exactly_once(settings, [survivor, restarted], WARM_UP + EVENTS)
     skips = sum(w.log.read_text().count("the consumer skipped offsets") for w in (a, b, restarted))

@@ -23,7 +23,7 @@ from shardshape.core.exposition import exposition
 from shardshape.core.metrics import aggregate
 from shardshape.streams.dashboard.prometheus import worker_registry
 from shardshape.streams.dashboard.state import DashboardState
-from tests.conftest import REPO_ROOT
+from tests.support.paths import REPO_ROOT
 
 READ_KEY = "shop|GET /items/{item_id}|scraper-bot"
 

@@ -17,7 +17,8 @@ from shardshape.infra.topics import create_topics
 from shardshape.models.features import profile_key
 from shardshape.models.synthetic import SyntheticStream
 from shardshape.streams.gaps import GapReader, SkippedOffsets
-from tests.worker_support import counted_by, wait_until, worker
+from tests.support.polling import wait_until
+from tests.support.workers import counted_by, tails, worker
 
 
 def _produce(settings: Settings, partition: int, count: int) -> None:
@@ -127,7 +128,13 @@ def test_a_worker_counts_a_transactional_producers_events_once(
                 partition = partition_for(key, settings.requests_partitions)
                 producer.produce(settings.topic_requests, value=encode(event), partition=partition)
             producer.commit_transaction(10)
-        wait_until(lambda: counted_by([w]) >= len(events), 60, "every event counted", [w])
+        wait_until(
+            lambda: counted_by([w]) >= len(events),
+            60,
+            "every event counted",
+            every_s=0.5,
+            explain=tails([w]),
+        )
         time.sleep(2)  # anything counted twice would show by now
         assert counted_by([w]) == len(events)
         log = w.log.read_text()

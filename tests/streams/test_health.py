@@ -15,7 +15,7 @@ import pytest
 from shardshape.core.net import ensure_port_free
 from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics
-from tests.conftest import running, settings_env, shardshape_command
+from tests.support.processes import running, settings_env, shardshape_command
 
 pytestmark = pytest.mark.broker
 

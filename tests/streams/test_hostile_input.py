@@ -40,7 +40,7 @@ from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics
 from shardshape.models.features import profile_key
 from shardshape.models.synthetic import SyntheticStream
-from tests.conftest import running, settings_env, shardshape_command, wait_for_line
+from tests.support.processes import running, settings_env, shardshape_command, wait_for_line
 
 HOSTILE = 10_000
 VALID_EVENTS = 20_000

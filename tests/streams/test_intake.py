@@ -18,7 +18,7 @@ from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics
 from shardshape.models.synthetic import SyntheticStream
 from shardshape.streams.replay import replay
-from tests.conftest import running, settings_env, shardshape_command, wait_for_line
+from tests.support.processes import running, settings_env, shardshape_command, wait_for_line
 
 
 def _get(port: int, path: str) -> dict:

@@ -16,8 +16,8 @@ from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics
 from shardshape.models.synthetic import SyntheticStream
 from shardshape.streams.replay import replay
-from tests.conftest import running, settings_env, shardshape_command, wait_for_line
-from tests.worker_support import counted
+from tests.support.processes import running, settings_env, shardshape_command, wait_for_line
+from tests.support.workers import counted
 
 
 def _windows(port: int) -> dict:

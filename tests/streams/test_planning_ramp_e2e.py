@@ -32,7 +32,7 @@ from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics
 from shardshape.models.features import profile_key
 from shardshape.streams.replay import replay
-from tests.conftest import running, settings_env, shardshape_command, wait_for_line
+from tests.support.processes import running, settings_env, shardshape_command, wait_for_line
 
 WINDOW_S = 10.0
 WARMUP, RAMP, PLATEAU = 4, 8, 3  # windows: steady, ramping, at the peak

@@ -16,14 +16,8 @@ from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics
 from shardshape.models.keystats import N
 from shardshape.streams.replay import replay
-from tests.worker_support import (
-    Worker,
-    all_committed,
-    counted_by,
-    read_table,
-    wait_until,
-    worker,
-)
+from tests.support.polling import wait_until
+from tests.support.workers import Worker, all_committed, counted_by, read_table, tails, worker
 
 PARTITIONS = 6
 USERS = 40
@@ -71,20 +65,38 @@ def _settled(settings: Settings, workers: list[Worker]) -> dict[str, set[int]]:
         owned = [p for share in shares.values() for p in share]
         return all(shares.values()) and sorted(owned) == list(range(PARTITIONS))
 
-    wait_until(covered, 90, f"{len(workers)} workers sharing {PARTITIONS} partitions", workers)
+    wait_until(
+        covered,
+        90,
+        f"{len(workers)} workers sharing {PARTITIONS} partitions",
+        every_s=0.5,
+        explain=tails(workers),
+    )
     return dict(shares)
 
 
 def _counted_once(settings: Settings, workers: list[Worker], expected: int) -> None:
     """Every event counted by exactly one of ``workers``, with offsets committed after."""
     for size in ("1m", "10s"):
-        wait_until(lambda s=size: counted_by(workers, s) >= expected, 60, "events counted", workers)
+        wait_until(
+            lambda s=size: counted_by(workers, s) >= expected,
+            60,
+            "events counted",
+            every_s=0.5,
+            explain=tails(workers),
+        )
     time.sleep(1.5)  # a double count would show by now
     for size in ("1m", "10s"):
         each = {w.name: counted_by([w], size) for w in workers}
         assert sum(each.values()) == expected, f"{size} windows counted {each}, sent {expected}"
     # Stopping or moving a partition now replays nothing, so each key's count stays exact.
-    wait_until(lambda: all_committed(settings), 30, "offsets committed", workers)
+    wait_until(
+        lambda: all_committed(settings),
+        30,
+        "offsets committed",
+        every_s=0.5,
+        explain=tails(workers),
+    )
 
 
 @pytest.mark.slow
@@ -131,4 +143,10 @@ def test_partitions_and_key_state_move_as_workers_join_and_leave(
             versions = [w.stats()["snapshot_versions"] for w in (a, b)]
             return versions[0] == versions[1] and versions[0].get("shop", 0) > 0
 
-        wait_until(one_version, 60, "one snapshot version on every worker", [a, b])
+        wait_until(
+            one_version,
+            60,
+            "one snapshot version on every worker",
+            every_s=0.5,
+            explain=tails([a, b]),
+        )

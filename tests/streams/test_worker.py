@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, Producer
 from shardshape.core.contracts import DeadLetter, RequestBatch, RequestEvent, decode, encode
 from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics
-from tests.conftest import running, settings_env, shardshape_command, wait_for_line
+from tests.support.processes import running, settings_env, shardshape_command, wait_for_line
 
 
 def _event(i: int) -> RequestEvent:

@@ -23,7 +23,8 @@ import pytest
 
 from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics
-from tests.conftest import REPO_ROOT, settings_env
+from tests.support.paths import REPO_ROOT
+from tests.support.processes import settings_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker]
 

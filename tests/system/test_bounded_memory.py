@@ -23,7 +23,7 @@ from shardshape.infra.memory import process_memory
 from shardshape.infra.topics import create_topics
 from shardshape.models.synthetic import distinct_users
 from shardshape.streams.replay import replay
-from tests.conftest import running, settings_env, shardshape_command, wait_for_line
+from tests.support.processes import running, settings_env, shardshape_command, wait_for_line
 
 CAP = 20_000
 PHASE = 100_000  # users per phase; the cap is reached early in the first

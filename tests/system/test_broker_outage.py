@@ -18,8 +18,9 @@ from shardshape.gateway.reporter import Reporter
 from shardshape.gateway.routing_table import RoutingTable
 from shardshape.infra.broker import EmbeddedBroker
 from shardshape.infra.topics import create_topics
-from tests.conftest import paused_broker
-from tests.worker_support import counted_by, topic_request_ids, wait_until, worker
+from tests.support.broker import paused_broker
+from tests.support.polling import wait_until
+from tests.support.workers import counted_by, tails, topic_request_ids, worker
 
 PAUSE_S = 30.0
 
@@ -72,7 +73,13 @@ def test_worker_and_reporter_ride_out_a_paused_broker(
         RoutingTable.from_settings(settings) as table,
     ):
         before = _report(reporter, 2.0, "before")
-        wait_until(lambda: counted_by([w]) == len(before), 60, "counted before the pause", [w])
+        wait_until(
+            lambda: counted_by([w]) == len(before),
+            60,
+            "counted before the pause",
+            every_s=0.5,
+            explain=tails([w]),
+        )
         assert table.wait_for_snapshot("shop", timeout_s=60), "a snapshot before the pause"
 
         with paused_broker(own_broker):
@@ -83,12 +90,18 @@ def test_worker_and_reporter_ride_out_a_paused_broker(
         after = _report(reporter, 5.0, "after")
         wait_until(
             lambda: reporter.flush(1) == 0 and reporter.stats().spool_bytes == 0,
-            120, "the reporter delivered its spool", [w],
+            120, "the reporter delivered its spool", every_s=0.5, explain=tails([w]),
         )  # fmt: skip
         final = reporter.stats()
         reported = before | during | after
         on_topic = topic_request_ids(settings)
-        wait_until(lambda: counted_by([w]) >= on_topic.total(), 120, "the worker counted them", [w])
+        wait_until(
+            lambda: counted_by([w]) >= on_topic.total(),
+            120,
+            "the worker counted them",
+            every_s=0.5,
+            explain=tails([w]),
+        )
         time.sleep(2)  # a double count would show by now
         counted = counted_by([w])
         assert w.process.poll() is None, "the worker never stopped"

@@ -38,9 +38,9 @@ from shardshape.core.metrics import CACHE_HIT_ATTRIBUTE
 from shardshape.core.settings import Settings
 from shardshape.gateway.status import STATUS_PATH, GatewayStatus
 from shardshape.infra.topics import create_topics
-from tests.conftest import settings_env
-from tests.gateway.serving import example_server
-from tests.worker_support import requests_on_topic, worker
+from tests.support.processes import settings_env
+from tests.support.serving import example_server
+from tests.support.workers import requests_on_topic, worker
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker]
 

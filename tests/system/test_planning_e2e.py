@@ -14,7 +14,8 @@ from shardshape.gateway.reporter import Reporter
 from shardshape.infra.topics import create_topics
 from shardshape.models.synthetic import SyntheticStream
 from shardshape.streams.replay import replay
-from tests.conftest import REPO_ROOT, running, settings_env, shardshape_command, wait_for_line
+from tests.support.paths import REPO_ROOT
+from tests.support.processes import running, settings_env, shardshape_command, wait_for_line
 
 POOLS = REPO_ROOT / "examples" / "pools.toml"
 

@@ -22,8 +22,8 @@ from shardshape.gateway.routing_table import RoutingTable
 from shardshape.infra.topics import create_topics
 from shardshape.models.synthetic import SyntheticStream
 from shardshape.streams.replay import replay
-from tests.conftest import running, settings_env, shardshape_command, wait_for_line
-from tests.trace_data import GENAI_MAPPING, GENAI_TRACE, needs_genai_trace
+from tests.support.processes import running, settings_env, shardshape_command, wait_for_line
+from tests.support.trace import GENAI_MAPPING, GENAI_TRACE, needs_genai_trace
 
 
 def _worker_env(settings: Settings, worker_id: str) -> dict[str, str]:

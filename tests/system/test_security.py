@@ -29,7 +29,8 @@ from shardshape.models.synthetic import SyntheticStream
 from shardshape.streams.publisher import RoutingPublisher
 from shardshape.streams.replay import replay
 from shardshape.streams.web_auth import requires_admin_token
-from tests.conftest import REPO_ROOT, running, settings_env, shardshape_command, wait_for_line
+from tests.support.paths import REPO_ROOT
+from tests.support.processes import running, settings_env, shardshape_command, wait_for_line
 
 TLS_HANDSHAKE = 0x16  # first byte of a TLS record carrying a ClientHello
 SOURCE_DIRS = ("streams", "models", "allocator", "gateway", "infra", "examples", "benchmarks")

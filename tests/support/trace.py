@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import REPO_ROOT
+
 TRACE_DIR = Path(os.environ.get("SHARDSHAPE_TRACE_DIR", REPO_ROOT.parent / "shared" / "data"))
 GENAI_TRACE = TRACE_DIR / "genai-requests-2024-11-15_to_26.csv"
 GENAI_MAPPING = REPO_ROOT / "examples" / "traces" / "genai.toml"

@@ -1,12 +1,11 @@
 """Running `shardshape demo` from tests (a broker, a worker, the example service and its load,
-all real processes), reading its pages, and the Debian tools some tests drive."""
+all real processes) and reading its pages."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -16,10 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
 from shardshape.infra.demo.run import free_port
-from tests.conftest import descendant_pids, shardshape_command, wait_gone
+from tests.support.processes import descendant_pids, shardshape_command, wait_gone
 
 
 @dataclass
@@ -85,29 +82,3 @@ def demo(tmp_path: Path, *args: str, **env_vars: str) -> Iterator[Demo]:
 def get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as response:
         return response.read().decode()
-
-
-def poll(check, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
-    """The first truthy result of ``check()`` within ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            last = check()
-            if last:
-                return last
-        time.sleep(1.0)
-    pytest.fail(f"{what} not seen within {timeout_s}s; last: {last!r}")
-
-
-def required_tool(name: str, make_target: str, what: str, *aliases: str) -> str:
-    """The path of Debian's ``name`` (or an alias), or skip naming the make target that installs
-    it; under CI (``CI`` set), which runs that target, fail instead."""
-    for candidate in (name, *aliases):
-        found = shutil.which(candidate)
-        if found:
-            return found
-    why = f"no {name} binary on PATH: `make {make_target}` installs Debian's {name}"
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must run {what}: {why}")
-    pytest.skip(why)

@@ -1,15 +1,17 @@
 """Worker processes for the scale-out, crash and outage tests: start one with its own web
-port, read its pages, and count the events its shard-metrics windows hold."""
+port, read its pages, count the events its shard-metrics windows hold, and read what the
+workers' group committed and wrote."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from subprocess import Popen
@@ -23,7 +25,7 @@ from shardshape.core.metrics import ShardStats, merged_series, partition_of
 from shardshape.core.net import ensure_port_free
 from shardshape.core.settings import Settings
 from shardshape.streams.highwater import end_offsets
-from tests.conftest import running, settings_env, shardshape_command, wait_for_line
+from tests.support.processes import running, settings_env, shardshape_command, wait_for_line
 
 
 @dataclass
@@ -39,6 +41,14 @@ class Worker:
         url = f"http://127.0.0.1:{self.port}{path}"
         with urllib.request.urlopen(url, timeout=20) as response:  # a busy worker is slow
             return json.loads(response.read())
+
+    def ready(self) -> bool:
+        """Whether ``/readyz`` says ready: joined and not rebalancing, partitions assigned,
+        tables recovered from their changelogs, the routing topic read to its end."""
+        try:
+            return self.page("/readyz")["ready"] is True
+        except urllib.error.HTTPError:  # 503 while not ready
+            return False
 
     def stats(self) -> dict:
         return self.page("/shardshape/stats")
@@ -93,25 +103,20 @@ def counted_by(workers: Iterable[Worker], size: str = "1m") -> int:
     return sum(counted(w.windows(size)) for w in workers)
 
 
-def wait_until(
-    condition: Callable[[], bool], timeout_s: float, what: str, logs: Iterable[Worker] = ()
-) -> None:
-    """Poll ``condition`` (a failed page read counts as False); fail naming ``what``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, KeyError):
-            if condition():
-                return
-        time.sleep(0.5)
-    tails = "\n".join(w.tail() for w in logs)
-    pytest.fail(f"{what}: not within {timeout_s:.0f} s\n{tails}")
+def tails(workers: Iterable[Worker]) -> Callable[[], str]:
+    """The end of each worker's log, read when called: what a failed wait shows."""
+    workers = list(workers)
+    return lambda: "\n".join(w.tail() for w in workers)
 
 
-def all_committed(settings: Settings) -> bool:
-    """True when the workers' group has committed every requests-topic message: stopping or
-    moving a partition now replays nothing."""
-    ends = end_offsets(settings.confluent_config(), settings.topic_requests,
-                       settings.requests_partitions)  # fmt: skip
+def all_committed(settings: Settings, ends: Mapping[int, int] | None = None) -> bool:
+    """True when the workers' group has committed every requests-topic message, up to ``ends``
+    (partition -> offset after its last message; by default the partitions' end offsets). Then
+    every message was handled and its counts written before the commit, so a count read now is
+    final, and stopping or moving a partition replays nothing."""
+    if ends is None:
+        ends = end_offsets(settings.confluent_config(), settings.topic_requests,
+                           settings.requests_partitions)  # fmt: skip
     consumer = Consumer(settings.confluent_config(**{"group.id": settings.app_id}))
     try:
         committed = consumer.committed(
@@ -119,7 +124,14 @@ def all_committed(settings: Settings) -> bool:
         )
     finally:
         consumer.close()
-    return all(tp.offset == ends[tp.partition] for tp in committed)
+    return all(ends[tp.partition] == 0 or tp.offset >= ends[tp.partition] for tp in committed)
+
+
+def settled(settings: Settings, workers: Iterable[Worker]) -> bool:
+    """True when every worker is ready (in the group and not rebalancing, tables recovered) and
+    the group has committed every requests-topic message: nothing is left to handle or to
+    replay, so what the workers count now is final."""
+    return all(w.ready() for w in workers) and all_committed(settings)
 
 
 def read_table(settings: Settings, table: str, timeout_s: float = 30.0) -> dict[bytes, bytes]:

@@ -1,5 +1,5 @@
-"""Serving helpers for the gateway tests: uvicorn in-process on a real socket, or the example
-service as a real process."""
+"""Serving apps for tests: uvicorn in-process on a real socket, or the example service (or any
+HTTP server) as a real process."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import httpx
 import uvicorn
 
 from shardshape.infra.demo.examples import example_module
-from tests.conftest import REPO_ROOT, running
+from tests.support.paths import REPO_ROOT
+from tests.support.processes import running
 
 EXAMPLE_DIR = REPO_ROOT / "examples" / "service"
 

@@ -1,4 +1,4 @@
-"""Small plans and routing entries for the gateway tests."""
+"""Small plans and routing entries, as workers publish them and gateways apply them."""
 
 from __future__ import annotations
 
