@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Message, Producer
 
 from shardshape.core.contracts import encode
 from shardshape.core.partitioning import partition_for
@@ -18,7 +17,7 @@ from shardshape.models.features import profile_key
 from shardshape.models.synthetic import SyntheticStream
 from shardshape.streams.gaps import GapReader, SkippedOffsets
 from tests.support.polling import wait_until
-from tests.support.workers import counted_by, tails, worker
+from tests.support.workers import all_committed, counted_by, tails, worker
 
 
 def _produce(settings: Settings, partition: int, count: int) -> None:
@@ -120,22 +119,32 @@ def test_a_worker_counts_a_transactional_producers_events_once(
     events = list(SyntheticStream(seed=5).events(2_000))
     producer = Producer(settings.confluent_config(**{"transactional.id": settings.app_id}))
     producer.init_transactions(10)
+    after_last: dict[int, int] = {}  # partition -> the offset after its last message
+
+    def delivered(error: KafkaError | None, message: Message) -> None:
+        assert error is None, error
+        partition = message.partition()
+        after_last[partition] = max(after_last.get(partition, 0), message.offset() + 1)
+
     with worker(settings, tmp_path, "w") as w:
         for start in range(0, len(events), 100):
             producer.begin_transaction()
             for event in events[start : start + 100]:
                 key = profile_key(event.service, event.request_type, event.user_id)
                 partition = partition_for(key, settings.requests_partitions)
-                producer.produce(settings.topic_requests, value=encode(event), partition=partition)
+                producer.produce(settings.topic_requests, value=encode(event),
+                                 partition=partition, on_delivery=delivered)  # fmt: skip
             producer.commit_transaction(10)
+        assert producer.flush(10) == 0
+        # Committed up to the last message: every message was handled, so the count is final
+        # (the topic's end is one further, at the last commit marker, which nobody commits).
         wait_until(
-            lambda: counted_by([w]) >= len(events),
-            60,
-            "every event counted",
+            lambda: all_committed(settings, after_last),
+            90,
+            "every message handled and committed",
             every_s=0.5,
             explain=tails([w]),
         )
-        time.sleep(2)  # anything counted twice would show by now
         assert counted_by([w]) == len(events)
         log = w.log.read_text()
     assert "the consumer skipped offsets" in log and "hold no messages" in log
