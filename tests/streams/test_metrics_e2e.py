@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 from shardshape.core.contracts import RequestEvent
@@ -16,38 +15,30 @@ from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics
 from shardshape.models.synthetic import SyntheticStream
 from shardshape.streams.replay import replay
-from tests.support.processes import running, settings_env, shardshape_command, wait_for_line
-from tests.support.workers import counted
-
-
-def _windows(port: int) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/shardshape/shards", timeout=5) as r:
-        return json.loads(r.read())
+from tests.support.polling import wait_until
+from tests.support.processes import settings_env, shardshape_command
+from tests.support.workers import counted, settled, tails, worker
 
 
 def test_windowed_shard_metrics_count_every_event_once(settings: Settings, tmp_path: Path) -> None:
-    port = ensure_port_free(0, "WEB_PORT")
-    settings = settings.model_copy(update={"web_enabled": True, "web_port": port})
     create_topics(settings)
     events = list(SyntheticStream(seed=8).events(6_000))
     # Some events say which shard and arm the gateway ran them in; those must be kept.
     events[:100] = [e.model_copy(update={"shard_id": 42, "arm": "variant"}) for e in events[:100]]
     errors = sum(e.status != "ok" for e in events)
-    log = tmp_path / "worker.log"
-    env = settings_env(settings)
-    with running(shardshape_command("worker"), env, log) as worker:
-        wait_for_line(log, "shardshape worker ready", worker, 90)
+    with worker(settings, tmp_path, "w") as w:
         replay(events, settings.confluent_config(), settings.topic_requests,
                settings.requests_partitions)  # fmt: skip
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and counted(_windows(port)["10s"]) < len(events):
-            time.sleep(0.5)
-        windows = _windows(port)
+        wait_until(lambda: settled(settings, [w]), 60, "every message handled and committed",
+                   every_s=0.5, explain=tails([w]))  # fmt: skip
+        windows = w.page("/shardshape/shards")
         assert counted(windows["10s"]) == len(events)
         assert counted(windows["1m"]) == len(events)
 
         everything = merged_series(
-            (slot, data.encode()) for w in windows["1m"] for slot, data in w["slots"].items()
+            (slot, data.encode())
+            for window in windows["1m"]
+            for slot, data in window["slots"].items()
         )
         assert sum(sum(s.errors.values()) for s in everything.values()) == errors
         assert everything["shop|42|variant"].count == 100
@@ -58,8 +49,9 @@ def test_windowed_shard_metrics_count_every_event_once(settings: Settings, tmp_p
 
         # The command line reads the same windows.
         time.sleep(max(0.0, latest_window([windows["10s"]], time.time())[1] - time.time()) + 0.5)
+        env = settings_env(settings)
         done = subprocess.run(
-            shardshape_command("shards", "--worker", f"http://127.0.0.1:{port}", "--json"),
+            shardshape_command("shards", "--worker", f"http://127.0.0.1:{w.port}", "--json"),
             env=env, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
@@ -67,23 +59,18 @@ def test_windowed_shard_metrics_count_every_event_once(settings: Settings, tmp_p
         assert rows and {row["service"] for row in rows} == {"shop"}
         assert all(row["count"] > 0 and row["p99_ms"] >= row["p50_ms"] for row in rows)
         table = subprocess.run(
-            shardshape_command("shards", "--worker", f"http://127.0.0.1:{port}"),
+            shardshape_command("shards", "--worker", f"http://127.0.0.1:{w.port}"),
             env=env, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert table.returncode == 0 and "p99 ms" in table.stdout
 
     # A restarted worker recovers the windows from their changelogs: nothing lost (totals held
     # in memory are written before offsets are committed), nothing counted twice.
-    port = ensure_port_free(0, "WEB_PORT")
-    env["SHARDSHAPE_WEB_PORT"] = str(port)
-    with running(shardshape_command("worker"), env, log) as worker:
-        wait_for_line(log, "shardshape worker ready", worker, 90)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and counted(_windows(port)["1m"]) < len(events):
-            time.sleep(0.5)
-        time.sleep(2)  # a double count would show by now
-        assert counted(_windows(port)["1m"]) == len(events)
-        assert counted(_windows(port)["10s"]) == len(events)
+    with worker(settings, tmp_path, "w") as w:
+        wait_until(lambda: settled(settings, [w]), 60, "tables recovered and offsets committed",
+                   every_s=0.5, explain=tails([w]))  # fmt: skip
+        assert counted(w.windows("1m")) == len(events)
+        assert counted(w.windows("10s")) == len(events)
 
 
 def test_shards_command_says_how_to_start_a_worker() -> None:
