@@ -20,7 +20,7 @@ from shardshape.infra.broker import EmbeddedBroker
 from shardshape.infra.topics import create_topics
 from tests.support.broker import paused_broker
 from tests.support.polling import wait_until
-from tests.support.workers import counted_by, tails, topic_request_ids, worker
+from tests.support.workers import counted_by, settled, tails, topic_request_ids, worker
 
 PAUSE_S = 30.0
 
@@ -95,14 +95,9 @@ def test_worker_and_reporter_ride_out_a_paused_broker(
         final = reporter.stats()
         reported = before | during | after
         on_topic = topic_request_ids(settings)
-        wait_until(
-            lambda: counted_by([w]) >= on_topic.total(),
-            120,
-            "the worker counted them",
-            every_s=0.5,
-            explain=tails([w]),
-        )
-        time.sleep(2)  # a double count would show by now
+        # Settled: every message handled and committed, so the count below is final.
+        wait_until(lambda: settled(settings, [w]), 120, "the worker handled and committed them",
+                   every_s=0.5, explain=tails([w]))  # fmt: skip
         counted = counted_by([w])
         assert w.process.poll() is None, "the worker never stopped"
         # The gateway's routing table reads on: snapshots published after the pause arrive.
