@@ -18,7 +18,9 @@ from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics
 from shardshape.models.synthetic import SyntheticStream
 from shardshape.streams.replay import replay
+from tests.support.polling import wait_until
 from tests.support.processes import running, settings_env, shardshape_command, wait_for_line
+from tests.support.workers import all_committed
 
 
 def _get(port: int, path: str) -> dict:
@@ -60,14 +62,17 @@ def test_a_backlog_is_profiled_in_merged_calls_and_counted_once(
     # Loaded before the worker starts: its agent finds many messages queued at once.
     replay(events, settings.confluent_config(), settings.topic_requests,
            settings.requests_partitions, batch_size=250)  # fmt: skip
+    checkpoints_topic = f"{settings.app_id}-key-stats-changelog"
+    totals_topic = f"{settings.app_id}-shard-windows-10s-changelog"
     log = tmp_path / "worker.log"
     with running(shardshape_command("worker"), settings_env(settings), log) as worker:
         wait_for_line(log, "shardshape worker ready", worker, 90)
-        deadline = time.monotonic() + 90
-        stats = {"events": 0}
-        while stats["events"] < len(events) and time.monotonic() < deadline:
-            time.sleep(0.5)
-            stats = _get(port, "/shardshape/stats")
+        # Every message handled and committed: the counts read now are final.
+        wait_until(
+            lambda: all_committed(settings), 90, "every message handled and committed",
+            every_s=0.5, explain=lambda: log.read_text(errors="replace")[-3000:],
+        )  # fmt: skip
+        stats = _get(port, "/shardshape/stats")
         assert stats["events"] == len(events)
         assert stats["profiler_calls"] < stats["messages"]  # queued messages were merged
 
@@ -81,17 +86,20 @@ def test_a_backlog_is_profiled_in_merged_calls_and_counted_once(
                 ).values()
             )
             assert counted == len(events)
-        time.sleep(2)  # the first key checkpoints and window totals reach the changelogs
+        wait_until(
+            lambda: _read_all(settings, checkpoints_topic) and _read_all(settings, totals_topic),
+            30, "key checkpoints and window totals in their changelogs", every_s=1,
+        )  # fmt: skip
 
     # Outside any one message's context the agent names each write's partition itself: key
     # checkpoints go to their key's partition, window records to their source partition's.
     n = settings.requests_partitions
-    checkpoints = _read_all(settings, f"{settings.app_id}-key-stats-changelog")
+    checkpoints = _read_all(settings, checkpoints_topic)
     assert checkpoints
     for partition, key, value in checkpoints:
         assert partition == partition_for(orjson.loads(key), n)
         assert value is None or "rec" in orjson.loads(value)
-    totals = _read_all(settings, f"{settings.app_id}-shard-windows-10s-changelog")
+    totals = _read_all(settings, totals_topic)
     assert totals
     for partition, key, _ in totals:
         record, _window = orjson.loads(key)
