@@ -22,8 +22,10 @@ from shardshape.gateway.routing_table import RoutingTable
 from shardshape.infra.topics import create_topics
 from shardshape.models.synthetic import SyntheticStream
 from shardshape.streams.replay import replay
+from tests.support.polling import wait_until
 from tests.support.processes import running, settings_env, shardshape_command, wait_for_line
 from tests.support.trace import GENAI_MAPPING, GENAI_TRACE, needs_genai_trace
+from tests.support.workers import tails, worker
 
 
 def _worker_env(settings: Settings, worker_id: str) -> dict[str, str]:
@@ -54,13 +56,6 @@ def _read_routing(settings: Settings, quiet_s: float = 3.0, timeout_s: float = 6
     return entries, snapshots
 
 
-def _wait_for_entries(table: RoutingTable, count: int, timeout_s: float = 30) -> None:
-    """Entries follow the snapshot: keys are routed once their worker adopts it."""
-    deadline = time.monotonic() + timeout_s
-    while len(table) < count and time.monotonic() < deadline:
-        time.sleep(0.2)
-
-
 def _adopted_versions(log: Path, service: str) -> list[int]:
     return [
         int(v)
@@ -85,11 +80,11 @@ def test_synthetic_events_become_routes_and_a_snapshot_a_gateway_predicts_with(
         )
         with RoutingTable(settings.confluent_config(), settings.topic_routing) as table:
             assert table.wait_for_snapshot("shop", min_version=1, timeout_s=60), log.read_text()
-            _wait_for_entries(table, 50)
+            # Entries follow the snapshot: keys are routed once their worker adopts it.
+            wait_until(lambda: len(table) >= 50, 30, "routing entries for the keys seen")
             snapshot = table.snapshot("shop")
             live = {s.shard_id for s in snapshot.shards}
             assert 3 <= len(live) <= settings.max_shards + 1
-            assert len(table) >= 50, "routing entries for the keys seen"
             predictions = [table.predict(event) for event in events[-2_000:]]
             assert {p.shard_id for p in predictions} <= live
             assert {p.snapshot_version for p in predictions} == {table.snapshot_version("shop")}
@@ -101,16 +96,17 @@ def test_synthetic_events_become_routes_and_a_snapshot_a_gateway_predicts_with(
 
 def test_two_workers_share_one_snapshot_version(settings: Settings, tmp_path: Path) -> None:
     create_topics(settings)
-    logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
     events = list(SyntheticStream(seed=5).events(30_000))
     with (
-        running(shardshape_command("worker"), _worker_env(settings, "w1"), logs[0]) as w1,
-        running(shardshape_command("worker"), _worker_env(settings, "w2"), logs[1]) as w2,
+        worker(settings, tmp_path, "w1", snapshot_interval_s="1") as w1,
+        worker(settings, tmp_path, "w2", snapshot_interval_s="1") as w2,
     ):
-        for log, worker in zip(logs, (w1, w2), strict=True):
-            wait_for_line(log, "shardshape worker ready", worker, 120)
-        # Both workers own partitions before any event arrives.
-        time.sleep(3)
+        both = [w1, w2]
+        wait_until(
+            lambda: all(w.partitions(settings.topic_requests) for w in both), 120,
+            "both workers own partitions before any event arrives", every_s=0.5,
+            explain=tails(both),
+        )  # fmt: skip
         replay(
             events,
             settings.confluent_config(),
@@ -122,13 +118,10 @@ def test_two_workers_share_one_snapshot_version(settings: Settings, tmp_path: Pa
         assert versions, "a global snapshot was published"
         assert versions == sorted(set(versions)), "one merger: versions only grow, never repeat"
         latest = versions[-1]
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not all(
-            latest in _adopted_versions(log, "shop") for log in logs
-        ):
-            time.sleep(0.5)
-        for log in logs:
-            assert latest in _adopted_versions(log, "shop"), log.read_text()[-3000:]
+        wait_until(
+            lambda: all(latest in _adopted_versions(w.log, "shop") for w in both), 20,
+            f"both workers adopted snapshot v{latest}", every_s=0.5, explain=tails(both),
+        )  # fmt: skip
         assert {e.snapshot_version for e in entries} <= set(versions) | {0}
 
 
@@ -149,8 +142,7 @@ def test_replaying_the_real_trace_through_the_cli(settings: Settings, tmp_path: 
             assert table.wait_for_snapshot("genai", timeout_s=60), log.read_text()
             snapshot = table.snapshot("genai")
             assert any("TXT_2_IMG" in s.summary for s in snapshot.shards)
-            _wait_for_entries(table, 100)
-            assert len(table) >= 100
+            wait_until(lambda: len(table) >= 100, 30, "routing entries for the keys seen")
             events = list(read_trace([GENAI_TRACE], load_mapping(GENAI_MAPPING)))
             assignments = [table.predict(event) for event in events[-1_000:]]
             live = {s.shard_id for s in snapshot.shards}
