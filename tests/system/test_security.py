@@ -8,7 +8,6 @@ import ast
 import contextlib
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,6 +29,7 @@ from shardshape.streams.publisher import RoutingPublisher
 from shardshape.streams.replay import replay
 from shardshape.streams.web_auth import requires_admin_token
 from tests.support.paths import REPO_ROOT
+from tests.support.polling import wait_until
 from tests.support.processes import running, settings_env, shardshape_command, wait_for_line
 
 TLS_HANDSHAKE = 0x16  # first byte of a TLS record carrying a ClientHello
@@ -69,9 +69,9 @@ class FirstBytes:
                     self.seen.append(connection.recv(3))
 
     def wait_for(self, count: int, timeout_s: float) -> list[bytes]:
-        deadline = time.monotonic() + timeout_s
-        while len(self.seen) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
+        """The first bytes of every connection so far, once ``count`` connections came."""
+        wait_until(lambda: len(self.seen) >= count, timeout_s, f"{count} connections",
+                   every_s=0.05)  # fmt: skip
         return list(self.seen)
 
 
@@ -159,8 +159,8 @@ CLIENTS: dict[str, Callable[[Settings], Callable[[], None]]] = {
 @pytest.mark.parametrize("client", CLIENTS)
 def test_sasl_ssl_settings_reach_each_client(listener: FirstBytes, client: str) -> None:
     stop = CLIENTS[client](_secure(listener.address))
-    listener.wait_for(1, 15)
-    time.sleep(1)  # a client's other connections (e.g. to a second broker) would show too
+    # Not only the first connection: the next one (a reconnect, or to another broker) too.
+    listener.wait_for(2, 15)
     stop()
     seen = list(listener.seen)
     assert _speaks_tls(seen), f"{client} spoke {seen[:3]} instead of TLS"
