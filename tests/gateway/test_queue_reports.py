@@ -23,6 +23,7 @@ from shardshape.infra.topics import create_topics
 from tests.gateway.reporting import QueueReportReader
 from tests.gateway.test_pools import Held, settle
 from tests.support.plans import plan, shard
+from tests.support.polling import until
 from tests.support.serving import example, serve
 
 pytestmark = pytest.mark.broker
@@ -76,9 +77,9 @@ async def test_waiting_requests_reach_the_planners_topic_by_shard_then_one_empty
             )
             after = await asyncio.to_thread(windows.read_for, IDLE_INTERVALS * INTERVAL_MS / 1000)
             assert reporter.flush(20) == 0
-            deadline = time.monotonic() + 10  # the last acknowledgement may still be on its way
-            while reporter.stats().queue_reports < len(after) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            # The last acknowledgement may still be on its way.
+            await until(lambda: reporter.stats().queue_reports >= len(after), 10,
+                        "every queue report read acknowledged")  # fmt: skip
             stats = reporter.stats()
     finally:
         windows.close()

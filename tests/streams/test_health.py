@@ -5,7 +5,6 @@ read the routing topic (the latest shard snapshot adopted)."""
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from shardshape.core.net import ensure_port_free
 from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics
+from tests.support.polling import poll
 from tests.support.processes import running, settings_env, shardshape_command
 
 pytestmark = pytest.mark.broker
@@ -44,14 +44,14 @@ def test_readyz_is_503_until_the_worker_has_joined(settings: Settings, tmp_path:
     log = tmp_path / "worker.log"
     answers: list[tuple[int, dict]] = []
     with running(shardshape_command("worker"), env, log) as process:
-        deadline = time.monotonic() + 150
-        while time.monotonic() < deadline and process.poll() is None:
+
+        def ready_or_gone() -> bool:
             answer = get_json(port, "/readyz")
             if answer is not None:
                 answers.append(answer)
-                if answer[0] == 200:
-                    break
-            time.sleep(0.2)
+            return process.poll() is not None or (answer is not None and answer[0] == 200)
+
+        poll(ready_or_gone, 150, every_s=0.2)  # the answers seen say what went wrong, if anything
         health = get_json(port, "/healthz")
     tail = log.read_text(errors="replace")[-3000:]
     assert answers, f"/readyz never answered:\n{tail}"

@@ -8,7 +8,6 @@ import contextlib
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -18,6 +17,7 @@ import uvicorn
 
 from shardshape.infra.demo.examples import example_module
 from tests.support.paths import REPO_ROOT
+from tests.support.polling import until, wait_until
 from tests.support.processes import running
 
 EXAMPLE_DIR = REPO_ROOT / "examples" / "service"
@@ -37,11 +37,14 @@ async def serve(app: object, lifespan: str = "on") -> AsyncIterator[str]:
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan=lifespan))
     task = asyncio.create_task(server.serve(sockets=[sock]))
+
+    def started() -> bool:
+        if task.done():
+            task.result()  # raises what stopped the server
+        return server.started
+
     try:
-        while not server.started:
-            if task.done():
-                task.result()  # raises what stopped the server
-            await asyncio.sleep(0.01)
+        await until(started, 30, "uvicorn serving", every_s=0.01)
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
@@ -66,19 +69,14 @@ def http_process(
 ) -> Iterator[subprocess.Popen]:
     """``command`` as its own process, yielded once ``health_url`` answers 200."""
     with running(command, env, log_path) as process:
-        deadline = time.monotonic() + timeout_s
-        while True:
+
+        def healthy() -> bool:
             if process.poll() is not None:
                 raise AssertionError(f"{command[0]} exited:\n{log_path.read_text()}")
-            try:
-                if httpx.get(health_url, timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                log = log_path.read_text()
-                raise AssertionError(f"{command} not up in {timeout_s}s:\n{log}")
-            time.sleep(0.1)
+            return httpx.get(health_url, timeout=1).status_code == 200
+
+        wait_until(healthy, timeout_s, f"{command} answering {health_url}",
+                   ignoring=(httpx.TransportError,), explain=log_path.read_text)  # fmt: skip
         yield process
 
 

@@ -15,6 +15,7 @@ from shardshape.infra.topics import create_topics
 from shardshape.models.synthetic import SyntheticStream
 from shardshape.streams.replay import replay
 from tests.support.paths import REPO_ROOT
+from tests.support.polling import wait_until
 from tests.support.processes import running, settings_env, shardshape_command, wait_for_line
 
 POOLS = REPO_ROOT / "examples" / "pools.toml"
@@ -51,14 +52,10 @@ def test_a_worker_publishes_plans_within_the_pool(settings: Settings, tmp_path: 
         ]  # fmt: skip
         for sender in senders:
             sender.start()
-        deadline = time.monotonic() + 90
-        plans: list[dict] = []
-        while not plans and time.monotonic() < deadline:
-            time.sleep(2)
-            plans = _plans(env)
+        plans = wait_until(lambda: _plans(env), 90, "a plan of shop", every_s=2,
+                           explain=lambda: log.read_text()[-3000:])  # fmt: skip
         for sender in senders:
             sender.join(60)
-        assert plans, log.read_text()[-3000:]
 
     plan = plans[0]
     assert plan["service"] == "shop" and plan["version"] >= 1 and plan["pool_id"] == "main"
@@ -105,24 +102,24 @@ def test_requests_waiting_in_a_gateway_reach_the_plan(settings: Settings, tmp_pa
         wait_for_line(log, "shardshape worker ready", worker, 90)
         replay(events, settings.confluent_config(), settings.topic_requests,
                settings.requests_partitions, max_rate=400, gateway_id="gw-a")  # fmt: skip
-        deadline = time.monotonic() + 90
-        plans: list[dict] = []
-        while not plans and time.monotonic() < deadline:
-            time.sleep(2)
-            plans = _plans(env)
-        assert plans, log.read_text()[-3000:]
+        plans = wait_until(lambda: _plans(env), 90, "a plan of shop", every_s=2,
+                           explain=lambda: log.read_text()[-3000:])  # fmt: skip
         shard = plans[0]["shards"][0]["shard_id"]
         assert _forecast(plans, shard) < 40_000 / drain_s
         # A burst of that shard now waits in a gateway's pools; its reporter tells the planner.
         waiting = {shard: 40_000}
         with Reporter(settings, gateway_id="gw-a") as reporter:
             reporter.watch_queues("shop", lambda: waiting)
-            deadline = time.monotonic() + 60
-            while _forecast(plans, shard) < 40_000 / drain_s and time.monotonic() < deadline:
-                time.sleep(2)
-                plans = _plans(env)
+
+            def with_the_burst() -> list[dict] | None:
+                newest = _plans(env)
+                return newest if _forecast(newest, shard) >= 40_000 / drain_s else None
+
+            plans = wait_until(
+                with_the_burst, 60, f"a plan counting shard {shard}'s waiting requests",
+                every_s=2, explain=lambda: log.read_text()[-3000:],
+            )  # fmt: skip
             waiting.clear()
             time.sleep(1)  # the drained report goes out before the reporter closes
             reports = reporter.stats().queue_reports
-    assert _forecast(plans, shard) >= 40_000 / drain_s, (plans, log.read_text()[-3000:])
     assert reports >= 2  # the burst, then its end
