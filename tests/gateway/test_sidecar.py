@@ -17,6 +17,7 @@ import pytest
 
 from shardshape.core.settings import Settings
 from shardshape.gateway.status import STATUS_PATH
+from shardshape.infra.memory import process_memory
 from shardshape.infra.topics import create_topics
 from tests.gateway.noisy import assert_isolated, measure, publish_reads_and_exports, wait_for_plan
 from tests.gateway.reporting import consume_batches
@@ -25,14 +26,6 @@ from tests.support.polling import until
 from tests.support.processes import settings_env, shardshape_command
 
 MIB = 1024 * 1024
-
-
-def _rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 def _in_flight(url: str) -> int:
@@ -99,20 +92,20 @@ def test_large_bodies_stream_through_without_growing_the_sidecar(
     ):
         http.get("/bytes/1")  # warm: imports, the upstream connection pool
         http.post("/upload", content=b"x" * MIB)
-        before = _rss_mib(process.pid)
+        before = process_memory(process.pid).rss_bytes / MIB
         received = 0
         with http.stream("GET", "/bytes/50") as response:
             for chunk in response.iter_raw():
                 received += len(chunk)
         assert response.status_code == 200 and received == 50 * MIB
-        after_download = _rss_mib(process.pid)
+        after_download = process_memory(process.pid).rss_bytes / MIB
 
         def chunks():
             for start in range(0, len(upload), MIB):
                 yield upload[start : start + MIB]
 
         answer = http.post("/upload", content=chunks()).json()
-        after_upload = _rss_mib(process.pid)
+        after_upload = process_memory(process.pid).rss_bytes / MIB
     assert answer == {"bytes": 50 * MIB, "sha256": hashlib.sha256(upload).hexdigest()}
     grown = max(after_download, after_upload) - before
     print(f"sidecar RSS {before:.1f} MiB, +{grown:.1f} MiB after 50 MiB each way")
