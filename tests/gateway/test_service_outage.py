@@ -29,6 +29,7 @@ from shardshape.infra.topics import create_topics
 from tests.gateway.reporting import batch_ids, consume_batches, has_all
 from tests.support.broker import paused_broker
 from tests.support.plans import plan, route_entry, shard
+from tests.support.polling import until
 from tests.support.processes import settings_env
 from tests.support.serving import example, example_server
 
@@ -97,11 +98,11 @@ async def _status(http: httpx.AsyncClient) -> GatewayStatus:
 async def _status_when(
     http: httpx.AsyncClient, ready: Callable[[GatewayStatus], object], timeout_s: float
 ) -> GatewayStatus:
-    deadline = time.monotonic() + timeout_s
-    while not ready(status := await _status(http)):
-        assert time.monotonic() < deadline, f"the service never got there: {status}"
-        await asyncio.sleep(0.1)
-    return status
+    async def status_if_ready() -> GatewayStatus | None:
+        status = await _status(http)
+        return status if ready(status) else None
+
+    return await until(status_if_ready, timeout_s, "the service's status", every_s=0.1)
 
 
 @pytest.fixture
@@ -144,8 +145,8 @@ async def test_a_paused_broker_leaves_the_service_answering_and_reporting_resume
                 during: list[GatewayStatus] = []
                 with paused_broker(own_broker):
                     load.phase = "paused"
-                    until = time.monotonic() + PAUSE_S
-                    while time.monotonic() < until:
+                    pause_ends = time.monotonic() + PAUSE_S
+                    while time.monotonic() < pause_ends:
                         during.append(await _status(http))
                         await asyncio.sleep(0.5)
                 load.phase = "resumed"  # from here on, nothing but the load: no manual step

@@ -18,7 +18,6 @@ import asyncio
 import itertools
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -38,6 +37,7 @@ from shardshape.core.metrics import CACHE_HIT_ATTRIBUTE
 from shardshape.core.settings import Settings
 from shardshape.gateway.status import STATUS_PATH, GatewayStatus
 from shardshape.infra.topics import create_topics
+from tests.support.polling import until
 from tests.support.processes import settings_env
 from tests.support.serving import example_server
 from tests.support.workers import requests_on_topic, worker
@@ -133,17 +133,8 @@ class _Load:
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
 
-async def _until(
-    condition: Callable[[], object], timeout_s: float, what: str, logs: list[Path]
-) -> None:
-    """Wait until ``condition()`` is true; fail naming ``what``, with the processes' logs."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        await asyncio.sleep(0.5)
-    tails = "\n".join(f"--- {p.name} ---\n{p.read_text(errors='replace')[-3_000:]}" for p in logs)
-    pytest.fail(f"{what}: not within {timeout_s:.0f} s\n{tails}")
+def _tails(logs: list[Path]) -> str:
+    return "\n".join(f"--- {p.name} ---\n{p.read_text(errors='replace')[-3_000:]}" for p in logs)
 
 
 def _hit_rate(events: list[RequestEvent]) -> float:
@@ -190,7 +181,8 @@ async def test_a_proposed_cache_is_split_by_weight_promoted_and_applied(
                     if e.status == "running" and e.shard_id == 0
                 ]
 
-            await _until(proposed, 150, "no plan carries a proposed experiment", logs)
+            await until(proposed, 150, "a plan carrying a proposed experiment", every_s=0.5,
+                        explain=lambda: _tails(logs))  # fmt: skip
             first_plan, experiment = proposed()[0]
             proposed_after = time.monotonic() - load_began
 
@@ -202,7 +194,8 @@ async def test_a_proposed_cache_is_split_by_weight_promoted_and_applied(
                     if e.experiment_id == experiment.experiment_id and e.decision is not None
                 ]
 
-            await _until(decided, 150, "the experiment was never decided", logs)
+            await until(decided, 150, "the experiment decided", every_s=0.5,
+                        explain=lambda: _tails(logs))  # fmt: skip
             decision_plan, finished = decided()[0]
             decided_after = time.monotonic() - load_began
 
@@ -210,11 +203,10 @@ async def test_a_proposed_cache_is_split_by_weight_promoted_and_applied(
             async def gateway_status() -> GatewayStatus:
                 return GatewayStatus.model_validate_json((await http.get(STATUS_PATH)).content)
 
-            deadline = time.monotonic() + 60
-            while (await gateway_status()).plan_version < decision_plan.version:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"the gateway never applied plan v{decision_plan.version}")
-                await asyncio.sleep(0.2)
+            async def promoted() -> bool:
+                return (await gateway_status()).plan_version >= decision_plan.version
+
+            await until(promoted, 60, f"the gateway on plan v{decision_plan.version}", every_s=0.2)
             applied_ts = time.time()
             await asyncio.sleep(AFTER_PROMOTION_S)
             gateway = await gateway_status()
