@@ -8,7 +8,6 @@ The figures for one million users, with and without caps, come from
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from pathlib import Path
 
@@ -23,7 +22,9 @@ from shardshape.infra.memory import process_memory
 from shardshape.infra.topics import create_topics
 from shardshape.models.synthetic import distinct_users
 from shardshape.streams.replay import replay
+from tests.support.polling import wait_until
 from tests.support.processes import running, settings_env, shardshape_command, wait_for_line
+from tests.support.workers import all_committed
 
 CAP = 20_000
 PHASE = 100_000  # users per phase; the cap is reached early in the first
@@ -35,12 +36,11 @@ def _stats(port: int) -> dict:
         return json.loads(r.read())
 
 
-def _wait_for_events(port: int, events: int, timeout_s: float) -> dict:
-    deadline = time.monotonic() + timeout_s
+def _handled(settings: Settings, port: int, events: int, timeout_s: float) -> dict:
+    """The worker's stats once it has committed every request: its counts are final then."""
+    wait_until(lambda: all_committed(settings), timeout_s, f"{events:,} events handled",
+               every_s=0.5)  # fmt: skip
     stats = _stats(port)
-    while stats["events"] < events and time.monotonic() < deadline:
-        time.sleep(0.5)
-        stats = _stats(port)
     assert stats["events"] == events
     return stats
 
@@ -59,10 +59,10 @@ def test_worker_keeps_at_most_max_keys_and_memory_stays_flat(
     with running(shardshape_command("worker"), settings_env(settings), log) as worker:
         wait_for_line(log, "shardshape worker ready", worker, 90)
         replay(distinct_users(PHASE), config, topic, settings.requests_partitions)
-        _wait_for_events(port, PHASE, 120)
+        _handled(settings, port, PHASE, 120)
         after_first = process_memory(worker.pid).rss_bytes
         replay(distinct_users(PHASE, start=PHASE), config, topic, settings.requests_partitions)
-        stats = _wait_for_events(port, 2 * PHASE, 120)
+        stats = _handled(settings, port, 2 * PHASE, 120)
         after_second = process_memory(worker.pid).rss_bytes
 
         # Entries of evicted keys were retired on the routing topic too: a gateway that
