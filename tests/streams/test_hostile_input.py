@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 
 from shardshape.core.batching import PartitionBatcher
 from shardshape.core.contracts import (
@@ -40,7 +39,9 @@ from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics
 from shardshape.models.features import profile_key
 from shardshape.models.synthetic import SyntheticStream
+from tests.support.polling import wait_until
 from tests.support.processes import running, settings_env, shardshape_command, wait_for_line
+from tests.support.workers import all_committed, messages_on, read_topic
 
 HOSTILE = 10_000
 VALID_EVENTS = 20_000
@@ -205,16 +206,18 @@ def _get(port: int, path: str) -> dict:
         return json.loads(response.read())
 
 
-def _wait_for_messages(port: int, expected: int, timeout_s: float, log: Path) -> dict:
-    deadline = time.monotonic() + timeout_s
-    stats = _get(port, "/shardshape/stats")
-    while stats["messages"] < expected and time.monotonic() < deadline:
-        time.sleep(0.5)
-        stats = _get(port, "/shardshape/stats")
-    if stats["messages"] < expected:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
-        pytest.fail(f"{stats['messages']} of {expected} messages in {timeout_s}s:\n{tail}")
-    return stats
+def _wait_for_messages(port: int, expected: int, timeout_s: float, log: Path) -> None:
+    handled = [0]
+
+    def all_handled() -> bool:
+        handled[0] = _get(port, "/shardshape/stats")["messages"]
+        return handled[0] >= expected
+
+    wait_until(
+        all_handled, timeout_s, f"{expected} messages handled", every_s=0.5,
+        explain=lambda: f"{handled[0]} handled; the log's end:\n"
+        + "\n".join(log.read_text(errors="replace").splitlines()[-40:]),
+    )  # fmt: skip
 
 
 def metric_totals(port: int) -> dict[tuple[str, int], tuple[int, dict[str, int], float]]:
@@ -235,44 +238,25 @@ def metric_totals(port: int) -> dict[tuple[str, int], tuple[int, dict[str, int],
     return {k: (n, dict(errors), round(payload)) for k, (n, errors, payload) in totals.items()}
 
 
-def read_dead_letters(settings: Settings, at_least: int, timeout_s: float) -> list[DeadLetter]:
-    """Every dead letter on the DLQ: until ``at_least`` arrived, then until 3 s of silence."""
-    consumer = Consumer(
-        settings.confluent_config(
-            **{
-                "group.id": f"{settings.app_id}-dlq-reader",
-                "auto.offset.reset": "earliest",
-                "fetch.message.max.bytes": 16 * 1024 * 1024,
-            }
-        )
-    )
-    consumer.subscribe([settings.topic_dlq])
-    letters: list[DeadLetter] = []
-    deadline = time.monotonic() + timeout_s
-    quiet_since = time.monotonic()
-    try:
-        while time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is not None and message.error() is None:
-                letters.append(decode(DeadLetter, message.value()))
-                quiet_since = time.monotonic()
-            elif len(letters) >= at_least and time.monotonic() - quiet_since > 3:
-                break
-    finally:
-        consumer.close()
-    return letters
+def read_dead_letters(settings: Settings) -> list[DeadLetter]:
+    """Every dead letter on the DLQ, read to its end. Called once the worker has committed every
+    request (``RoutedKeys.wait_for``): it sends a message's dead letters before committing it."""
+    big = {"fetch.message.max.bytes": 16 * 1024 * 1024}
+    messages = messages_on(settings, settings.topic_dlq, settings.dlq_partitions, **big)
+    return [decode(DeadLetter, message.value()) for message in messages]
 
 
 class RoutedKeys:
     """Profile keys with a routing entry on a routing topic (followed live)."""
 
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.keys: set[str] = set()
         config = settings.confluent_config()
         self._follower = TopicFollower(config, settings.topic_routing, self._on)
 
     def _on(self, key: bytes | None, value: bytes | None) -> None:
-        if key and value and not key.startswith(b"__snapshot__/"):
+        if key and value and not _is_snapshot(key):
             self.keys.add(key.decode())
 
     def __enter__(self) -> RoutedKeys:
@@ -283,12 +267,21 @@ class RoutedKeys:
         self._follower.stop()
 
     def wait_for(self, expected: set[str], timeout_s: float) -> set[str]:
-        """The keys routed once ``expected`` all are (or ``timeout_s`` passed)."""
-        deadline = time.monotonic() + timeout_s
-        while not expected <= self.keys and time.monotonic() < deadline:
-            time.sleep(0.5)
-        time.sleep(1.0)  # anything beyond the expected keys would show by now
-        return set(self.keys)
+        """The keys routed, once ``expected`` all are and the worker has committed every
+        request: it writes a request's routing entries before committing it, so the topic's
+        end then holds every entry the requests made, extra keys included."""
+        wait_until(
+            lambda: expected <= self.keys, timeout_s, "every valid key routed", every_s=0.5,
+            explain=lambda: f"never routed: {sorted(expected - self.keys)[:20]}",
+        )  # fmt: skip
+        wait_until(lambda: all_committed(self.settings), timeout_s, "every request committed",
+                   every_s=0.5)  # fmt: skip
+        on_topic = read_topic(self.settings, self.settings.topic_routing)
+        return self.keys | {key.decode() for key in on_topic if not _is_snapshot(key)}
+
+
+def _is_snapshot(key: bytes) -> bool:
+    return key.startswith(b"__snapshot__/")
 
 
 def _listening_address(port: int) -> str:
@@ -357,13 +350,16 @@ def test_hostile_messages_reach_the_dlq_and_change_nothing_else(
         _produce(clean, ((p, str(p).encode(), value) for p, value in valid))
         _produce(mixed, mixed_stream())
 
-        clean_stats = _wait_for_messages(clean_port, len(valid), 120, clean_log)
-        mixed_stats = _wait_for_messages(mixed_port, len(valid) + len(hostile), 240, mixed_log)
+        _wait_for_messages(clean_port, len(valid), 120, clean_log)
+        _wait_for_messages(mixed_port, len(valid) + len(hostile), 240, mixed_log)
         clean_routed = clean_routing.wait_for(keys, 90)
         mixed_routed = mixed_routing.wait_for(keys, 90)
+        # Both workers have committed every request: what they show from here on is final.
+        clean_stats = _get(clean_port, "/shardshape/stats")
+        mixed_stats = _get(mixed_port, "/shardshape/stats")
         clean_totals, mixed_totals = metric_totals(clean_port), metric_totals(mixed_port)
-        letters = read_dead_letters(mixed, len(hostile), 180)
-        clean_letters = read_dead_letters(clean, 0, 10)
+        letters = read_dead_letters(mixed)
+        clean_letters = read_dead_letters(clean)
         mixed_log_text = mixed_log.read_text(errors="replace")
         assert mixed_worker.poll() is None and mixed_worker.pid == pid, "the worker restarted"
         listening = _listening_address(mixed_port)

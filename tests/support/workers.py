@@ -17,7 +17,14 @@ from pathlib import Path
 from subprocess import Popen
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    Message,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
 
 from shardshape.core.contracts import decode_requests
 from shardshape.core.follower import TopicFollower
@@ -117,14 +124,15 @@ def all_committed(settings: Settings, ends: Mapping[int, int] | None = None) -> 
     if ends is None:
         ends = end_offsets(settings.confluent_config(), settings.topic_requests,
                            settings.requests_partitions)  # fmt: skip
-    consumer = Consumer(settings.confluent_config(**{"group.id": settings.app_id}))
-    try:
-        committed = consumer.committed(
-            [TopicPartition(settings.topic_requests, p) for p in ends], timeout=10
-        )
-    finally:
-        consumer.close()
-    return all(ends[tp.partition] == 0 or tp.offset >= ends[tp.partition] for tp in committed)
+    # An admin request, not a consumer of the workers' group: nothing that could take part in
+    # the group's coordination while they commit.
+    wanted = [TopicPartition(settings.topic_requests, p) for p in ends]
+    request = ConsumerGroupTopicPartitions(settings.app_id, wanted)
+    admin = AdminClient(settings.confluent_config())
+    answer = admin.list_consumer_group_offsets([request])[settings.app_id].result(timeout=10)
+    return all(
+        ends[tp.partition] == 0 or tp.offset >= ends[tp.partition] for tp in answer.topic_partitions
+    )
 
 
 def settled(settings: Settings, workers: Iterable[Worker]) -> bool:
@@ -136,13 +144,17 @@ def settled(settings: Settings, workers: Iterable[Worker]) -> bool:
 
 def read_table(settings: Settings, table: str, timeout_s: float = 30.0) -> dict[bytes, bytes]:
     """The latest value of every key in a worker table's changelog topic."""
+    return read_topic(settings, f"{settings.app_id}-{table}-changelog", timeout_s)
+
+
+def read_topic(settings: Settings, topic: str, timeout_s: float = 30.0) -> dict[bytes, bytes]:
+    """The latest value of every key in ``topic``, read from its start to its end."""
     latest: dict[bytes, bytes] = {}
 
     def keep(key: bytes | None, value: bytes | None) -> None:
         if key is not None and value is not None:
             latest[key] = value
 
-    topic = f"{settings.app_id}-{table}-changelog"
     follower = TopicFollower(settings.confluent_config(), topic, keep).start()
     try:
         if not follower.caught_up.wait(timeout_s):
@@ -154,12 +166,19 @@ def read_table(settings: Settings, table: str, timeout_s: float = 30.0) -> dict[
 
 def requests_on_topic(settings: Settings) -> Iterator[Message]:
     """Every message on the requests topic, read to its end (partition by partition order)."""
-    ends = end_offsets(settings.confluent_config(), settings.topic_requests,
-                       settings.requests_partitions)  # fmt: skip
-    consumer = Consumer(settings.confluent_config(**{"group.id": "read-" + uuid.uuid4().hex[:8]}))
-    consumer.assign(
-        [TopicPartition(settings.topic_requests, p, OFFSET_BEGINNING) for p in ends if ends[p]]
+    return messages_on(settings, settings.topic_requests, settings.requests_partitions)
+
+
+def messages_on(
+    settings: Settings, topic: str, partitions: int, **config: object
+) -> Iterator[Message]:
+    """Every message on ``topic``, read to its end as it is now (partition by partition order);
+    ``config`` adds consumer settings."""
+    ends = end_offsets(settings.confluent_config(), topic, partitions)
+    consumer = Consumer(
+        settings.confluent_config(**{"group.id": "read-" + uuid.uuid4().hex[:8], **config})
     )
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends if ends[p]])
     left = {p for p, end in ends.items() if end}
     deadline = time.monotonic() + 60
     try:
@@ -172,7 +191,7 @@ def requests_on_topic(settings: Settings) -> Iterator[Message]:
                 left.discard(message.partition())
     finally:
         consumer.close()
-    assert not left, f"partitions {sorted(left)} not read to their end"
+    assert not left, f"{topic}: partitions {sorted(left)} not read to their end"
 
 
 def topic_request_ids(settings: Settings) -> Counter[str]:
