@@ -17,7 +17,15 @@ from shardshape.infra.topics import create_topics
 from shardshape.models.keystats import N
 from shardshape.streams.replay import replay
 from tests.support.polling import wait_until
-from tests.support.workers import Worker, counted_by, read_table, settled, tails, worker
+from tests.support.workers import (
+    Worker,
+    counted_by,
+    read_table,
+    settled,
+    tails,
+    unsettled,
+    worker,
+)
 
 PARTITIONS = 6
 USERS = 40
@@ -76,11 +84,13 @@ def _settled(settings: Settings, workers: list[Worker]) -> dict[str, set[int]]:
 
 
 def _counted_once(settings: Settings, workers: list[Worker], expected: int) -> None:
-    """Every event counted by exactly one of ``workers``, with offsets committed: once they are
-    settled (ready, every message committed) what they count is final, and stopping or moving a
-    partition replays nothing, so each key's count stays exact."""
-    wait_until(lambda: settled(settings, workers), 60, "every message handled and committed",
-               every_s=0.5, explain=tails(workers))  # fmt: skip
+    """Every event counted by exactly one of ``workers``, with offsets committed: once they have
+    counted ``expected`` and are settled (ready, every message committed) what they count is
+    final, and stopping or moving a partition replays nothing, so each key's count stays exact."""
+    wait_until(
+        lambda: counted_by(workers) >= expected and settled(settings, workers), 60,
+        "every event counted and committed", every_s=0.5, explain=unsettled(settings, workers),
+    )  # fmt: skip
     for size in ("1m", "10s"):
         each = {w.name: counted_by([w], size) for w in workers}
         assert sum(each.values()) == expected, f"{size} windows counted {each}, sent {expected}"

@@ -122,17 +122,21 @@ def all_committed(settings: Settings, ends: Mapping[int, int] | None = None) -> 
     every message was handled and its counts written before the commit, so a count read now is
     final, and stopping or moving a partition replays nothing."""
     if ends is None:
-        ends = end_offsets(settings.confluent_config(), settings.topic_requests,
-                           settings.requests_partitions)  # fmt: skip
+        ends = _request_ends(settings)
+    committed = committed_offsets(settings, ends)
+    return all(end == 0 or committed[p] >= end for p, end in ends.items())
+
+
+def committed_offsets(settings: Settings, partitions: Iterable[int]) -> dict[int, int]:
+    """The workers' group's committed offset of each of the requests topic's ``partitions``
+    (negative where it has committed none)."""
     # An admin request, not a consumer of the workers' group: nothing that could take part in
     # the group's coordination while they commit.
-    wanted = [TopicPartition(settings.topic_requests, p) for p in ends]
+    wanted = [TopicPartition(settings.topic_requests, p) for p in partitions]
     request = ConsumerGroupTopicPartitions(settings.app_id, wanted)
     admin = AdminClient(settings.confluent_config())
     answer = admin.list_consumer_group_offsets([request])[settings.app_id].result(timeout=10)
-    return all(
-        ends[tp.partition] == 0 or tp.offset >= ends[tp.partition] for tp in answer.topic_partitions
-    )
+    return {tp.partition: tp.offset for tp in answer.topic_partitions}
 
 
 def settled(settings: Settings, workers: Iterable[Worker]) -> bool:
@@ -140,6 +144,33 @@ def settled(settings: Settings, workers: Iterable[Worker]) -> bool:
     the group has committed every requests-topic message: nothing is left to handle or to
     replay, so what the workers count now is final."""
     return all(w.ready() for w in workers) and all_committed(settings)
+
+
+def unsettled(settings: Settings, workers: Iterable[Worker]) -> Callable[[], str]:
+    """What keeps ``workers`` from being :func:`settled`, read when called (for a failed wait):
+    the /readyz answers, the committed and end offsets, the logs' ends."""
+    workers = list(workers)
+
+    def explain() -> str:
+        ready = {}
+        for w in workers:
+            try:
+                ready[w.name] = w.page("/readyz")
+            except OSError as error:  # 503 while not ready: its body says why
+                body = getattr(error, "read", lambda: b"")()
+                ready[w.name] = body.decode(errors="replace") or repr(error)
+        ends = _request_ends(settings)
+        committed = committed_offsets(settings, ends)
+        return f"readiness: {ready}\ncommitted: {committed}\nends: {ends}\n" + "\n".join(
+            w.tail() for w in workers
+        )
+
+    return explain
+
+
+def _request_ends(settings: Settings) -> dict[int, int]:
+    return end_offsets(settings.confluent_config(), settings.topic_requests,
+                       settings.requests_partitions)  # fmt: skip
 
 
 def read_table(settings: Settings, table: str, timeout_s: float = 30.0) -> dict[bytes, bytes]:
