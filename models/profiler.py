@@ -1,5 +1,9 @@
 """The profiler: per-batch prediction and learning for one service's request stream.
 
+It stays one module of about 540 lines: every step below reads and changes the same per-batch
+state (key table, router, shard model), while the rules themselves live in
+:mod:`~shardshape.models.keystats` and :mod:`~shardshape.models.routing`.
+
 Per batch of events (:meth:`Profiler.process_many`, on columns: the profile agent calls it
 through :meth:`shardshape.streams.profiling.ProfilingWorker.process`, with one gateway batch
 or several queued ones merged; :meth:`Profiler.process_batch` is the same for a list of

@@ -200,7 +200,7 @@ def file_settings() -> list[str]:
     marked ``json_schema_extra={"file": True}``.
 
     >>> file_settings()
-    ['sasl_password', 'signing_private_key', 'signing_public_key', 'signing_key', 'admin_token']
+    ['sasl_password', 'signing_private_key', 'signing_public_key', 'signing_key']
     """
     return [
         name

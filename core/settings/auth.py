@@ -11,7 +11,7 @@ from shardshape.core.settings.group import ENV_PREFIX, SettingsGroup
 
 
 class AuthSettings(SettingsGroup):
-    """``signing_private_key``, ``signing_public_key``, ``signing_key`` and ``admin_token``."""
+    """``signing_private_key``, ``signing_public_key`` and ``signing_key``."""
 
     signing_private_key: SecretStr | None = Field(
         None,
@@ -29,11 +29,6 @@ class AuthSettings(SettingsGroup):
         None,
         description="HMAC-SHA256 key (at least 32 characters), the fallback to Ed25519: workers "
         "sign with it and gateways check with it, so every holder can sign (docs/security.md).",
-    )
-    admin_token: SecretStr | None = Field(
-        None,
-        description="Bearer token that web endpoints which change state require; "
-        "unset, such endpoints refuse every call.",
     )
 
     @model_validator(mode="after")

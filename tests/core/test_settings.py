@@ -104,7 +104,7 @@ def test_log_levels_are_read_as_operators_write_them(
 
 
 def test_every_secret_can_come_from_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    assert {"sasl_password", "admin_token", "signing_private_key"} <= set(file_settings())
+    assert {"sasl_password", "signing_private_key"} <= set(file_settings())
     keys = {"signing_private_key", "signing_public_key"}  # from files in tests/core/test_signing.py
     for name in set(file_settings()) - keys - {"signing_key"}:  # HMAC: not with Ed25519
         secret = tmp_path / name
@@ -117,7 +117,6 @@ def test_every_secret_can_come_from_a_file(monkeypatch: pytest.MonkeyPatch, tmp_
     assert settings.confluent_config()["sasl.password"] == "sasl_password-" + "s" * 40
     monkeypatch.setenv("SHARDSHAPE_SIGNING_KEY_FILE", str(tmp_path / "sasl_password"))
     assert load_settings().signing_key.get_secret_value() == "sasl_password-" + "s" * 40
-    assert settings.admin_token.get_secret_value() == "admin_token-" + "s" * 40
 
 
 def test_a_missing_secret_file_or_a_clash_says_what_to_fix(

@@ -27,7 +27,6 @@ from shardshape.infra.topics import create_topics
 from shardshape.models.synthetic import SyntheticStream
 from shardshape.streams.publisher import RoutingPublisher
 from shardshape.streams.replay import replay
-from shardshape.streams.web_auth import requires_admin_token
 from tests.support.paths import REPO_ROOT
 from tests.support.polling import wait_until
 from tests.support.processes import running, settings_env, shardshape_command, wait_for_line
@@ -188,34 +187,6 @@ def test_faust_gets_the_sasl_credentials_and_tls_context() -> None:
     assert credentials.username == "shardshape" and credentials.password == "not-a-real-password"
     assert credentials.mechanism.value == "SCRAM-SHA-512"
     assert credentials.protocol.value == "SASL_SSL" and credentials.ssl_context is not None
-
-
-async def test_a_state_changing_endpoint_needs_the_admin_token() -> None:
-    class Web:
-        @staticmethod
-        def json(value: dict, status: int = 200) -> tuple[int, dict]:
-            return status, value
-
-    calls: list[str] = []
-
-    async def change(web: Web, request: SimpleNamespace) -> tuple[int, dict]:
-        calls.append("changed")
-        return 200, {}
-
-    def request(header: str | None = None) -> SimpleNamespace:
-        return SimpleNamespace(headers={"Authorization": header} if header else {})
-
-    token = "t" * 32
-    guarded = requires_admin_token(SecretStr(token))(change)
-    assert (await guarded(Web, request()))[0] == 401
-    assert (await guarded(Web, request("Bearer nope")))[0] == 401
-    assert (await guarded(Web, request(f"Basic {token}")))[0] == 401
-    assert calls == []
-    assert await guarded(Web, request(f"Bearer {token}")) == (200, {})
-    closed = requires_admin_token(None)(change)
-    status, body = await closed(Web, request(f"Bearer {token}"))
-    assert status == 403 and "SHARDSHAPE_ADMIN_TOKEN" in body["error"]
-    assert calls == ["changed"]
 
 
 def test_web_views_bind_to_loopback_and_short_signing_keys_fail() -> None:
