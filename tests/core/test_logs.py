@@ -15,7 +15,7 @@ import pytest
 
 from shardshape.core.logs import JsonFormatter, KnownVersions, formatter, log_context
 from shardshape.core.settings import SettingsError, load_settings
-from tests.support.processes import shardshape_command, wait_for_line
+from tests.support.processes import ctrl_c_as_in_a_terminal, shardshape_command, wait_for_line
 
 
 def test_json_lines_carry_fields_context_versions_and_the_exception() -> None:
@@ -59,7 +59,11 @@ def test_a_command_logs_json_when_asked(tmp_path: Path) -> None:
     log = tmp_path / "broker.out"
     with open(log, "wb") as out:
         broker = subprocess.Popen(
-            shardshape_command("broker"), env=env, stdout=out, stderr=subprocess.STDOUT
+            shardshape_command("broker"),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=ctrl_c_as_in_a_terminal,
         )
     try:
         wait_for_line(log, "embedded broker ready", broker, 60)

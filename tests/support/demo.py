@@ -16,7 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shardshape.infra.demo.run import free_port
-from tests.support.processes import descendant_pids, shardshape_command, wait_gone
+from tests.support.processes import (
+    ctrl_c_as_in_a_terminal,
+    descendant_pids,
+    shardshape_command,
+    wait_gone,
+)
 
 
 @dataclass
@@ -55,7 +60,11 @@ def demo(tmp_path: Path, *args: str, **env_vars: str) -> Iterator[Demo]:
     output = tmp_path / "demo.out"
     with open(output, "wb") as out:
         process = subprocess.Popen(
-            shardshape_command("demo", *args), env=env, stdout=out, stderr=subprocess.STDOUT
+            shardshape_command("demo", *args),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=ctrl_c_as_in_a_terminal,
         )
     run = Demo(process, output, tmp_path / "data", f"http://127.0.0.1:{web_port}")
     watching = threading.Event()

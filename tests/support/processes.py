@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator
@@ -27,11 +28,27 @@ def shardshape_command(*args: str) -> list[str]:
     return [str(Path(sys.executable).with_name("shardshape")), *args]
 
 
+def ctrl_c_as_in_a_terminal() -> None:
+    """In a child before exec: Ctrl-C (SIGINT) at its default, as a terminal gives it.
+
+    A test suite started in the background of a non-interactive shell (``pytest ... &``) has
+    SIGINT ignored, and children inherit that; the tests that press Ctrl-C must not depend on
+    how the suite was started.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def running(command: list[str], env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
     """Run ``command`` in the background, stopping it (SIGINT, then SIGKILL) on the way out."""
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=ctrl_c_as_in_a_terminal,
+        )
     try:
         yield process
     finally:
