@@ -50,6 +50,7 @@ prometheus-deps:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .shardshape build *.egg-info .pytest_cache

@@ -1,6 +1,8 @@
-"""shardshape: allocator. Resource blocks and pools, calibration, the optimiser, plan building.
+"""shardshape: allocator. Resource blocks and pools, calibration, the optimiser, plan building,
+the planning loop, the policies the gateway applies (lending, arms) and the simulator.
 
-Pure code (no Faust, no Kafka). What the planner timer uses:
+Pure code without Faust; the one Kafka client is :mod:`~shardshape.allocator.client`, which
+follows the plans topic for gateways (confluent-kafka). What the planning loop uses:
 
 - :func:`~shardshape.allocator.pools_config.load_pools_config` ->
   :class:`~shardshape.allocator.pools_config.PoolsConfig` (block types, pools, services,
@@ -13,9 +15,9 @@ Pure code (no Faust, no Kafka). What the planner timer uses:
 - :meth:`~shardshape.allocator.planner.PoolPlanner.plan` -> ``PlanStep`` with the pool's
   :class:`~shardshape.allocator.optimiser.Allocation`;
 - :func:`~shardshape.allocator.plan.build_plan` -> one
-  :class:`~shardshape.streams.contracts.AllocationPlan` per service.
+  :class:`~shardshape.core.contracts.AllocationPlan` per service.
 
 Import each from its module. This package imports nothing itself: the gateway uses its light
-modules (``arms``, ``client``) and must not load the optimiser, which needs scipy (the
+modules (``arms``, ``lending``, ``client``) and must not load the optimiser, which needs scipy (the
 ``worker`` extra).
 """

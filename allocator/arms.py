@@ -18,7 +18,7 @@ True
 >>> points = [arm_point("shop:3:cache", f"user-{i}") for i in range(10_000)]
 >>> round(sum(p >= 0.8 for p in points) / len(points), 2)  # about 20% in the variant
 0.2
->>> from shardshape.streams.contracts import Arm, Experiment
+>>> from shardshape.core.contracts import Arm, Experiment
 >>> experiment = Experiment(experiment_id="e1", shard_id=3,
 ...                         arms=[Arm(name="control", weight=0.5), Arm(name="lfu", weight=0.5)])
 >>> ArmAssigner(experiment).pick("user-42") in {"control", "lfu"}
@@ -32,7 +32,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 
-from shardshape.streams.contracts import Experiment
+from shardshape.core.contracts import Experiment
 
 _SCALE = 2.0**-64
 

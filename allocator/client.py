@@ -4,7 +4,7 @@ It reads the compacted plans topic from its start (so a restarted client gets th
 force at once), validates every message, and hands each plan newer than the one applied to a
 :class:`PlanBackend`. Malformed plans, plans of other services and stale versions are ignored
 with a logged reason; a backend that fails keeps the last good plan in force. With a signer,
-plans not signed with a key it accepts are ignored the same way (:mod:`shardshape.streams.signing`).
+plans not signed with a key it accepts are ignored the same way (:mod:`shardshape.core.signing`).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from shardshape.streams.contracts import AllocationPlan, ContractError, decode
-from shardshape.streams.follower import TopicFollower
-from shardshape.streams.signing import Checker, checker_from
+from shardshape.core.contracts import AllocationPlan, ContractError, decode
+from shardshape.core.follower import TopicFollower
+from shardshape.core.signing import Checker, checker_from
 
 if TYPE_CHECKING:
-    from shardshape.infra.settings import Settings
+    from shardshape.core.settings import Settings
 
 log = logging.getLogger("shardshape.allocator")
 

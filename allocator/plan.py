@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from shardshape.allocator.blocks import BlockType, Resources, total_resources
 from shardshape.allocator.calibration import Calibrator
 from shardshape.allocator.optimiser import Allocation, ShardAllocation
-from shardshape.streams.contracts import (
+from shardshape.core.contracts import (
     MAX_SHARDS,
     MAX_TEXT_CHARS,
     AllocationPlan,

@@ -76,7 +76,8 @@ class PlanningPolicy(_Strict):
     # How long a block the planner adds takes to serve (a replica starting). A shard whose SLO
     # leaves its requests the time to wait for one (a gateway's queue report, a replan, this)
     # beyond their service time is planned at its mean forecast, not the forecast quantile:
-    # its bursts wait for the blocks the queue reports bring, within the SLO (streams/planning.py).
+    # its bursts wait for the blocks the queue reports bring, within the SLO
+    # (allocator/planning.py).
     block_start_s: float = Field(30.0, ge=0, le=3_600)
 
     @model_validator(mode="after")

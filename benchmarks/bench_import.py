@@ -5,7 +5,9 @@ Run: ``python benchmarks/bench_import.py [runs]``. Prints figures; asserts nothi
 ``python -c ...`` process: its wall time, and its CPU time (user + system), which a machine
 shared with other work inflates far less. The snippets alternate within each round, so drift
 in the machine's load hits them alike; the medians of ``runs`` rounds are printed with the
-difference to ``pass``, which is what importing costs.
+difference to ``pass``, which is what importing costs. Last, what importing ``install`` adds
+to a service that has already imported its framework (Starlette and pydantic; a FastAPI app has
+more), timed inside that interpreter.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ SNIPPETS = {
     "import numpy (a base dependency)": "import numpy",
 }
 WORKER_ONLY = ("faust", "river", "scipy", "matplotlib", "aiokafka")
+# What a Starlette or FastAPI service has imported before it imports the gateway.
+FRAMEWORK = "import asyncio, pydantic, starlette.applications, starlette.routing"
 
 
 class Sample(NamedTuple):
@@ -44,6 +48,17 @@ def run_once(code: str) -> Sample:
     return Sample(time.perf_counter() - started, _children_cpu_s() - cpu)
 
 
+def import_after_framework_s(target: str = "from shardshape.gateway import install") -> float:
+    """Seconds ``target`` takes in a fresh interpreter that has imported :data:`FRAMEWORK`:
+    what adopting the gateway adds to a service's start."""
+    code = (
+        f"{FRAMEWORK}; import time; started = time.perf_counter(); {target}; "
+        "print(time.perf_counter() - started)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return float(out.stdout)
+
+
 def loaded_worker_modules() -> list[str]:
     """Modules of the worker stack that importing ``install`` loads (should be none)."""
     check = (
@@ -59,9 +74,11 @@ def main() -> None:
     for code in SNIPPETS.values():  # compile and cache bytecode before timing
         run_once(code)
     samples: dict[str, list[Sample]] = {name: [] for name in SNIPPETS}
+    after_framework: list[float] = []
     for _ in range(runs):
         for name, code in SNIPPETS.items():
             samples[name].append(run_once(code))
+        after_framework.append(import_after_framework_s())
 
     def median_ms(name: str, field: str) -> float:
         return statistics.median(getattr(s, field) for s in samples[name]) * 1000
@@ -74,6 +91,8 @@ def main() -> None:
         print(
             f"  {name:40s} {wall:8.1f} {wall - bare_wall:+10.1f} {cpu:8.1f} {cpu - bare_cpu:+10.1f}"
         )
+    added = statistics.median(after_framework) * 1000
+    print(f"install imported after the service's framework ({FRAMEWORK}): {added:.1f} ms")
     print(f"worker-stack modules loaded by install: {loaded_worker_modules() or 'none'}")
 
 

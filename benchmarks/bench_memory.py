@@ -25,14 +25,14 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
+from shardshape.core.contracts import RoutingEntry, encode
+from shardshape.core.net import ensure_port_free
+from shardshape.core.settings import Settings, load_settings
 from shardshape.gateway.routing_table import RoutingTable
 from shardshape.infra.broker import kafka_bootstrap
 from shardshape.infra.memory import process_memory
-from shardshape.infra.net import ensure_port_free
-from shardshape.infra.settings import Settings, load_settings
 from shardshape.infra.topics import create_topics
 from shardshape.models.synthetic import distinct_users
-from shardshape.streams.contracts import RoutingEntry, encode
 from shardshape.streams.replay import replay
 
 UNCAPPED = 100_000_000

@@ -26,13 +26,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from shardshape.gateway.middleware import ShapingMiddleware
-from shardshape.gateway.pools import ShardPools
-from shardshape.gateway.routing_table import RoutingTable
-from shardshape.models.features import profile_key
-from shardshape.models.profiler import Profiler
-from shardshape.models.synthetic import SyntheticStream
-from shardshape.streams.contracts import (
+from shardshape.core.contracts import (
     AllocationPlan,
     RequestEvent,
     ResourceSpec,
@@ -40,6 +34,12 @@ from shardshape.streams.contracts import (
     encode,
     snapshot_key,
 )
+from shardshape.gateway.middleware import ShapingMiddleware
+from shardshape.gateway.pools import ShardPools
+from shardshape.gateway.routing_table import RoutingTable
+from shardshape.models.features import profile_key
+from shardshape.models.profiler import Profiler
+from shardshape.models.synthetic import SyntheticStream
 
 BATCH = 500
 

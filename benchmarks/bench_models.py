@@ -9,10 +9,10 @@ import statistics
 import sys
 import time
 
+from shardshape.core.contracts import ShardSnapshot, decode, encode
 from shardshape.models.predictor import Route, ShardPredictor
 from shardshape.models.profiler import Profiler
 from shardshape.models.synthetic import SyntheticStream
-from shardshape.streams.contracts import ShardSnapshot, decode, encode
 
 BATCH = 500
 

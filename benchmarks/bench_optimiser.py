@@ -17,7 +17,9 @@ import statistics
 import sys
 import time
 
-from shardshape.allocator.optimiser import Allocation, ShardDemand, Smoothing, _Problem, solve
+from shardshape.allocator.optimiser import Allocation, ShardDemand, Smoothing, solve
+from shardshape.allocator.optimiser.milp import Stages
+from shardshape.allocator.optimiser.problem import Problem
 
 TYPES = {"small": 1.0, "medium": 1.9, "large": 3.5, "io": 2.0}
 SIZE = {"small": 1.0, "medium": 2.0, "large": 4.0, "io": 1.2}
@@ -95,8 +97,8 @@ def compare_binding(repeats: int) -> None:
         fast = solve(demands, pool, TYPES, time_limit_s=TIME_LIMIT_S)
         times["fast"].append((time.perf_counter() - started) * 1000)
         started = time.perf_counter()
-        problem = _Problem(demands, pool, TYPES, None, None, TIME_LIMIT_S, 0.01)
-        milp = problem.allocation(problem.run(), 0.0)
+        stages = Stages(Problem(demands, pool, TYPES, None, None), TIME_LIMIT_S, 0.01)
+        milp = stages.allocation(stages.run(), 0.0)
         times["milp"].append((time.perf_counter() - started) * 1000)
         timed_out += bool(milp.notes)
         levels = {"fast": _levels(fast), "milp": _levels(milp)}

@@ -36,15 +36,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from confluent_kafka import Producer
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
+from shardshape.core.columns import decode_columns
+from shardshape.core.contracts import RequestBatch, encode
+from shardshape.core.net import ensure_port_free
+from shardshape.core.settings import Settings, load_settings
 from shardshape.gateway.routing_table import RoutingTable
 from shardshape.infra.broker import kafka_bootstrap
-from shardshape.infra.net import ensure_port_free
-from shardshape.infra.settings import Settings, load_settings
 from shardshape.infra.topics import create_topics
 from shardshape.models.synthetic import SyntheticStream
-from shardshape.streams.app import faust_credentials
-from shardshape.streams.columns import decode_columns
-from shardshape.streams.contracts import RequestBatch, encode
+from shardshape.streams.faust_setup import faust_credentials
 from shardshape.streams.replay import replay
 
 
@@ -55,7 +55,7 @@ def quantile(values: list[float], q: float) -> float:
 
 async def raw_consumer_rate(settings: Settings, expected: int) -> float:
     """Events/s of a bare aiokafka consumer that decodes every batch (the ceiling), with the
-    agent's own fast decoder (``shardshape.streams.columns``)."""
+    agent's own fast decoder (``shardshape.core.columns``)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         enable_auto_commit=False,

@@ -32,12 +32,12 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 
+from shardshape.core.contracts import RequestEvent
+from shardshape.core.settings import Settings, load_settings
 from shardshape.gateway.reporter import Reporter
 from shardshape.infra.broker import EmbeddedBroker
-from shardshape.infra.settings import Settings, load_settings
 from shardshape.infra.topics import create_topics
 from shardshape.models.synthetic import SyntheticStream
-from shardshape.streams.contracts import RequestEvent
 from shardshape.streams.replay import replay
 
 

@@ -32,13 +32,13 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
+from shardshape.core.batching import PartitionBatcher
+from shardshape.core.contracts import RequestBatch, encode
+from shardshape.core.net import ensure_port_free
+from shardshape.core.settings import Settings, load_settings
 from shardshape.infra.broker import kafka_bootstrap
-from shardshape.infra.net import ensure_port_free
-from shardshape.infra.settings import Settings, load_settings
 from shardshape.infra.topics import create_topics
 from shardshape.models.synthetic import SyntheticStream
-from shardshape.streams.batching import PartitionBatcher
-from shardshape.streams.contracts import RequestBatch, encode
 
 
 def encoded_batches(events: int, users: int, partitions: int) -> list[tuple[int, bytes]]:

@@ -17,7 +17,7 @@ inside). Without a broker it logs one line and adds no shaping: every request go
 to the app.
 
 >>> from starlette.applications import Starlette
->>> from shardshape.infra.settings import Settings
+>>> from shardshape.core.settings import Settings
 >>> app = Starlette()
 >>> gateway = install(app, "shop", settings=Settings(kafka_bootstrap=None), metrics_path=None)
 >>> gateway.shaped
@@ -31,14 +31,14 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
+from shardshape.core.contracts import RequestEvent
+from shardshape.core.settings import Settings
 from shardshape.gateway.endpoints import with_endpoints
 from shardshape.gateway.middleware import Attributes, Scope, ShapingMiddleware
 from shardshape.gateway.prometheus import METRICS_PATH
 from shardshape.gateway.reporter import Reporter
 from shardshape.gateway.status import STATUS_PATH
 from shardshape.gateway.wiring import Gateway, gateway_settings
-from shardshape.infra.settings import Settings
-from shardshape.streams.contracts import RequestEvent
 
 
 def install(

@@ -4,7 +4,7 @@ Handlers reach their shard's cache through the slot they run in (``current_slot(
 The cache is safe to use from the event loop and from worker threads (sync endpoints), and it
 counts hits and misses so an experiment can compare policies.
 
->>> from shardshape.streams.contracts import CachePolicy
+>>> from shardshape.core.contracts import CachePolicy
 >>> cache = ShardCache(CachePolicy(policy="lru", size=2))
 >>> cache.set("a", 1); cache.set("b", 2); cache.get("a"); cache.set("c", 3)
 1
@@ -26,7 +26,7 @@ from typing import Any
 
 import cachetools
 
-from shardshape.streams.contracts import CachePolicy
+from shardshape.core.contracts import CachePolicy
 
 DEFAULT_TTL_S = 60.0  # a "ttl" policy that does not say how long
 

@@ -5,7 +5,7 @@ takes that share. Fields a plan leaves at 0 mean "not limited" (memory, network)
 gateway's default" (queue size and timeout). A running experiment splits its shard between
 its arms in proportion to their weights, with each arm's overrides on top.
 
->>> from shardshape.streams.contracts import ResourceSpec, ShardSpec
+>>> from shardshape.core.contracts import ResourceSpec, ShardSpec
 >>> spec = ShardSpec(shard_id=3, per_replica=ResourceSpec(concurrency=8, memory_mib=512,
 ...                                                     net_mbit=8, io_weight=200))
 >>> limits = limits_of_shard(spec, PoolDefaults())
@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from shardshape.streams.contracts import AllocationPlan, Arm, CachePolicy, Experiment, ShardSpec
+from shardshape.core.contracts import AllocationPlan, Arm, CachePolicy, Experiment, ShardSpec
 
 BYTES_PER_MBIT = 125_000
 
@@ -110,7 +110,7 @@ def limits_of_shard(spec: ShardSpec, defaults: PoolDefaults) -> PoolLimits:
 def limits_of_arm(shard: PoolLimits, arm: Arm, share: float) -> PoolLimits:
     """One arm's pool: ``share`` (its normalised weight) of the shard, then its overrides.
 
-    >>> from shardshape.streams.contracts import ArmOverrides
+    >>> from shardshape.core.contracts import ArmOverrides
     >>> arm = Arm(name="b", weight=0.25, overrides=ArmOverrides(queue_timeout_ms=500))
     >>> limits = limits_of_arm(PoolLimits(concurrency=8, memory_mib=400), arm, 0.25)
     >>> limits.concurrency, limits.memory_mib, limits.queue_timeout_s

@@ -24,6 +24,7 @@ from typing import Any
 
 from starlette.routing import Match
 
+from shardshape.core.contracts import CACHE_HIT_ATTRIBUTE, RequestEvent, Status
 from shardshape.gateway.pools import ShardPools, ShardRejected
 from shardshape.gateway.shaping import (
     Arrival,
@@ -34,7 +35,6 @@ from shardshape.gateway.shaping import (
     outcome,
     rejection,
 )
-from shardshape.streams.contracts import CACHE_HIT_ATTRIBUTE, RequestEvent, Status
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

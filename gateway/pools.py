@@ -16,12 +16,19 @@ banks no credit.
 
 Optionally (``lending``) the pools are work-conserving: a shard's planned slots are its
 reservation, and a request whose pool has no free slot borrows an idle slot of another pool
-(another shard's or the default pool) by the rule of :mod:`shardshape.gateway.lending`: only from a
-pool with no waiters of its own that keeps its reserve of idle slots, and from a pool of higher
-priority only when the policy lends ``to_lower`` (it then keeps at least one slot idle).
+(another shard's or the default pool) by the rule of :mod:`shardshape.allocator.lending`: only
+from a pool with no waiters of its own that keeps its reserve of idle slots, and from a pool of
+higher priority only when the policy lends ``to_lower`` (it then keeps at least one slot idle).
 A borrowed request holds the lender's slot (and memory) and keeps its own pool's cache,
 bandwidth and counts. Experiment arms neither lend nor borrow (an arm is measured on its own
 resources).
+
+One pool's state and its rejections live in :mod:`shardshape.gateway.shard_pool`, a request's
+slot and :func:`current_slot` in :mod:`shardshape.gateway.slots`, and what a plan asks of the
+pools in :mod:`shardshape.gateway.pool_layout`. :class:`ShardPools` stays one class of ~470
+lines because admission, the queues, stride order and lending read and change one state (each
+pool's counts and queue, the waiting pools, the shared slot count and pass) in one step, on the
+event loop or under one lock; pulled apart, each piece would reach into the others' internals.
 
 >>> import asyncio
 >>> pools = ShardPools(PoolDefaults(concurrency=1, queue_size=0))
@@ -41,266 +48,50 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import contextvars
-import itertools
 import logging
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING
 
-from shardshape.allocator.arms import ArmAssigner
-from shardshape.gateway.bandwidth import TokenBucket
-from shardshape.gateway.cache import CacheLookup, ShardCache, request_lookup
-from shardshape.gateway.lending import Lender, LendingPolicy, choose_lender
-from shardshape.gateway.limits import (
-    PoolDefaults,
-    PoolLimits,
-    limits_of_arm,
-    limits_of_shard,
-    running_experiments,
+from shardshape.allocator.lending import Lender, LendingPolicy, choose_lender
+from shardshape.core.contracts import AllocationPlan
+from shardshape.gateway.limits import PoolDefaults
+from shardshape.gateway.pool_layout import ArmPools, PoolLayout, plan_layout
+from shardshape.gateway.shard_pool import (
+    Grant,
+    PoolKey,
+    PoolState,
+    RejectReason,
+    ShardPool,
+    ShardRejected,
+    Waiter,
 )
-from shardshape.streams.contracts import AllocationPlan
+from shardshape.gateway.slots import Binding, Slot, current_slot
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
-    from shardshape.infra.settings import Settings
+    from shardshape.core.settings import GatewaySettings
 
 log = logging.getLogger("shardshape.gateway.pools")
 
-RejectReason = Literal["queue_full", "queue_timeout", "memory"]
 _MEMORY_RETRY_S = 30.0  # a request larger than its whole budget fits only after a new plan
-_MAX_RETRY_S = 60.0
-_HOLD_EWMA = 0.1
 
-
-class PoolKey(NamedTuple):
-    """Which pool: a shard (``None`` for the default or shared pool) and an experiment arm."""
-
-    shard_id: int | None
-    arm: str | None = None
-
-    def __str__(self) -> str:
-        name = "default" if self.shard_id is None else f"shard {self.shard_id}"
-        return f"{name} arm {self.arm}" if self.arm else name
-
-
-class ShardRejected(Exception):
-    """A request the pool turned away at once; answer 503 with ``Retry-After``.
-
-    Attributes
-    ----------
-    reason
-        ``queue_full``, ``queue_timeout`` or ``memory`` (larger than the pool's whole budget).
-    pool
-        The name of the pool that rejected it (``shard 3``, ``shard 3 arm b``, ``default``).
-    retry_after_s
-        When a retry has a fair chance: the pool's queue drain time, or a plan interval.
-    """
-
-    def __init__(self, reason: RejectReason, pool: str, retry_after_s: float, why: str) -> None:
-        super().__init__(f"{pool} pool rejected the request ({reason}): {why}")
-        self.reason = reason
-        self.pool = pool
-        self.retry_after_s = retry_after_s
-
-
-@dataclass(frozen=True, slots=True)
-class PoolState:
-    """A pool at one moment, for ``shardshape doctor``, status pages and tests."""
-
-    name: str
-    key: PoolKey
-    limits: PoolLimits
-    in_use: int
-    queued: int
-    memory_in_use_mib: float
-    admitted: int
-    completed: int
-    rejected: dict[str, int]
-    cache_entries: int
-    cache_hits: int
-    cache_misses: int
-    draining: bool
-    lent: int = 0  # requests that ran on this pool's slots for another pool
-    borrowed: int = 0  # requests of this pool that ran on another pool's slots
-
-
-_Grant = asyncio.Future["ShardPool | None"] | concurrent.futures.Future["ShardPool | None"]
-
-
-class _Waiter:
-    __slots__ = ("future", "memory")
-
-    # The future's result is the pool that lends the slot, or None for one of its own: an
-    # asyncio future for a request on the event loop, a concurrent one for a thread's.
-    def __init__(self, future: _Grant, memory: float) -> None:
-        self.future = future
-        self.memory = memory
-
-
-class ShardPool:
-    """One pool's limits and live counts. Its owner, :class:`ShardPools`, admits and releases."""
-
-    def __init__(self, key: PoolKey, limits: PoolLimits, name: str | None = None) -> None:
-        self.key = key
-        self.name = name or str(key)
-        self.limits = limits
-        self.in_use = 0
-        self.memory_in_use = 0.0
-        self.waiters: deque[_Waiter] = deque()
-        self.bucket = TokenBucket(limits.net_bytes_per_s)
-        self.cache = ShardCache(limits.cache)
-        self.admitted = 0
-        self.completed = 0
-        self.rejected: dict[str, int] = {}
-        self.draining = False
-        self.lent = 0
-        self.borrowed = 0
-        self.pass_ = 0.0
-        self.hold_s = 0.05  # moving average of how long a request holds a slot
-
-    def fits(self, memory: float) -> bool:
-        limits = self.limits
-        if self.in_use >= limits.concurrency:
-            return False
-        return not limits.memory_mib or self.memory_in_use + memory <= limits.memory_mib
-
-    def reconfigure(self, limits: PoolLimits) -> None:
-        """New limits for the same pool: slots and budgets change, in-flight requests stay."""
-        if limits.net_bytes_per_s != self.limits.net_bytes_per_s:
-            self.bucket.set_rate(limits.net_bytes_per_s)
-        self.cache.reconfigure(limits.cache)
-        self.limits = limits
-
-    def retry_after_s(self) -> float:
-        drain = self.hold_s * (len(self.waiters) + 1) / self.limits.concurrency
-        return min(max(drain, 0.05), _MAX_RETRY_S)
-
-    def state(self) -> PoolState:
-        return PoolState(
-            name=self.name,
-            key=self.key,
-            limits=self.limits,
-            in_use=self.in_use,
-            queued=len(self.waiters),
-            memory_in_use_mib=self.memory_in_use,
-            admitted=self.admitted,
-            completed=self.completed,
-            rejected=dict(self.rejected),
-            cache_entries=len(self.cache),
-            cache_hits=self.cache.hits,
-            cache_misses=self.cache.misses,
-            draining=self.draining,
-            lent=self.lent,
-            borrowed=self.borrowed,
-        )
-
-
-class Slot:
-    """A request's place in a pool, handed out by ``async with pools.slot(...)`` (or, in a
-    thread, ``with pools.hold(...)``).
-
-    ``cache`` is the pool's cache; ``throttle(n)`` waits until ``n`` more response bytes may
-    go out under the pool's bandwidth limit (``pace(n)`` blocks the thread for it);
-    ``cache_hit`` says whether the request's first lookup in ``cache`` hit (``None`` until it
-    looks something up). ``lender`` is the pool whose slot a borrowed request holds (``None``
-    for a slot of its own pool). ``shard_id`` is the shard the request was predicted to.
-    """
-
-    __slots__ = (
-        "_lookup",
-        "_started",
-        "arm",
-        "cache",
-        "lender",
-        "memory_mib",
-        "pool",
-        "shard_id",
-        "waited_s",
-    )
-
-    def __init__(
-        self,
-        pool: ShardPool,
-        memory_mib: float,
-        waited_s: float,
-        lender: ShardPool | None = None,
-    ) -> None:
-        self.pool = pool
-        self.lender = lender
-        self.shard_id = pool.key.shard_id
-        self.arm = pool.key.arm
-        self.cache = pool.cache
-        self.memory_mib = memory_mib
-        self.waited_s = waited_s
-        self._started = time.monotonic()
-        self._lookup = CacheLookup()
-
-    @property
-    def cache_hit(self) -> bool | None:
-        return self._lookup.hit
-
-    async def throttle(self, nbytes: int) -> None:
-        await self.pool.bucket.consume(nbytes)
-
-    def pace(self, nbytes: int) -> None:
-        """Block this thread until ``nbytes`` more response bytes may go out."""
-        self.pool.bucket.pace(nbytes)
-
-
-_current: contextvars.ContextVar[Slot | None] = contextvars.ContextVar("shardshape_slot")
-
-
-def current_slot() -> Slot | None:
-    """The slot the running request holds (inside the middleware), else ``None``."""
-    return _current.get(None)
-
-
-def _shares(weights: list[float]) -> list[float]:
-    """Weights normalised to sum to 1 (equal shares when they are all 0).
-
-    >>> _shares([1, 3]), _shares([0, 0])
-    ([0.25, 0.75], [0.5, 0.5])
-    """
-    total = sum(weights)
-    return [w / total for w in weights] if total > 0 else [1 / len(weights)] * len(weights)
-
-
-class _Arms:
-    __slots__ = ("assigner", "pools")
-
-    def __init__(self, assigner: ArmAssigner, pools: list[ShardPool]) -> None:
-        self.assigner = assigner
-        self.pools = pools
-
-    def pick(self, key: str) -> ShardPool:
-        # The same hash as every other gateway (shardshape.allocator.arms): a user stays in one arm.
-        return self.pools[self.assigner.index(key or _anonymous_key())]
-
-
-_anonymous = itertools.count()
-
-
-def _anonymous_key() -> str:
-    """A key of its own for a request that brings none (callers that pass no ``key``)."""
-    return f"anonymous-{next(_anonymous)}"
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """What a plan asks for, computed (and validated) off the event loop."""
-
-    version: int
-    pools: dict[PoolKey, PoolLimits]
-    arms: dict[int, ArmAssigner]
-    shared: PoolLimits
+# The pools' API, imported from here wherever its names live.
+__all__ = [
+    "PoolDefaults",
+    "PoolKey",
+    "PoolState",
+    "ShardPool",
+    "ShardPools",
+    "ShardRejected",
+    "Slot",
+    "current_slot",
+]
 
 
 class _SlotContext:
-    __slots__ = ("_key", "_lookup_token", "_memory", "_pools", "_shard", "_slot", "_token")
+    __slots__ = ("_binding", "_key", "_memory", "_pools", "_shard", "_slot")
 
     def __init__(self, pools: ShardPools, shard_id: int, memory: float, key: str) -> None:
         self._pools = pools
@@ -326,14 +117,11 @@ class _SlotContext:
     def _enter(self, slot: Slot) -> Slot:
         slot.shard_id = self._shard
         self._slot = slot
-        self._token = _current.set(slot)
-        self._lookup_token = request_lookup.set(slot._lookup)
+        self._binding = Binding(slot)
         return slot
 
     def _exit(self) -> Slot:
-        with contextlib.suppress(ValueError):  # left in another context (a WSGI body's close)
-            request_lookup.reset(self._lookup_token)
-            _current.reset(self._token)
+        self._binding.undo()
         return self._slot
 
 
@@ -352,7 +140,7 @@ class ShardPools:
         for how ``io_weight`` orders waiting pools when this budget binds.
     lending
         The rule by which a busy pool borrows idle slots of others (``None``: no lending,
-        every pool takes only its own slots). See :mod:`shardshape.gateway.lending`.
+        every pool takes only its own slots). See :mod:`shardshape.allocator.lending`.
     """
 
     def __init__(
@@ -374,7 +162,7 @@ class ShardPools:
         self._shared = ShardPool(PoolKey(None), self.defaults.default_pool(), name="shared")
         self._pools: dict[PoolKey, ShardPool] = {}
         self._routes: dict[int, ShardPool] = {}
-        self._arms: dict[int, _Arms] = {}
+        self._arms: dict[int, ArmPools] = {}
         self._draining: list[ShardPool] = []
         self._queued: set[ShardPool] = set()
         self._waiting: dict[int, int] = {}  # predicted shard -> requests waiting in any pool
@@ -384,7 +172,7 @@ class ShardPools:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ShardPools:
+    def from_settings(cls, settings: GatewaySettings) -> ShardPools:
         """Pools as the ``gateway_*`` settings say."""
         return cls(
             PoolDefaults(
@@ -507,8 +295,8 @@ class ShardPools:
             )
         return pool, None
 
-    def _enqueue(self, pool: ShardPool, future: _Grant, memory: float, shard_id: int) -> _Waiter:
-        waiter = _Waiter(future, memory)
+    def _enqueue(self, pool: ShardPool, future: Grant, memory: float, shard_id: int) -> Waiter:
+        waiter = Waiter(future, memory)
         if not pool.waiters:
             pool.pass_ = max(pool.pass_, self._vtime)
         pool.waiters.append(waiter)
@@ -544,7 +332,7 @@ class ShardPools:
         else:
             del self._waiting[shard_id]
 
-    def _expire(self, pool: ShardPool, waiter: _Waiter) -> None:
+    def _expire(self, pool: ShardPool, waiter: Waiter) -> None:
         if waiter.future.done():
             return
         timeout = pool.limits.queue_timeout_s
@@ -558,7 +346,7 @@ class ShardPools:
         )
         self._forget(pool, waiter)
 
-    def _forget(self, pool: ShardPool, waiter: _Waiter) -> None:
+    def _forget(self, pool: ShardPool, waiter: Waiter) -> None:
         with contextlib.suppress(ValueError):  # already granted, expired or skipped
             pool.waiters.remove(waiter)
         self._retire_if_drained(pool)
@@ -591,8 +379,7 @@ class ShardPools:
         holder.memory_in_use = max(holder.memory_in_use - slot.memory_mib, 0.0)
         pool.completed += 1
         self._in_use -= 1
-        held = time.monotonic() - slot._started
-        pool.hold_s += _HOLD_EWMA * (held - pool.hold_s)
+        pool.record_hold(time.monotonic() - slot._started)
         self._retire_if_drained(pool)
         if holder is not pool:
             self._retire_if_drained(holder)
@@ -620,7 +407,7 @@ class ShardPools:
             elif not self._lend_to_queued():
                 return
 
-    def _head(self, pool: ShardPool) -> _Waiter | None:
+    def _head(self, pool: ShardPool) -> Waiter | None:
         """The pool's first live waiter (cancelled or timed-out ones are dropped)."""
         while pool.waiters and pool.waiters[0].future.done():
             pool.waiters.popleft()  # cancelled or timed out
@@ -635,7 +422,7 @@ class ShardPools:
 
     def _lender(self, pool: ShardPool, memory: float) -> ShardPool | None:
         """The pool whose idle slot a request of ``pool`` borrows now
-        (:mod:`shardshape.gateway.lending`)."""
+        (:mod:`shardshape.allocator.lending`)."""
         if self.lending is None or pool.key.arm is not None or pool.draining:
             return None
         candidates = [
@@ -705,7 +492,7 @@ class ShardPools:
         shards the plan no longer names stop taking requests and drain. Requests of shards
         the plan does not know run in the default pool.
         """
-        layout = self._layout(plan)
+        layout = plan_layout(plan, self.defaults, shaping=self.shaping)
         with self._lock:
             loop = self._loop
             if loop is None or loop.is_closed() or not loop.is_running():
@@ -720,32 +507,7 @@ class ShardPools:
         else:
             loop.call_soon_threadsafe(self._install, layout)
 
-    def _layout(self, plan: AllocationPlan) -> _Layout:
-        experiments = running_experiments(plan)
-        pools: dict[PoolKey, PoolLimits] = {}
-        arms: dict[int, ArmAssigner] = {}
-        shard_limits = []
-        for spec in plan.shards:
-            limits = limits_of_shard(spec, self.defaults)
-            shard_limits.append(limits)
-            experiment = experiments.get(spec.shard_id)
-            if experiment is None:
-                pools[PoolKey(spec.shard_id)] = limits
-                continue
-            shares = _shares([arm.weight for arm in experiment.arms])
-            arms[spec.shard_id] = ArmAssigner(experiment)
-            for arm, share in zip(experiment.arms, shares, strict=True):
-                pools[PoolKey(spec.shard_id, arm.name)] = limits_of_arm(limits, arm, share)
-        shared = self.defaults.default_pool()
-        if shard_limits:
-            shared = shard_limits[0]
-            for limits in shard_limits[1:]:
-                shared = shared.combined(limits)
-        if not self.shaping:
-            return _Layout(plan.version, {}, {}, shared)
-        return _Layout(plan.version, pools, arms, shared)
-
-    def _install(self, layout: _Layout) -> None:
+    def _install(self, layout: PoolLayout) -> None:
         retired = {key: pool for key, pool in self._pools.items() if key not in layout.pools}
         draining = {pool.key: pool for pool in self._draining}
         for key, limits in layout.pools.items():
@@ -769,7 +531,9 @@ class ShardPools:
             if key.shard_id is not None and key.arm is None
         }
         self._arms = {
-            shard: _Arms(assigner, [self._pools[PoolKey(shard, name)] for name in assigner.names])
+            shard: ArmPools(
+                assigner, [self._pools[PoolKey(shard, name)] for name in assigner.names]
+            )
             for shard, assigner in layout.arms.items()
         }
         self._shared.reconfigure(layout.shared)

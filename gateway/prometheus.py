@@ -2,7 +2,7 @@
 status and a latency histogram, from the events the middleware reports), each pool's slots,
 requests in flight and queued, occupancy and rejections, the plan and snapshot versions in
 force, what the reporter did with the events, and the process and platform. The families the
-worker also has are named as the worker names them (:mod:`shardshape.streams.prometheus`);
+worker also has are named as the worker names them (:mod:`shardshape.streams.dashboard.prometheus`);
 ``/metrics`` is prometheus_client's own ASGI app (text or OpenMetrics, gzip).
 
 :func:`shardshape.gateway.install` wires it (``metrics_path``). By hand, wire it around the
@@ -13,7 +13,7 @@ report callable and the app::
                        report=metrics.observing(reporter.report))
     app = with_metrics(app, metrics)  # GET /metrics answered before the shaping middleware
 
->>> from shardshape.streams.contracts import RequestEvent
+>>> from shardshape.core.contracts import RequestEvent
 >>> metrics = GatewayMetrics("shop")
 >>> metrics.observe(RequestEvent(request_id="r", ts=0, service="shop", request_type="GET /",
 ...                              latency_ms=12.0, shard_id=2))
@@ -31,9 +31,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from shardshape.gateway.endpoints import Scope, header, with_endpoints
-from shardshape.streams.contracts import RequestEvent
-from shardshape.streams.exposition import (
+from shardshape.core.contracts import RequestEvent
+from shardshape.core.exposition import (
     LATENCY_BUCKETS_S,
     PLAN_VERSION,
     SHARD_DURATION,
@@ -43,6 +42,7 @@ from shardshape.streams.exposition import (
     exposition,
     negotiated,
 )
+from shardshape.gateway.endpoints import Scope, header, with_endpoints
 
 if TYPE_CHECKING:
     from shardshape.gateway.pools import ShardPools

@@ -3,7 +3,7 @@
 The planner learns demand from completed requests, one window late; a burst waiting in a
 gateway's queues is demand it has not seen yet. :class:`QueueReports` counts the waiting
 requests of each watched service every ``interval_s`` and hands a
-:class:`~shardshape.streams.contracts.QueueReport` to ``send`` while any wait, plus one report with
+:class:`~shardshape.core.contracts.QueueReport` to ``send`` while any wait, plus one report with
 no shards when they have just drained (so the planner stops counting them at once); nothing
 while idle. The reporter's background thread drives it
 (:meth:`shardshape.gateway.reporter.Reporter.watch_queues`); see docs/reporter.md.
@@ -13,7 +13,7 @@ unacknowledged, the counting function failing) is skipped, never kept for later,
 stale count is of no use to the planner. Only a lost drained report is sent again, at the
 next interval.
 
->>> from shardshape.streams.contracts import decode
+>>> from shardshape.core.contracts import decode
 >>> sent = []
 >>> def send(value, done):
 ...     sent.append(decode(QueueReport, value))
@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from shardshape.streams.contracts import MAX_ID_CHARS, QueueReport, encode
+from shardshape.core.contracts import MAX_ID_CHARS, QueueReport, encode
 
 log = logging.getLogger("shardshape.gateway.queue_report")
 

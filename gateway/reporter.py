@@ -16,7 +16,7 @@ With :meth:`Reporter.watch_queues`, the same thread also tells the planner every
 (:mod:`shardshape.gateway.queue_report`); these best-effort messages are no events and stay out of
 the counters' identity. See docs/reporter.md.
 
->>> from shardshape.infra.settings import Settings
+>>> from shardshape.core.settings import Settings
 >>> reporter = Reporter(Settings(kafka_bootstrap="127.0.0.1:9"), gateway_id="gw-1")
 >>> reporter.report(RequestEvent(request_id="r1", ts=0, service="s", request_type="t"))
 >>> reporter.close(timeout=0)  # nothing listens there: the event is dropped, and counted
@@ -34,33 +34,28 @@ import socket
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from shardshape.gateway.queue_report import QueueReports
-from shardshape.gateway.spool import Spool
-from shardshape.infra.settings import Settings
-from shardshape.streams.batching import PartitionBatcher
-from shardshape.streams.contracts import (
+from shardshape.core.batching import PartitionBatcher
+from shardshape.core.contracts import (
     MAX_ID_CHARS,
     QUEUE_REPORT_KEY,
     ContractError,
-    RequestBatch,
     RequestEvent,
     decode_requests,
-    encode,
 )
-from shardshape.streams.partitioning import partition_for, profile_key
+from shardshape.core.partitioning import partition_for, profile_key
+from shardshape.core.settings import Settings
+from shardshape.gateway.queue_report import QueueReports
+from shardshape.gateway.reporter_kafka import REPLAY_IN_FLIGHT, batch_messages, producer_config
+from shardshape.gateway.spool import Spool
 
 log = logging.getLogger("shardshape.gateway.reporter")
 
-# Kafka's default max.message.bytes is about 1 MB; a larger batch is split in halves.
-_MAX_MESSAGE_BYTES = 900_000
-# Spooled batches replayed at once; live batches keep the rest of the producer's queue.
-_REPLAY_IN_FLIGHT = 16
 _LONGEST_TICK_S = 0.05
 
 
@@ -114,7 +109,7 @@ class Reporter:
     settings
         ``kafka_bootstrap``, ``topic_requests``, ``requests_partitions``, ``topic_windows``
         (for queue reports) and the ``reporter_*`` settings are used; validated again here
-        (a bad one raises :class:`~shardshape.infra.settings.SettingsError` naming it).
+        (a bad one raises :class:`~shardshape.core.settings.SettingsError` naming it).
     gateway_id
         This gateway (service replica); every ``RequestBatch`` carries it, and the planner
         counts live replicas by it.
@@ -141,7 +136,7 @@ class Reporter:
             if settings.reporter_spool_path
             else None
         )
-        self._producer = Producer(_producer_config(settings, gateway_id, self._on_error))
+        self._producer = Producer(producer_config(settings, gateway_id, self._on_error))
         self._windows_topic = settings.topic_windows
         self._queue_reports = QueueReports(
             gateway_id, settings.reporter_queue_interval_ms / 1000, self._send_queue_report
@@ -204,7 +199,7 @@ class Reporter:
         Every ``reporter_queue_interval_ms`` the reporter's thread (never the caller's) calls
         ``queued()`` (e.g. :meth:`shardshape.gateway.pools.ShardPools.queued_by_shard`; it must be
         safe to call from that thread) and, while anything waits, sends a
-        :class:`~shardshape.streams.contracts.QueueReport` to the planner's topic, then one without
+        :class:`~shardshape.core.contracts.QueueReport` to the planner's topic, then one without
         shards once the queues drain. Calling it again for ``service`` replaces ``queued``.
         """
         self._queue_reports.watch(service, queued)
@@ -295,7 +290,7 @@ class Reporter:
             return closing and (not self._held or now >= self._close_deadline)
 
     def _queue(self, partition: int, events: list[RequestEvent]) -> None:
-        for value, count in _encode(self.gateway_id, events):
+        for value, count in batch_messages(self.gateway_id, events):
             self._outbox.append(_Batch(partition, value, count, replayed=False))
 
     def _send_outbox(self) -> None:
@@ -312,7 +307,7 @@ class Reporter:
     def _replay_spool(self) -> None:
         if self._spool is None or not self._reachable:
             return
-        while self._replaying < _REPLAY_IN_FLIGHT and (line := self._spool.peek()) is not None:
+        while self._replaying < REPLAY_IN_FLIGHT and (line := self._spool.peek()) is not None:
             try:
                 events = decode_requests(line)
             except ContractError as err:
@@ -476,41 +471,3 @@ class Reporter:
         log.info("reporter %s closed: %d reported, %d delivered, %d dropped %s, %d spooled",
                  self.gateway_id, stats.reported, stats.delivered, stats.dropped_total,
                  stats.dropped or "", stats.spooled)  # fmt: skip
-
-
-def _encode(gateway_id: str, events: list[RequestEvent]) -> Iterator[tuple[bytes, int]]:
-    """``RequestBatch`` messages of ``events``, halved until each fits the message limit."""
-    value = encode(RequestBatch(gateway_id=gateway_id, sent_ts=time.time(), events=events))
-    if len(value) <= _MAX_MESSAGE_BYTES or len(events) == 1:
-        yield value, len(events)
-        return
-    half = len(events) // 2
-    yield from _encode(gateway_id, events[:half])
-    yield from _encode(gateway_id, events[half:])
-
-
-def _producer_config(settings: Settings, gateway_id: str, on_error: Any) -> dict[str, Any]:
-    """librdkafka settings chosen so that an outage never blocks and is noticed quickly.
-
-    ``produce()`` never blocks in confluent-kafka: a full queue raises ``BufferError``. The
-    reporter's own bound (``reporter_max_buffered`` events) binds before librdkafka's queue
-    does (every message holds at least one event), so a batch waits in the reporter, not in
-    librdkafka. ``message.timeout.ms`` fails a batch that Kafka does not acknowledge in time,
-    so a dead broker frees the queue; connection set-up and reconnects are short so that a
-    broker that comes back is found within about a second.
-    """
-    timeout_ms = settings.reporter_delivery_timeout_ms
-    return settings.confluent_config(
-        **{
-            "client.id": f"shardshape-reporter-{gateway_id}",
-            "linger.ms": 5,  # batches are made here; librdkafka only packs ready ones together
-            "compression.type": "lz4",
-            "message.timeout.ms": timeout_ms,
-            "queue.buffering.max.messages": settings.reporter_max_buffered + _REPLAY_IN_FLIGHT,
-            "socket.connection.setup.timeout.ms": max(1_000, min(timeout_ms, 10_000)),
-            "reconnect.backoff.ms": 100,
-            "reconnect.backoff.max.ms": 1_000,
-            "error_cb": on_error,
-            "logger": logging.getLogger("shardshape.gateway.reporter.kafka"),
-        }
-    )

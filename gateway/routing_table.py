@@ -10,9 +10,9 @@ gateway keeps routing when Kafka is unreachable.
 Memory is bounded: at most ``max_routes`` entries are held, and the least recently seen one
 (looked up by ``predict`` or updated by the topic) is evicted first and counted; an evicted key
 is predicted by the snapshot's model until its entry comes again. With a signer, messages not
-signed with a key it accepts are rejected (:mod:`shardshape.streams.signing`).
+signed with a key it accepts are rejected (:mod:`shardshape.core.signing`).
 
->>> from shardshape.streams.contracts import encode
+>>> from shardshape.core.contracts import encode
 >>> table = RoutingTable({"bootstrap.servers": "127.0.0.1:1"}, "routing", max_routes=2)
 >>> for user in ("u1", "u2", "u3"):
 ...     entry = RoutingEntry(service="s", key=f"s|t|{user}", shard_id=1, snapshot_version=1)
@@ -30,19 +30,19 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from shardshape.streams.contracts import (
+from shardshape.core.contracts import (
     SNAPSHOT_KEY_PREFIX,
     ContractError,
     RoutingEntry,
     ShardSnapshot,
     decode,
 )
-from shardshape.streams.follower import TopicFollower
-from shardshape.streams.partitioning import profile_key
-from shardshape.streams.signing import Checker, checker_from
+from shardshape.core.follower import TopicFollower
+from shardshape.core.partitioning import profile_key
+from shardshape.core.signing import Checker, checker_from
 
 if TYPE_CHECKING:
-    from shardshape.infra.settings import Settings
+    from shardshape.core.settings import Settings
     from shardshape.models.predictor import ShardPredictor
 
 log = logging.getLogger("shardshape.gateway.routing")

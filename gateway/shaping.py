@@ -29,9 +29,9 @@ from typing import NamedTuple, Protocol
 import orjson
 from pydantic import ValidationError
 
+from shardshape.core.contracts import MAX_ID_CHARS, RequestEvent, Status
 from shardshape.gateway.pools import ShardPools, ShardRejected
 from shardshape.gateway.routing_table import ArrivingRequest, ShardAssignment
-from shardshape.streams.contracts import MAX_ID_CHARS, RequestEvent, Status
 
 log = logging.getLogger("shardshape.gateway.shaping")
 

@@ -18,12 +18,12 @@ import gc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from shardshape.core.settings import Settings
 from shardshape.gateway.endpoints import with_endpoints
 from shardshape.gateway.middleware import ShapingMiddleware
 from shardshape.gateway.proxy import ReverseProxy
 from shardshape.gateway.route_names import RouteNames
 from shardshape.gateway.wiring import Gateway
-from shardshape.infra.settings import Settings
 
 
 def sidecar_app(

@@ -31,7 +31,7 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
-from shardshape.infra.settings import ENV_PREFIX, SettingsError
+from shardshape.core.settings import ENV_PREFIX, SettingsError
 
 log = logging.getLogger("shardshape.gateway.spool")
 

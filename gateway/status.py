@@ -1,7 +1,7 @@
 """What a running gateway reports about itself (JSON at :data:`STATUS_PATH`), read by
 ``shardshape doctor --gateway-url``, and its health next to it (:func:`health_endpoints`).
 
->>> from shardshape.streams.contracts import ResourceSpec
+>>> from shardshape.core.contracts import ResourceSpec
 >>> status = GatewayStatus(
 ...     service="shop",
 ...     routing_entries=12,
@@ -15,17 +15,15 @@ True
 
 from __future__ import annotations
 
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shardshape.core.contracts import CachePolicy, ResourceSpec
+from shardshape.core.health import liveness, readiness
 from shardshape.gateway.endpoints import Endpoint, json_endpoint
-from shardshape.streams.contracts import CachePolicy, ResourceSpec
-from shardshape.streams.health import liveness, readiness
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -48,7 +46,7 @@ class ShardPoolStatus(BaseModel):
     """One pool: how it is isolated, its limits in force and its load right now."""
 
     # Unknown fields are ignored, so a doctor reads the status of a newer gateway.
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     shard_id: Count | None = Field(description="None for the default (or shared) pool.")
     mode: PoolMode = Field(
@@ -72,7 +70,7 @@ class ReporterStatus(BaseModel):
     """The counters of the gateway's reporter (:class:`shardshape.gateway.reporter.ReporterStats`),
     in events since start."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, from_attributes=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, from_attributes=True, defer_build=True)
 
     reported: Count = 0
     sent: Count = 0
@@ -95,7 +93,7 @@ class ReporterStatus(BaseModel):
 class GatewayStatus(BaseModel):
     """A gateway's routing table, plan, pools and, when it reports, its reporter."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     service: str = ""
     gateway_id: str = ""
@@ -229,11 +227,13 @@ def status_url(address: str) -> str:
 
 def fetch_status(address: str, timeout_s: float = 5.0) -> GatewayStatus:
     """Read a running gateway's :class:`GatewayStatus`, or raise :class:`StatusUnavailable`."""
+    import urllib.request  # only `shardshape doctor` reads a status; a gateway never does
+
     url = status_url(address)
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
             return GatewayStatus.from_json(response.read())
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # URLError is an OSError
         why = (
             f"not a gateway status: {exc.error_count()} invalid fields"
             if isinstance(exc, ValidationError)

@@ -24,14 +24,14 @@ import threading
 from typing import Any
 
 from shardshape.allocator.client import AllocatorClient
+from shardshape.core.contracts import RequestEvent
+from shardshape.core.settings import ENV_PREFIX, Settings, load_settings
 from shardshape.gateway.endpoints import Endpoint, json_endpoint
 from shardshape.gateway.pools import ShardPools
 from shardshape.gateway.prometheus import METRICS_PATH, GatewayMetrics
 from shardshape.gateway.reporter import Reporter, default_gateway_id
 from shardshape.gateway.routing_table import RoutingTable
 from shardshape.gateway.status import STATUS_PATH, gateway_status, health_endpoints
-from shardshape.infra.settings import ENV_PREFIX, Settings, load_settings
-from shardshape.streams.contracts import RequestEvent
 
 log = logging.getLogger("shardshape.gateway")
 
@@ -50,7 +50,7 @@ def gateway_settings(settings: Settings | None, overrides: dict[str, Any]) -> Se
     if unknown:
         raise TypeError(
             f"unknown gateway option {unknown[0]!r}: give a setting (a field of "
-            "shardshape.infra.settings.Settings, e.g. gateway_queue_size; `shardshape settings` "
+            "shardshape.core.settings.Settings, e.g. gateway_queue_size; `shardshape settings` "
             "lists them) or a hook of the middleware"
         )
     if settings is None:
@@ -66,7 +66,7 @@ class Gateway:
     service
         The service name in events, plans and metrics.
     settings
-        Default: :func:`~shardshape.infra.settings.load_settings` (the ``SHARDSHAPE_*``
+        Default: :func:`~shardshape.core.settings.load_settings` (the ``SHARDSHAPE_*``
         environment).
     reporter
         A reporter of the caller's (shared, or configured apart): used, and never closed here.

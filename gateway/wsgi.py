@@ -16,7 +16,7 @@ reporter sends what it holds when the process exits.
 >>> def hello(environ, start_response):
 ...     start_response("200 OK", [("content-type", "text/plain")])
 ...     return [b"hi"]
->>> from shardshape.infra.settings import Settings
+>>> from shardshape.core.settings import Settings
 >>> app = install_wsgi(hello, service="shop", settings=Settings(kafka_bootstrap=""))
 >>> app.gateway is app, app.request_type({"REQUEST_METHOD": "GET", "PATH_INFO": "/users/42"})
 (True, 'GET /users/{id}')
@@ -32,13 +32,13 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from http import HTTPStatus
 from typing import Any
 
+from shardshape.core.contracts import CACHE_HIT_ATTRIBUTE, RequestEvent, Status
+from shardshape.core.settings import Settings, load_settings
 from shardshape.gateway.endpoints import Endpoint
 from shardshape.gateway.pools import ShardRejected, Slot
 from shardshape.gateway.route_names import RouteNames
 from shardshape.gateway.shaping import Arrival, Attributes, RequestShaper, outcome, rejection
 from shardshape.gateway.wiring import Gateway
-from shardshape.infra.settings import Settings, load_settings
-from shardshape.streams.contracts import CACHE_HIT_ATTRIBUTE, RequestEvent, Status
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]

@@ -22,9 +22,10 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
+from shardshape.core.environment import process_environment
+from shardshape.core.net import ensure_port_free
+from shardshape.core.settings import ENV_PREFIX, Settings
 from shardshape.infra.extras import MissingExtra
-from shardshape.infra.net import ensure_port_free
-from shardshape.infra.settings import ENV_PREFIX, Settings
 
 log = logging.getLogger("shardshape.broker")
 
@@ -130,7 +131,7 @@ class EmbeddedBroker:
                 # after the worker that uses it, not under its feet.
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
-                env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+                env={"RUST_LOG": "warn", **process_environment()},
             )
         log.info("embedded broker pid %d starting on %s", self.process.pid, self.bootstrap)
         try:

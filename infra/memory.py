@@ -1,5 +1,9 @@
 """Memory of a running process, from ``/proc`` (Linux): resident set size now and at peak.
 
+Only tests and ``benchmarks/bench_memory.py`` read it. It lives here, not in the tests'
+support package, because the benchmark runs as a script (``python benchmarks/bench_memory.py``)
+and imports only the installed ``shardshape``, never the tests.
+
 >>> import os
 >>> usage = process_memory(os.getpid())
 >>> 0 < usage.rss_bytes <= usage.peak_rss_bytes

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from shardshape.infra.settings import Settings
-from shardshape.streams.contracts import MAX_MESSAGE_BYTES
+from shardshape.core.contracts import MAX_MESSAGE_BYTES
+from shardshape.core.settings import Settings
 
 COMPACTED = {"cleanup.policy": "compact"}
 # A dead letter carries a whole rejected message in base64 (4/3 of it) plus the reason; the

@@ -28,11 +28,11 @@ from datetime import UTC, datetime, timedelta, tzinfo
 
 import numpy as np
 
+from shardshape.core.contracts import RequestEvent
 from shardshape.models.churn import ShardChurn
 from shardshape.models.profiler import Profiler, ProfilerConfig
 from shardshape.models.reference import cut_edges, fit_reference
 from shardshape.models.synthetic import SyntheticStream
-from shardshape.streams.contracts import RequestEvent
 
 
 def adjusted_rand_index(labels_true: Sequence[Hashable], labels_pred: Sequence[Hashable]) -> float:

@@ -43,7 +43,7 @@ from typing import Protocol
 import numpy as np
 
 # Defined beside partition_for (no numpy there: the gateway imports it); imported from here too.
-from shardshape.streams.partitioning import profile_key as profile_key
+from shardshape.core.partitioning import profile_key as profile_key
 
 BEHAVIOUR_NAMES: tuple[str, ...] = (
     "log_latency_ms",

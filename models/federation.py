@@ -6,7 +6,7 @@ Each worker's :class:`~shardshape.models.profiler.Profiler` learns on its own pa
 decayed sufficient statistics (which add up), the shard describer's decayed counts, and the
 most used request shapes' counts and mean latencies (:mod:`shardshape.models.shapes`: counts
 add up, means weigh by count).
-:class:`GlobalModel` merges them into a :class:`~shardshape.streams.contracts.ShardSnapshot` whose
+:class:`GlobalModel` merges them into a :class:`~shardshape.core.contracts.ShardSnapshot` whose
 shard ids stay matched to the previous snapshot's and whose version only grows; every worker adopts
 it with :func:`adopt_snapshot`, so workers and gateways predict with the same version.
 
@@ -32,13 +32,13 @@ from typing import Any
 
 import numpy as np
 
+from shardshape.core.contracts import ShardSnapshot
 from shardshape.models.describe import ShardDescriber
 from shardshape.models.merge import merge_summaries
 from shardshape.models.predictor import ShardPredictor
 from shardshape.models.profiler import Profiler, ProfilerConfig
 from shardshape.models.shapes import ShapeTable
 from shardshape.models.shards import MicroSummary, Shards, keep_left_out
-from shardshape.streams.contracts import ShardSnapshot
 
 
 def worker_summary(profiler: Profiler) -> dict[str, Any]:

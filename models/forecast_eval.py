@@ -12,7 +12,7 @@ the same evaluated bins (below 1: better than the baseline):
 * seasonal naive: the count one season earlier (default one day, ``86400 / bin_s`` bins);
 * last value: the count of the previous bin.
 
->>> from shardshape.streams.contracts import RequestEvent
+>>> from shardshape.core.contracts import RequestEvent
 >>> events = [
 ...     RequestEvent(request_id=f"r{i}", ts=3600.0 * h + i, service="s", request_type="t")
 ...     for h in range(24 * 4)
@@ -34,8 +34,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from shardshape.core.contracts import RequestEvent
 from shardshape.models.forecast import DemandForecaster
-from shardshape.streams.contracts import RequestEvent
 
 DAY_S = 86_400.0
 _UNIT_S = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3_600.0, "d": DAY_S}

@@ -58,6 +58,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
+from shardshape.core.contracts import ShardProfile, ShardSnapshot
 from shardshape.models.features import (
     BEHAVIOUR_NAMES,
     KEY_SLICE,
@@ -69,7 +70,6 @@ from shardshape.models.features import (
     shape_id,
 )
 from shardshape.models.shapes import ShapeTable
-from shardshape.streams.contracts import ShardProfile, ShardSnapshot
 
 MODEL_FORMAT = "linear-nearest-centroid/3"
 # Distinct request shapes (request type and attributes) whose prediction predict_one keeps.

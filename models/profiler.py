@@ -1,20 +1,29 @@
 """The profiler: per-batch prediction and learning for one service's request stream.
 
-Per batch of events (the Faust agent calls :meth:`Profiler.process_batch` per decoded batch):
+It stays one module of about 540 lines: every step below reads and changes the same per-batch
+state (key table, router, shard model), while the rules themselves live in
+:mod:`~shardshape.models.keystats` and :mod:`~shardshape.models.routing`.
+
+Per batch of events (:meth:`Profiler.process_many`, on columns: the profile agent calls it
+through :meth:`shardshape.streams.profiling.ProfilingWorker.process`, with one gateway batch
+or several queued ones merged; :meth:`Profiler.process_batch` is the same for a list of
+events):
 
 1. **predict at arrival**, vectorised, with the current
    :class:`~shardshape.models.predictor.ShardPredictor` and each key's route as it stood
    before the batch, exactly as a gateway would;
 2. **per event, O(1)**: fold the completed event into its key's running statistics
-   (:mod:`shardshape.models.keystats`) and the key's confidence in its shard;
+   (:meth:`KeyTable.fold_many <shardshape.models.keystats.KeyTable.fold_many>`) and the key's
+   confidence in its shard;
 3. **per key, on a cadence**: re-decide the key's shard with hysteresis every
-   ``decide_every`` of its events, check it for anomalies every ``anomaly_every``;
+   ``decide_every`` of its events, check it for anomalies every ``anomaly_every``
+   (the rules: :class:`~shardshape.models.routing.KeyRouter`);
 4. **per batch**: add the batch to the behaviour regressor's sufficient statistics (one matrix
    product); feed every ``sample_every``-th event to the river clusterer, at most
    ``max_samples_per_batch`` per batch (river's ``learn_one`` costs ~100 us).
 
 Changed key routes accumulate for :meth:`Profiler.routing_changes`; :meth:`Profiler.snapshot`
-returns the current model as a :class:`~shardshape.streams.contracts.ShardSnapshot`.
+returns the current model as a :class:`~shardshape.core.contracts.ShardSnapshot`.
 
 >>> from shardshape.models.synthetic import SyntheticStream
 >>> profiler = Profiler("shop", ProfilerConfig(max_shards=8))
@@ -33,6 +42,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from shardshape.core.columns import EventColumns, columns_of, zeros_for_none
+from shardshape.core.contracts import RequestEvent, RoutingEntry, ShardProfile, ShardSnapshot
 from shardshape.models.anomaly import KeyAnomalyDetector
 from shardshape.models.blas import blas_threads
 from shardshape.models.clustering import BehaviourClusterer
@@ -45,29 +56,31 @@ from shardshape.models.features import (
     FeatureSpace,
 )
 from shardshape.models.keystats import (
-    ANOMALY_STREAK,
     BEHAVIOUR_SLICE,
-    CALM_STREAK,
     CONFIDENCE,
-    GAP,
+    ERROR,
     LAST_TS,
+    LATENCY,
     NO_SHARD,
-    PENDING,
-    PUBLISHED_CONFIDENCE,
     QUARANTINED,
     SHARD,
-    STREAK,
+    Folded,
     KeyTable,
-    N,
-    new_record,
+    rates_per_s,
 )
 from shardshape.models.predictor import Route, ShardPredictor
 from shardshape.models.regression import BehaviourRegressor
-from shardshape.models.routing import KeyRouter
+from shardshape.models.routing import (
+    Change,
+    KeyRouter,
+    Nearest,
+    nearest_shards,
+    routing_columns,
+    shard_rows,
+    store_columns,
+)
 from shardshape.models.shapes import ShapeTable
 from shardshape.models.shards import Shards
-from shardshape.streams.columns import EventColumns, columns_of, zeros_for_none
-from shardshape.streams.contracts import RequestEvent, RoutingEntry, ShardProfile, ShardSnapshot
 
 
 @dataclass(frozen=True)
@@ -91,7 +104,8 @@ class ProfilerConfig:
     min_gain: float = 0.005
     # Cuts in a row that must leave a shard out before it is retired (BehaviourClusterer). 1,
     # as before the hysteresis: 3 and 10 cost the mixed day's equal-target line (284 block-hours
-    # against shared-reactive's 373, where 25% fewer needs <= 279; tests/test_simulate.py).
+    # against shared-reactive's 373, where 25% fewer needs <= 279;
+    # tests/allocator/test_simulate.py).
     retire_after: int = 1
     regression_halflife: float = 1_500
     # The request-shape memory (shardshape.models.shapes): a shape seen n times weighs
@@ -132,7 +146,7 @@ class ProfilerConfig:
     seed: int = 0
     # One of several workers: predict and route only with the adopted global snapshot.
     federated: bool = False
-    # OpenBLAS threads of the thread running ``process_batch`` (None: leave as configured).
+    # OpenBLAS threads of the thread running ``process_many`` (None: leave as configured).
     # One: the matrices are small, and spinning BLAS threads next to other busy processes
     # turn a 0.15 ms ridge solve into 100+ ms (see models.blas).
     blas_threads: int | None = 1
@@ -157,59 +171,6 @@ class BatchResult(NamedTuple):
 
 
 Recover = Callable[[str], list | None]
-
-# Occurrence ranks with at most this many keys left are folded in event by event.
-_FEW_KEYS = 8
-
-
-def _fold_in_order(
-    rows: list[list[float]],
-    events: list[list[int]],
-    ts: np.ndarray,
-    b: np.ndarray,
-    min_alpha: float,
-    n_after: np.ndarray,
-    mean_after: np.ndarray,
-    gap_after: np.ndarray,
-) -> list[list[float]]:
-    """Fold events into key records one at a time, with :meth:`KeyTable.update`'s float steps.
-
-    ``rows[g]`` is a key's record (a list of floats), ``events[g]`` the completed events
-    (indices into ``ts`` and ``b``) to fold into it in order, padded with -1. Each event's
-    count, means and mean gap after it go to ``n_after``, ``mean_after`` and ``gap_after``;
-    the updated records are returned.
-    """
-    flat = [j for row in events for j in row if j >= 0]
-    ts_of, b_of = ts[flat].tolist(), b[flat].tolist()
-    n_out, mean_out, gap_out = [], [], []
-    k = 0
-    for row, todo in zip(rows, events, strict=True):
-        n, last, gap_mean = row[N], row[LAST_TS], row[GAP]
-        lat, err, pay, resp = row[BEHAVIOUR_SLICE]
-        for j in todo:
-            if j < 0:
-                break
-            n += 1.0
-            if n > 1:
-                t = ts_of[k]
-                a = max(1.0 / n, min_alpha)
-                gap_mean += max(1.0 / (n - 1.0), min_alpha) * (max(t - last, 0.0) - gap_mean)
-                last = max(t, last)
-                b_lat, b_err, b_pay, b_resp = b_of[k]
-                lat += a * (b_lat - lat)
-                err += a * (b_err - err)
-                pay += a * (b_pay - pay)
-                resp += a * (b_resp - resp)
-            k += 1
-            n_out.append(n)
-            mean_out.append((lat, err, pay, resp))
-            gap_out.append(gap_mean)
-        row[N], row[LAST_TS], row[GAP] = n, last, gap_mean
-        row[BEHAVIOUR_SLICE] = lat, err, pay, resp
-    n_after[flat] = n_out
-    mean_after[flat] = mean_out
-    gap_after[flat] = gap_out
-    return rows
 
 
 class Profiler:
@@ -243,7 +204,15 @@ class Profiler:
         self.regressor = BehaviourRegressor(
             self.space.n_features, N_BEHAVIOUR, halflife=cfg.regression_halflife
         )
-        self.router = KeyRouter(cfg.margin, cfg.patience, cfg.quarantine_after, cfg.release_after)
+        self.router = KeyRouter(
+            cfg.margin,
+            cfg.patience,
+            cfg.quarantine_after,
+            cfg.release_after,
+            cfg.confidence_alpha,
+            cfg.lookup_confidence,
+            cfg.republish_confidence,
+        )
         self.detector = KeyAnomalyDetector(
             threshold=cfg.anomaly_threshold,
             density_ratio=cfg.anomaly_density_ratio,
@@ -300,11 +269,8 @@ class Profiler:
     ) -> BatchResult:
         """The batch path, vectorised over the batch (see the module docstring).
 
-        Each event is read once. Key statistics are folded in per occurrence rank (all keys'
-        first events of the batch, then all second ones, ...) with the same floating-point
-        steps as :meth:`KeyTable.update`; the routing state machine (confidence, shard
-        decisions, quarantine) then runs over the events in order with plain floats, its
-        nearest-shard distances computed for all due decisions at once.
+        Each event is read once. The completed events are then learned into their keys'
+        statistics and routes (:meth:`_learn_keys`) and into the models (:meth:`_learn_models`).
         """
         n = len(batch)
         services, types, users, ts = batch.service, batch.request_type, batch.user_id, batch.ts
@@ -371,7 +337,8 @@ class Profiler:
 
         # 3. Key statistics and routing.
         ts_done = np.array(ts, dtype=float)[done]
-        callers = self._learn_keys(keys, slot, done, done_list, ts, ts_done, b, observed)
+        done_keys = [keys[i] for i in done_list]
+        callers = self._learn_keys(done_keys, slot[done], ts_done, b, observed[done].tolist())
         last = float(ts_done.max())
         if last > self._last_ts:
             self._last_ts = last
@@ -401,208 +368,73 @@ class Profiler:
     def _learn_keys(
         self,
         keys: list[str],
-        slot: np.ndarray,
-        done: np.ndarray,
-        done_list: list[int],
-        ts: Sequence[float],
-        ts_arr: np.ndarray,
+        rows: np.ndarray,
+        ts: np.ndarray,
         b: np.ndarray,
-        observed: np.ndarray,
+        observed: list[int],
     ) -> np.ndarray:
-        """Fold the completed events into their keys' statistics and routes; returns each
-        completed event's key row."""
-        cfg = self.config
+        """Learn the batch's completed events into their keys' statistics and routes;
+        returns each completed event's key row (for the shape memory's count per caller).
+
+        Completed event ``j`` is of key ``keys[j]`` (table row ``rows[j]`` before the batch, -1
+        for a key not held), at ``ts[j]``, with behaviour ``b[j]`` and observed shard
+        ``observed[j]``. In steps:
+
+        1. its key's statistics (:meth:`KeyTable.rows_for`, :meth:`KeyTable.fold_many`);
+        2. the anomaly checks and shard decisions due after it, from those statistics
+           (:meth:`_check_anomalies`, :meth:`_decisions`), each step for the whole batch;
+        3. the routing rules, event by event (:meth:`KeyRouter.route_events`);
+        4. the routes that changed, for :meth:`routing_changes` (:meth:`_note_changes`).
+        """
         table = self.keys
-        nd = len(done)
-        # New keys get rows, in the order of their first completed event.
-        dslot = slot[done]
-        if (dslot < 0).any():
-            fresh: dict[str, int] = {}
-            for j in np.flatnonzero(dslot < 0).tolist():
-                fresh.setdefault(keys[done_list[j]], j)
-            rows = table.allocate(list(fresh), keep=[keys[i] for i in done_list])
-            table.data[rows] = [new_record(ts[done_list[j]], b[j].tolist()) for j in fresh.values()]
-            # An eviction may have moved rows: look every key up again.
-            dslot = table.rows_of([keys[i] for i in done_list])
+        folded = table.fold_many(table.rows_for(keys, ts, b, rows), ts, b)
+        checks = self._check_anomalies(keys, folded)
+        decisions = self._decisions(folded)
+        cols = routing_columns(folded.records)
+        changes = self.router.route_events(
+            cols, folded.group.tolist(), observed, decisions, checks, shard_rows(self.shards)
+        )
+        store_columns(folded.records, cols)
+        table.data[folded.slots] = folded.records
+        self._note_changes(keys, ts, changes)
+        return folded.slots[folded.group]
 
-        # Group the completed events by key: group g, occurrence rank q within the batch.
-        order = np.argsort(dslot, kind="stable")
-        sorted_slots = dslot[order]
-        first = np.flatnonzero(np.r_[True, sorted_slots[1:] != sorted_slots[:-1]])
-        counts = np.diff(np.r_[first, nd])
-        n_groups = len(first)
-        group_sorted = np.repeat(np.arange(n_groups), counts)
-        rank_sorted = np.arange(nd) - first[group_sorted]
-        group = np.empty(nd, dtype=np.intp)
-        group[order] = group_sorted
-        rank = np.empty(nd, dtype=np.intp)
-        rank[order] = rank_sorted
-        gslots = sorted_slots[first]
-        state = table.data[gslots]  # (groups, RECORD_LENGTH), written back at the end
+    def _check_anomalies(self, keys: list[str], folded: Folded) -> dict[int, bool]:
+        """Event -> whether its key is anomalous, for the events after which a key's check is
+        due (every ``anomaly_every`` of its events), checked in event order (river learns
+        sequentially)."""
+        due = np.flatnonzero(folded.count.astype(np.int64) % self.config.anomaly_every == 0)
+        if not len(due):
+            return {}
+        rate = rates_per_s(folded.count[due], folded.gap[due])
+        error_rate = folded.mean[due, ERROR - LATENCY]
+        flagged = self.detector.check_keys([keys[j] for j in due.tolist()], rate, error_rate)
+        return dict(zip(due.tolist(), flagged.tolist(), strict=True))
 
-        # Statistics, one occurrence rank at a time (the same float steps as KeyTable.update);
-        # groups sorted by count so the groups with a q-th event are a prefix.
-        by_count = np.argsort(-counts, kind="stable")
-        inv = np.empty(n_groups, dtype=np.intp)
-        inv[by_count] = np.arange(n_groups)
-        srt = state[by_count]
-        cell = np.full((n_groups, int(counts.max())), -1, dtype=np.intp)
-        cell[inv[group], rank] = np.arange(nd)
-        n_after = np.empty(nd)
-        mean_after = np.empty((nd, N_BEHAVIOUR))
-        gap_after = np.empty(nd)
-        active = np.searchsorted(
-            -counts[by_count], -np.arange(1, cell.shape[1] + 1), "right"
-        ).tolist()
-        min_alpha = table.min_alpha
-        # The last ranks hold a few busy keys' events: a numpy step per rank would cost more
-        # than folding those events in one by one with plain floats (the same float steps).
-        tail = next((q for q, m in enumerate(active) if m <= _FEW_KEYS), len(active))
-        for q, m in enumerate(active[:tail]):
-            j = cell[:m, q]
-            st = srt[:m]
-            nn = st[:, N] + 1.0
-            st[:, N] = nn
-            a = np.maximum(1.0 / nn, min_alpha)
-            upd = nn > 1
-            if not upd.all():
-                j_u, st_u, a_u, nn_u = j[upd], st[upd], a[upd], nn[upd]
-            else:
-                j_u, st_u, a_u, nn_u = j, st, a, nn
-            t = ts_arr[j_u]
-            gap = np.maximum(t - st_u[:, LAST_TS], 0.0)
-            g = np.maximum(1.0 / (nn_u - 1.0), min_alpha)
-            st_u[:, GAP] += g * (gap - st_u[:, GAP])
-            st_u[:, LAST_TS] = np.maximum(t, st_u[:, LAST_TS])
-            st_u[:, BEHAVIOUR_SLICE] += a_u[:, None] * (b[j_u] - st_u[:, BEHAVIOUR_SLICE])
-            if st_u is not st:
-                st[upd] = st_u
-            n_after[j] = nn
-            mean_after[j] = st[:, BEHAVIOUR_SLICE]
-            gap_after[j] = st[:, GAP]
-        if tail < len(active):
-            groups = active[tail]
-            done_at = cell[:groups, tail:].tolist()
-            srt[:groups] = _fold_in_order(
-                srt[:groups].tolist(), done_at, ts_arr, b, min_alpha, n_after, mean_after, gap_after
-            )
-        state = srt[inv]
-        n_int = n_after.astype(np.int64)
+    def _decisions(self, folded: Folded) -> dict[int, Nearest | None]:
+        """Event -> its key's nearest shard (None without shards), for the events after which
+        a key's shard is due to be decided (its first, then every ``decide_every``-th event);
+        the distances of every due key mean to every shard at once."""
+        every = self.config.decide_every
+        due = np.flatnonzero((folded.count.astype(np.int64) % every == 1) | (every == 1))
+        if not len(due):
+            return {}
+        if not self.shards.ids:
+            return dict.fromkeys(due.tolist())
+        nearest = nearest_shards(self.shards, folded.mean[due], self.scale)
+        return dict(zip(due.tolist(), nearest, strict=True))
 
-        # Anomaly checks in event order (river learns sequentially): scores need only the
-        # statistics, not the routing state.
-        due_anomaly = np.flatnonzero(n_int % cfg.anomaly_every == 0)
-        flags: dict[int, bool] = {}
-        if len(due_anomaly):
-            gap, count = gap_after[due_anomaly], n_after[due_anomaly]
-            with np.errstate(divide="ignore"):
-                rate = np.where(gap > 0, 1.0 / gap, np.where(count < 2, 0.0, 1e6))
-            due_keys = [keys[done_list[j]] for j in due_anomaly.tolist()]
-            flagged = self.detector.check_keys(due_keys, rate, mean_after[due_anomaly, 1])
-            flags = dict(zip(due_anomaly.tolist(), flagged.tolist(), strict=True))
-
-        # Shard decisions: distances of every due key mean to every shard, at once.
-        due_decide = (n_int % cfg.decide_every == 1) | (cfg.decide_every == 1)
-        shards = self.shards
-        decisions: dict[int, tuple[int, float, list[float]]] = {}
-        if shards.ids and due_decide.any():
-            jd = np.flatnonzero(due_decide)
-            diff = shards.centroids[None, :, :] - mean_after[jd][:, None, :]
-            dd = np.sqrt((diff**2 * self.scale).sum(axis=2))
-            best = dd.argmin(axis=1)
-            best_id = np.asarray(shards.ids)[best].tolist()
-            best_d = dd[np.arange(len(jd)), best].tolist()
-            choices = zip(best_id, best_d, dd.tolist(), strict=True)
-            decisions = dict(zip(jd.tolist(), choices, strict=True))
-        elif due_decide.any():
-            decisions = dict.fromkeys(np.flatnonzero(due_decide).tolist())
-
-        # The routing state machine, event by event, on plain Python lists.
-        g_shard = state[:, SHARD].astype(np.int64).tolist()
-        g_pending = state[:, PENDING].astype(np.int64).tolist()
-        g_streak = state[:, STREAK].astype(np.int64).tolist()
-        g_conf = state[:, CONFIDENCE].tolist()
-        g_astreak = state[:, ANOMALY_STREAK].astype(np.int64).tolist()
-        g_cstreak = state[:, CALM_STREAK].astype(np.int64).tolist()
-        g_quar = (state[:, QUARANTINED] > 0).tolist()
-        g_pub = state[:, PUBLISHED_CONFIDENCE].tolist()
-        row_of = {shard: row for row, shard in enumerate(shards.ids)}
-        margin, patience = self.router.margin, self.router.patience
-        quarantine_after, release_after = self.router.quarantine_after, self.router.release_after
-        conf_a = cfg.confidence_alpha
-        threshold, republish = cfg.lookup_confidence, cfg.republish_confidence
-        entries: list[tuple[int, int, int, float, bool]] = []  # (event, group, shard, conf, q)
-        obs = observed[done].tolist()
-        group_list = group.tolist()
-        for j in range(nd):
-            gi = group_list[j]
-            cur = g_shard[gi]
-            conf = g_conf[gi]
-            conf += conf_a * ((obs[j] == cur) - conf)
-            g_conf[gi] = conf
-            if j in decisions:
-                changed = False
-                decision = decisions[j]
-                if decision is not None:
-                    best_id, best_d, dists = decision
-                    if cur == best_id:
-                        g_pending[gi], g_streak[gi] = best_id, 0
-                    elif cur not in row_of:
-                        changed = True
-                    elif best_d + margin >= dists[row_of[cur]]:
-                        g_pending[gi], g_streak[gi] = cur, 0
-                    else:
-                        streak = g_streak[gi] + 1 if g_pending[gi] == best_id else 1
-                        g_pending[gi], g_streak[gi] = best_id, streak
-                        changed = streak >= patience
-                    if changed:
-                        cur = g_shard[gi] = g_pending[gi] = best_id
-                        g_streak[gi] = 0
-                        conf = g_conf[gi] = 0.5
-                if not changed and cur != NO_SHARD:
-                    then = g_pub[gi]
-                    crossed = (conf >= threshold) != (then >= threshold)
-                    changed = crossed or abs(conf - then) >= republish
-                if changed:
-                    entries.append((j, gi, cur, conf, g_quar[gi]))
-                    g_pub[gi] = conf
-            if j in flags:
-                if flags[j]:
-                    g_astreak[gi] += 1
-                    g_cstreak[gi] = 0
-                else:
-                    g_cstreak[gi] += 1
-                    g_astreak[gi] = 0
-                quarantined = g_quar[gi]
-                flipped = (not quarantined and g_astreak[gi] >= quarantine_after) or (
-                    quarantined and g_cstreak[gi] >= release_after
-                )
-                if flipped:
-                    g_quar[gi] = not quarantined
-                    if cur != NO_SHARD or not quarantined:  # a released key needs a shard
-                        entries.append((j, gi, cur, conf, not quarantined))
-                        g_pub[gi] = conf
-        state[:, SHARD] = g_shard
-        state[:, PENDING] = g_pending
-        state[:, STREAK] = g_streak
-        state[:, CONFIDENCE] = g_conf
-        state[:, ANOMALY_STREAK] = g_astreak
-        state[:, CALM_STREAK] = g_cstreak
-        state[:, QUARANTINED] = g_quar
-        state[:, PUBLISHED_CONFIDENCE] = g_pub
-        table.data[gslots] = state
-
-        # Routing entries: the latest per key, in the order keys first changed.
-        if entries:
-            latest: dict[str, tuple[int, int, int, float, bool]] = {}
-            for entry in entries:
-                key = keys[done_list[entry[0]]]
-                if key not in latest:
-                    self._changed.setdefault(key, None)  # type: ignore[arg-type]
-                latest[key] = entry
-            for key, (j, _, shard, conf, quarantined) in latest.items():
-                self._changed[key] = self._entry_of(key, shard, conf, quarantined, ts[done_list[j]])
-        return dslot
+    def _note_changes(self, keys: list[str], ts: np.ndarray, changes: list[Change]) -> None:
+        """Note changed routes for :meth:`routing_changes`: per key the latest, keys in the
+        order they first changed."""
+        latest: dict[str, Change] = {}
+        for change in changes:
+            key = keys[change[0]]
+            if key not in latest:
+                self._changed.setdefault(key, None)  # type: ignore[arg-type]
+            latest[key] = change
+        for key, (j, shard, conf, quarantined) in latest.items():
+            self._changed[key] = self._entry_of(key, shard, conf, quarantined, float(ts[j]))
 
     def _learn_models(
         self,
@@ -684,21 +516,22 @@ class Profiler:
         otherwise wait for their next event with no route at all.
         """
         shards = self.shards
-        live = set(shards.ids)
-        if not live:
+        if not shards.ids:
             return
         table = self.keys
-        count = len(table)
-        shard = table.data[:count, SHARD]
-        orphan = ~np.isin(shard, list(live)) & (table.data[:count, QUARANTINED] == 0)
+        records = table.data[: len(table)]
+        live = np.isin(records[:, SHARD], shards.ids)
+        slots = np.flatnonzero(~live & (records[:, QUARANTINED] == 0))
+        if not len(slots):
+            return
+        state = records[slots]
+        cols = routing_columns(state)
+        nearest = nearest_shards(shards, state[:, BEHAVIOUR_SLICE], self.scale)
+        changes = self.router.settle_all(cols, nearest, shard_rows(shards))
+        store_columns(state, cols)
+        table.data[slots] = state
         keys = list(table.slots)
-        for slot in np.flatnonzero(orphan).tolist():
-            key = keys[slot]
-            rec = table.get(key)
-            assert rec is not None
-            if self.router.decide(rec, shards, self.scale):
-                self._changed[key] = self._entry(key, rec, rec[LAST_TS])
-            table.put(key, rec)
+        self._note_changes([keys[slot] for slot in slots.tolist()], state[:, LAST_TS], changes)
 
     # -- internals ------------------------------------------------------------------------
     def _route(self, rec: list | None) -> Route | None:
@@ -707,10 +540,6 @@ class Profiler:
         if rec[QUARANTINED]:
             return Route(self.quarantine_shard, 1.0, True)
         return Route(rec[SHARD], rec[CONFIDENCE], False)
-
-    def _entry(self, key: str, rec: list, ts: float) -> RoutingEntry:
-        rec[PUBLISHED_CONFIDENCE] = rec[CONFIDENCE]
-        return self._entry_of(key, rec[SHARD], rec[CONFIDENCE], rec[QUARANTINED], ts)
 
     def _entry_of(
         self, key: str, shard: int, confidence: float, quarantined: bool, ts: float

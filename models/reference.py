@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from shardshape.streams.contracts import RequestEvent
+from shardshape.core.contracts import RequestEvent
 
 KINDS = ("gbr",)
 _MAX_CATEGORIES = 254  # HistGradientBoostingRegressor takes at most 255 (one for "other")

@@ -60,6 +60,11 @@ class Shards:
     weights: np.ndarray
     spread: np.ndarray
 
+    def distances(self, points: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        """``(points, shards)`` scaled distances of rows of ``points`` to each centroid."""
+        diff = self.centroids[None, :, :] - points[:, None, :]
+        return np.sqrt((diff**2 * scale).sum(axis=2))
+
     def nearest(self, points: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Shard id and scaled distance of the nearest centroid, for rows of ``points``."""
         diff = points[:, None, :] - self.centroids[None, :, :]

@@ -30,7 +30,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from shardshape.streams.contracts import RequestEvent
+from shardshape.core.contracts import RequestEvent
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
+from faust.types import TP
 
 log = logging.getLogger("shardshape.worker")
 _T = TypeVar("_T")
@@ -179,6 +180,12 @@ def start_offset(consumer: object, tp: object) -> int | None:
     """
     offsets = getattr(consumer, "_committed_offset", {})
     return offsets.get(tp)
+
+
+def start_offsets(app: object, topic: str) -> Callable[[int], int | None]:
+    """:func:`start_offset` of each partition of ``topic``, on the consumer ``app`` (a Faust
+    app) has when asked."""
+    return lambda partition: start_offset(app.consumer, TP(topic, partition))  # type: ignore[attr-defined]
 
 
 class SkippedOffsets:

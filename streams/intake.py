@@ -25,7 +25,15 @@ import faust
 from faust.types import EventT
 from mode.utils.aiter import aiter
 
-from shardshape.streams.columns import EventColumns
+from shardshape.core.columns import EventColumns
+from shardshape.streams.gaps import RawMessage
+
+# The profile agent takes up to TAKE_MESSAGES queued messages at once and profiles up to
+# MERGE_EVENTS of their events per call; a buffered message waits at most TAKE_WITHIN_S (it
+# normally waits not at all: the buffer goes when the queue is empty).
+TAKE_MESSAGES = 16
+MERGE_EVENTS = 1_000
+TAKE_WITHIN_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +51,7 @@ def merge_groups(received: Sequence[Received], max_events: int) -> list[list[Rec
     """Consecutive messages joined into groups of at most ``max_events`` valid events (a
     bigger message is a group of its own).
 
-    >>> from shardshape.streams.columns import columns_of
+    >>> from shardshape.core.columns import columns_of
     >>> def msg(offset, n):
     ...     return Received(0, offset, 0.0, columns_of([]), 0) if n == 0 else Received(
     ...         0, offset, 0.0, EventColumns(*([None] * n for _ in range(12))))
@@ -62,6 +70,13 @@ def merge_groups(received: Sequence[Received], max_events: int) -> list[list[Rec
             groups.append([message])
             size = n
     return groups
+
+
+def raw_message(event: EventT) -> RawMessage:
+    """What the pipeline reads of a consumed requests message (its value: raw bytes)."""
+    message = event.message
+    return RawMessage(message.partition, message.offset, message.timestamp, message.key,
+                      event.value)  # fmt: skip
 
 
 async def take_queued(

@@ -54,7 +54,7 @@ INTERNALS = (
         "faust.transport.consumer", "Consumer", "in_transaction", "streams/highwater.py", True
     ),
     Internal("faust.transport.consumer", "Consumer", "_add_gap", "streams/gaps.py"),
-    Internal("faust.tables.base", "Collection", "_maybe_set_key_ttl", "streams/app.py"),
+    Internal("faust.tables.base", "Collection", "_maybe_set_key_ttl", "streams/windows.py"),
 )
 
 

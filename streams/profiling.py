@@ -20,11 +20,9 @@ from typing import Protocol
 
 import orjson
 
-from shardshape.models.federation import GlobalModel, adopt_snapshot, worker_summary
-from shardshape.models.profiler import Profiler, ProfilerConfig, Recover
-from shardshape.streams.cadence import PartitionClock
-from shardshape.streams.columns import EventColumns, columns_of
-from shardshape.streams.contracts import (
+from shardshape.core.cadence import PartitionClock
+from shardshape.core.columns import EventColumns, columns_of
+from shardshape.core.contracts import (
     SNAPSHOT_KEY_PREFIX,
     ContractError,
     RequestEvent,
@@ -32,12 +30,14 @@ from shardshape.streams.contracts import (
     ShardSnapshot,
     decode,
 )
-from shardshape.streams.follower import OnMessage
+from shardshape.core.follower import OnMessage
+from shardshape.models.federation import GlobalModel, adopt_snapshot, worker_summary
+from shardshape.models.profiler import Profiler, ProfilerConfig, Recover
 
 
 class SnapshotNoter(Protocol):
     """What takes the snapshots a worker follows
-    (:class:`shardshape.streams.planning.PlanningLoop`)."""
+    (:class:`shardshape.allocator.planning.PlanningLoop`)."""
 
     def note_snapshot(self, snapshot: ShardSnapshot) -> None: ...
 

@@ -14,19 +14,28 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 import faust
 from confluent_kafka import KafkaError, Message, Producer
 
-from shardshape.streams.signing import Signer
+from shardshape.core.signing import Signer
 
 log = logging.getLogger("shardshape.worker")
+
+
+class Publisher(Protocol):
+    """What the worker's steps publish routing entries with (:class:`RoutingPublisher`)."""
+
+    def publish(self, key: bytes, value: bytes | None) -> None: ...
+
+    def poll(self) -> None: ...
 
 
 class RoutingPublisher:
     """Produces (key, value) messages to one topic; :meth:`flush` waits for their delivery.
 
-    With a ``signer`` every message carries its signature (:mod:`shardshape.streams.signing`).
+    With a ``signer`` every message carries its signature (:mod:`shardshape.core.signing`).
     """
 
     def __init__(self, producer_config: dict, topic: str, signer: Signer | None = None) -> None:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import Producer
 
-from shardshape.streams.batching import PartitionBatcher
-from shardshape.streams.contracts import RequestBatch, RequestEvent, encode
+from shardshape.core.batching import PartitionBatcher
+from shardshape.core.contracts import RequestBatch, RequestEvent, encode
 
 
 @dataclass

@@ -8,8 +8,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from shardshape.streams.columns import EventColumns, columns_of, decode_columns
-from shardshape.streams.contracts import (
+from shardshape.core.columns import EventColumns, columns_of, decode_columns
+from shardshape.core.contracts import (
     ContractError,
     DeadLetter,
     dead_letter,
@@ -46,7 +46,7 @@ def validate_message(
 
     A batch with some bad events keeps its good ones: only the bad events go to the DLQ, each
     with its own reason. A message that cannot be read at all goes to the DLQ whole. Plain
-    valid batches take the fast path (:func:`shardshape.streams.columns.decode_columns`); anything
+    valid batches take the fast path (:func:`shardshape.core.columns.decode_columns`); anything
     else goes through the schema, which gives the reasons. An empty message or a null value (a
     tombstone) is a dead letter too.
 

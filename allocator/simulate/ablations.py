@@ -20,14 +20,14 @@ from __future__ import annotations
 import numpy as np
 
 from shardshape.allocator.calibration import ShardKey
+from shardshape.allocator.planning import PlanningLoop
 from shardshape.allocator.pools_config import PoolsConfig
 from shardshape.allocator.simulate.engine import Allocation, EngineView
 from shardshape.allocator.simulate.oracle import horizon_edges, peak_rate, true_shards
 from shardshape.allocator.simulate.shaped import Shardshape
 from shardshape.allocator.simulate.workload import Workload
+from shardshape.core.columns import EventColumns
 from shardshape.models.forecast import DemandForecaster
-from shardshape.streams.columns import EventColumns
-from shardshape.streams.planning import PlanningLoop
 
 
 class TrueProfiles(Shardshape):

@@ -1,5 +1,8 @@
 """The two comparisons: equal budget and equal target, each strategy tuned by one knob.
 
+It stays one module (about 530 lines): both comparisons share one :class:`Runner`, its cache
+of runs and its knob searches, and the config helpers at the end are those knobs.
+
 Every strategy has one knob that trades blocks for latency, the one its operator would turn:
 
 =================  ======================  ============================================
@@ -32,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
 
+from shardshape.allocator.lending import LendingPolicy
 from shardshape.allocator.pools_config import PlanningPolicy, PoolsConfig
 from shardshape.allocator.simulate.ablations import PerfectForecast, TrueProfiles
 from shardshape.allocator.simulate.baselines import SharedReactive, StaticByType
@@ -41,7 +45,6 @@ from shardshape.allocator.simulate.oracle import Oracle
 from shardshape.allocator.simulate.results import meets, summarise
 from shardshape.allocator.simulate.shaped import Shardshape
 from shardshape.allocator.simulate.workload import Workload
-from shardshape.gateway.lending import LendingPolicy
 
 # shardshape and its ablations (allocator.simulate.ablations): the profiler's default pool.
 _SHAPED = {

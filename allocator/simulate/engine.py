@@ -1,5 +1,8 @@
 """The event loop: per-queue multi-server FIFO queues, driven in ticks by a strategy.
 
+It stays one module (about 530 lines): the tick, FIFO service, lending and capacity changes
+are one algorithm whose order of steps, below, is the model; apart, each would read half of it.
+
 Time advances in ticks (10 s by default). In each tick, in this order:
 
 1. the strategy **routes** the requests arriving in the tick to queues (it decides with what
@@ -13,12 +16,12 @@ Time advances in ticks (10 s by default). In each tick, in this order:
    one that has waited ``max_wait_s`` is rejected (a client or gateway timeout) and never
    holds a slot;
    If the strategy lends (it has a ``lending`` policy,
-   :class:`shardshape.gateway.lending.LendingPolicy`, and a ``priority(queue)`` method), the queues
-   are served together, in arrival order, by the gateway's rule
-   (:mod:`shardshape.gateway.lending`): a request whose own queue has no free slot at its arrival
+   :class:`shardshape.allocator.lending.LendingPolicy`, and a ``priority(queue)`` method),
+   the queues are served together, in arrival order, by the gateway's rule
+   (:mod:`shardshape.allocator.lending`): a request whose own queue has no free slot at its arrival
    starts at the first moment either its own queue frees a slot or another queue that may lend to
    it (by priority), with no request of its own waiting, has more idle slots than its reserve (on
-   the slot of the lender :func:`shardshape.gateway.lending.choose_lender` picks then).
+   the slot of the lender :func:`shardshape.allocator.lending.choose_lender` picks then).
    A borrowed request holds the lender's slot, on the lender's block type, and is reported
    as its own queue's. (Queues are merged by arrival, so a lender's own request that
    arrives while a borrowed one is being placed may find its slot taken, as in a gateway.)
@@ -63,8 +66,8 @@ from typing import Protocol
 
 import numpy as np
 
+from shardshape.allocator.lending import Lender, LendingPolicy, choose_lender
 from shardshape.allocator.simulate.workload import Workload
-from shardshape.gateway.lending import Lender, LendingPolicy, choose_lender
 
 QueueKey = Hashable
 Allocation = Mapping[QueueKey, Mapping[str, int]]
@@ -472,7 +475,7 @@ class Simulation:
         """When and where a request of ``key`` arriving at ``a`` starts: the first moment
         before ``own`` (when its own queue has a slot) at which some lender has more idle
         slots than its reserve and no waiting request, on the slot of the lender
-        :func:`shardshape.gateway.lending.choose_lender` picks then; else ``own`` on its own
+        :func:`shardshape.allocator.lending.choose_lender` picks then; else ``own`` on its own
         queue."""
         ready: list[tuple[float, _Queue]] = []
         arrival = self.w.arrival

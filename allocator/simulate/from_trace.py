@@ -1,6 +1,6 @@
 """The ``trace`` scenario: arrivals and service demands replayed from a request trace.
 
-Rows become :class:`~shardshape.streams.contracts.RequestEvent` s through the trace's TOML mapping
+Rows become :class:`~shardshape.core.contracts.RequestEvent` s through the trace's TOML mapping
 (the same reader as ``shardshape replay``); then each event is one request arriving at
 ``(ts - first ts) / speed`` whose service time is its recorded latency (the trace's
 execution time: what one slot is held for, on any block type). Its reported outcome is the
@@ -22,7 +22,7 @@ import numpy as np
 
 from shardshape.allocator.pools_config import PoolsConfig, parse_pools_config
 from shardshape.allocator.simulate.workload import Profile, Workload
-from shardshape.streams.trace import load_mapping, read_trace
+from shardshape.core.trace import load_mapping, read_trace
 
 DEFAULT_SLO_MS = 120_000.0
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from shardshape.allocator.simulate.names import STRATEGIES
 from shardshape.allocator.simulate.scenarios import evaluate, trace_setup
-from shardshape.streams.trace import load_mapping, read_trace
+from shardshape.core.trace import load_mapping, read_trace
 
 DAYS = ((5, 8), (9, 12))
 SPEEDS = (8.0, 10.0, 12.0)

@@ -19,12 +19,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from shardshape.allocator.lending import LendingPolicy
 from shardshape.allocator.optimiser import ShardDemand
 from shardshape.allocator.planner import PoolPlanner
 from shardshape.allocator.pools_config import PoolsConfig
 from shardshape.allocator.simulate.engine import Allocation, Completed, EngineView, QueueKey
 from shardshape.allocator.simulate.workload import Workload
-from shardshape.gateway.lending import LendingPolicy
 
 
 class Oracle:

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from shardshape.allocator.lending import LendingPolicy
 from shardshape.allocator.pools_config import PoolsConfig
 from shardshape.allocator.simulate.compare import Comparison, Progress, Runner, Setup
 from shardshape.allocator.simulate.from_trace import trace_pools_config, trace_workload
 from shardshape.allocator.simulate.mixed import mixed_history, mixed_workload, pools_config
 from shardshape.allocator.simulate.names import STRATEGIES
-from shardshape.gateway.lending import LendingPolicy
 
 COMPARISONS = ("budget", "target")
 LENDING = LendingPolicy()  # the gateway's rule, with its default reserve

@@ -13,16 +13,17 @@ arriving
 * **on completion** (the reporter and the profile agent): the completed requests, with their
   response time (queueing included), status and response bytes, go through
   ``process_many`` again, which learns from them; the same events, with the service's
-  ``busy_ms`` attribute, are aggregated with :func:`shardshape.streams.metrics.aggregate` into
+  ``busy_ms`` attribute, are aggregated with :func:`shardshape.core.metrics.aggregate` into
   per-shard window statistics;
 * **per window** (the metrics agent and the planner): each closed window is one report to a
-  :class:`shardshape.streams.planning.PlanningLoop` (demand forecasts, calibration, the pool
+  :class:`shardshape.allocator.planning.PlanningLoop` (demand forecasts, calibration, the pool
   planner, the optimiser and plan building), whose plans set the blocks of every shard's queue;
 * **per tick** (the snapshot on the routing topic and the gateway's queue report): the
-  profiler's snapshot goes to :meth:`~shardshape.streams.planning.PlanningLoop.note_snapshot`, which
+  profiler's snapshot goes to
+  :meth:`~shardshape.allocator.planning.PlanningLoop.note_snapshot`, which
   retires shards it no longer has; the requests waiting in every queue, counted by predicted
-  shard, go to :meth:`~shardshape.streams.planning.PlanningLoop.add_queued` as a
-  :class:`~shardshape.streams.contracts.QueueReport`, which the planner adds to their shards'
+  shard, go to :meth:`~shardshape.allocator.planning.PlanningLoop.add_queued` as a
+  :class:`~shardshape.core.contracts.QueueReport`, which the planner adds to their shards'
   demand.
 
 Nothing here knows the scenario's profiles: shards are whatever the profiler learned.
@@ -37,16 +38,16 @@ from collections.abc import Sequence
 import numpy as np
 import orjson
 
+from shardshape.allocator.lending import LendingPolicy
+from shardshape.allocator.planning import PlanningLoop
 from shardshape.allocator.pools_config import PoolsConfig
 from shardshape.allocator.simulate.engine import Allocation, Completed, EngineView, QueueKey
 from shardshape.allocator.simulate.workload import Workload
-from shardshape.gateway.lending import LendingPolicy
+from shardshape.core.columns import EventColumns
+from shardshape.core.contracts import BUSY_ATTRIBUTE, QueueReport, encode
+from shardshape.core.metrics import ShardStats, aggregate
 from shardshape.models.churn import ShardChurn
 from shardshape.models.profiler import Profiler, ProfilerConfig
-from shardshape.streams.columns import EventColumns
-from shardshape.streams.contracts import BUSY_ATTRIBUTE, QueueReport, encode
-from shardshape.streams.metrics import ShardStats, aggregate
-from shardshape.streams.planning import PlanningLoop
 
 DEFAULT = "default"
 
@@ -65,7 +66,7 @@ class Shardshape:
     default_blocks
         Blocks of the default pool (the gateway's, for shards not in the plan yet).
     lending
-        The gateway's lending rule (:mod:`shardshape.gateway.lending`): a request whose shard's
+        The gateway's lending rule (:mod:`shardshape.allocator.lending`): a request whose shard's
         slots are all busy borrows an idle slot of another shard or of the default pool (priority
         0), by the plan's priorities. ``None``: every queue takes only its own slots.
     """

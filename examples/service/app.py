@@ -38,10 +38,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from shardshape.core.contracts import RequestEvent
+from shardshape.core.settings import Settings, load_settings
 from shardshape.gateway import install
 from shardshape.gateway.pools import current_slot
-from shardshape.infra.settings import Settings, load_settings
-from shardshape.streams.contracts import RequestEvent
 
 SERVICE = "shop"
 EXPORT_MEMORY_MIB = 64.0

@@ -8,7 +8,7 @@ a new gateway remove the empty groups of one that died without cleaning up.
 
 The values written are plain functions of the shard's per-replica :class:`ResourceSpec`:
 
->>> from shardshape.streams.contracts import ResourceSpec
+>>> from shardshape.core.contracts import ResourceSpec
 >>> spec = ResourceSpec(cpu_millicores=500, memory_mib=64, io_weight=200)
 >>> limit_values(2, spec)["cpu"], limit_values(2, spec)["io"]
 ([('cpu.max', '50000 100000')], [('io.weight', 'default 200')])
@@ -28,10 +28,10 @@ import re
 from pathlib import Path
 from typing import Literal
 
+from shardshape.core.contracts import ResourceSpec
 from shardshape.gateway.isolation.detect import IsolationCapabilities
 from shardshape.gateway.isolation.layout import Resource
 from shardshape.gateway.isolation.probe import enable_controllers, make_group, remove_group
-from shardshape.streams.contracts import ResourceSpec
 
 log = logging.getLogger("shardshape.gateway.isolation")
 

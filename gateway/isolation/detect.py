@@ -20,7 +20,7 @@ from shardshape.gateway.isolation.layout import RESOURCES, Hierarchy, Resource, 
 from shardshape.gateway.isolation.probe import ControllerProbe, probe_controllers
 
 if TYPE_CHECKING:
-    from shardshape.infra.settings import Settings
+    from shardshape.core.settings import IsolationSettings
 
 Mode = Literal["cgroup2", "cgroup1", "rlimit", "none"]
 RequestedMode = Literal["auto", "cgroup2", "cgroup1", "rlimit", "none"]
@@ -191,7 +191,7 @@ _PROCESS_DETAIL = {
 }
 
 
-def detect_capabilities(settings: Settings | None = None) -> IsolationCapabilities:
+def detect_capabilities(settings: IsolationSettings | None = None) -> IsolationCapabilities:
     """Probe this host with the ``isolation_*`` settings (defaults when ``settings`` is None).
 
     Creates and removes a probe group under the configured parent in each hierarchy; never

@@ -7,6 +7,16 @@ controller for a resource, each worker gets a per-process fallback (nice, RLIMIT
 A request is a handler named ``module:function`` and JSON arguments; its result comes back
 as JSON. Nothing is pickled.
 
+This module is the pool's job: taking requests, applying plans, reacting to its workers'
+events and closing, under one lock and with one thread that expires queued requests. The rest
+lives in modules with one job each: a shard's workers and queue
+(:mod:`~shardshape.gateway.isolation.shard_workers`), spawning and reading a worker
+(:mod:`~shardshape.gateway.isolation.worker_process`), the child's loop
+(:mod:`~shardshape.gateway.isolation.worker`), the pipe protocol
+(:mod:`~shardshape.gateway.isolation.protocol`), restarting
+(:mod:`~shardshape.gateway.isolation.restarts`) and the limits applied to a worker
+(:mod:`~shardshape.gateway.isolation.worker_limits`).
+
 A worker that dies (e.g. the kernel's OOM killer stops it at its shard's memory limit) fails
 only the request it was running, with :class:`WorkerLost`, and is replaced; other shards never
 notice. :meth:`ProcessShardPool.apply` resizes limits and worker counts live: a worker that
@@ -17,24 +27,18 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
 import itertools
 import logging
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-from collections import deque
+from collections.abc import Mapping
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any
 
-import orjson
-
-from shardshape.gateway.isolation import process_limits
-from shardshape.gateway.isolation.cgroups import CgroupTree, ShardGroup
+from shardshape.core.contracts import AllocationPlan, ResourceSpec
+from shardshape.core.environment import process_environment
+from shardshape.core.settings import Settings, load_settings
+from shardshape.gateway.isolation.cgroups import ShardGroup
 from shardshape.gateway.isolation.detect import IsolationCapabilities, Mode, detect_capabilities
 from shardshape.gateway.isolation.errors import (
     HandlerFailed,
@@ -42,81 +46,15 @@ from shardshape.gateway.isolation.errors import (
     ShardUnavailable,
     WorkerLost,
 )
-from shardshape.gateway.isolation.layout import Resource
-from shardshape.gateway.isolation.probe import explain_os_error
+from shardshape.gateway.isolation.protocol import task_line
+from shardshape.gateway.isolation.restarts import exit_message, signal_name
+from shardshape.gateway.isolation.shard_workers import PooledWorker, ShardWorkers, Task
 from shardshape.gateway.isolation.worker import parse_handler
+from shardshape.gateway.isolation.worker_limits import WorkerLimits, baseline_size
+from shardshape.gateway.isolation.worker_process import WorkerProcess, worker_environment
 from shardshape.gateway.status import ShardPoolStatus
-from shardshape.infra.settings import Settings, load_settings
-from shardshape.streams.contracts import AllocationPlan, ResourceSpec
 
 log = logging.getLogger("shardshape.gateway.isolation")
-
-MAX_START_FAILURES = 3  # workers of a shard that die before they are ready, in a row
-_PROCESS_VIA = ("nice", "rlimit", "ionice")
-
-
-class _Task:
-    __slots__ = ("deadline", "future", "handler", "id", "line")
-
-    def __init__(self, task_id: int, handler: str, line: bytes, deadline: float) -> None:
-        self.id = task_id
-        self.handler = handler
-        self.line = line
-        self.deadline = deadline
-        self.future: Future[Any] = Future()
-
-
-class _Worker:
-    def __init__(self, process: subprocess.Popen[bytes], shard: _Shard) -> None:
-        self.process = process
-        self.pid = process.pid
-        self.shard = shard
-        self.task: _Task | None = None
-        self.ready = False
-        self.retiring = False
-        self.input_closed = False
-        self.baseline_vsz = 0
-        self.thread: threading.Thread | None = None
-
-    @property
-    def idle(self) -> bool:
-        return self.ready and self.task is None and not self.retiring
-
-    def send(self, task: _Task) -> None:
-        """Write a task line; a dead worker's failure is reported by its reader thread."""
-        assert self.process.stdin is not None
-        with contextlib.suppress(OSError, ValueError):
-            self.process.stdin.write(task.line)
-            self.process.stdin.flush()
-
-    def close_input(self) -> None:
-        """End of input: the worker exits after its current task."""
-        if not self.input_closed:
-            self.input_closed = True
-            with contextlib.suppress(OSError, ValueError):
-                self.process.stdin.close()  # type: ignore[union-attr]
-
-
-class _Shard:
-    def __init__(self, shard_id: int, spec: ResourceSpec, group: ShardGroup | None) -> None:
-        self.shard_id = shard_id
-        self.spec = spec
-        self.group = group
-        self.workers: list[_Worker] = []
-        self.starting = 0
-        self.pending: deque[_Task] = deque()
-        self.draining = False
-        self.broken: str | None = None
-        self.start_failures = 0
-        self.rejected = 0
-        self.failures = 0
-        self.oom_seen = group.oom_kills() if group else 0
-
-    def live(self) -> list[_Worker]:
-        return [w for w in self.workers if not w.retiring]
-
-    def idle_worker(self) -> _Worker | None:
-        return next((w for w in self.workers if w.idle), None)
 
 
 class ProcessShardPool:
@@ -133,6 +71,9 @@ class ProcessShardPool:
         The host's isolation, when already detected (:func:`detect_capabilities`).
     stop_timeout_s
         How long :meth:`close` lets running requests finish before it kills their workers.
+    environment
+        The environment workers start with, before ``PYTHONPATH`` is set to this interpreter's
+        import path (default: this process's environment when the pool is made).
 
     Raises
     ------
@@ -147,25 +88,15 @@ class ProcessShardPool:
         *,
         capabilities: IsolationCapabilities | None = None,
         stop_timeout_s: float = 10.0,
+        environment: Mapping[str, str] | None = None,
     ) -> None:
         self.service = service
         self.settings = settings or load_settings()
         caps = (capabilities or detect_capabilities(self.settings)).require()
         self.capabilities = caps
-        self.mode: Mode = caps.mode
         self.stop_timeout_s = stop_timeout_s
         self.plan_version = 0
-        self._tree: CgroupTree | None = None
-        self._process_resources = {
-            r for r, how in caps.enforcement.items() if how.via in _PROCESS_VIA
-        }
-        if caps.cgroup_version:
-            try:
-                self._tree = CgroupTree(caps, service)
-            except OSError as exc:
-                self._fall_back(
-                    explain_os_error(exc, Path(exc.filename or "."), caps.cgroup_version)
-                )
+        self._limits = WorkerLimits(service, caps)
         if self.mode == "none":
             log.warning(
                 "%s: the host allows no OS limits for shard workers (%s); they run with "
@@ -180,10 +111,12 @@ class ProcessShardPool:
                 self.mode,
                 ", ".join(f"{r} via {h.via}" for r, h in caps.enforcement.items()),
             )
-        self._env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self._environment = worker_environment(
+            process_environment() if environment is None else environment
+        )
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
-        self._shards: dict[int, _Shard] = {}
+        self._shards: dict[int, ShardWorkers] = {}
         self._ids = itertools.count(1)
         self._closed = False
         self._reaper = threading.Thread(
@@ -192,22 +125,11 @@ class ProcessShardPool:
         self._reaper.start()
         atexit.register(self.close)
 
-    def _fall_back(self, why: str) -> None:
-        ok, _ = process_limits.available()
-        self.mode = "rlimit" if ok else "none"
-        self._tree = None
-        self._process_resources = self._fallback_resources()
-        log.warning(
-            "%s: cannot create the shard cgroups (%s); falling back to %s limits",
-            self.service,
-            why,
-            self.mode,
-        )
-
-    def _fallback_resources(self) -> set[Resource]:
-        if not process_limits.available()[0]:
-            return set()
-        return {"cpu", "memory"} | ({"io"} if process_limits.ionice_available() else set())
+    @property
+    def mode(self) -> Mode:
+        """How the workers are isolated: the host's mode, or the fallback when the service's
+        cgroups could not be made."""
+        return self._limits.mode
 
     # -- requests ---------------------------------------------------------------------------
     def submit(self, shard_id: int, handler: str, *args: Any, **kwargs: Any) -> Future[Any]:
@@ -219,17 +141,14 @@ class ProcessShardPool:
         """
         parse_handler(handler)
         task_id = next(self._ids)
-        try:
-            line = orjson.dumps({"id": task_id, "handler": handler, "args": args, "kwargs": kwargs})
-        except TypeError as exc:
-            raise TypeError(f"arguments of {handler} must be JSON: {exc}") from None
+        line = task_line(task_id, handler, args, kwargs)
         with self._lock:
             shard = self._accepting(shard_id)
             timeout_ms = shard.spec.queue_timeout_ms or self.settings.gateway_queue_timeout_ms
-            task = _Task(task_id, handler, line + b"\n", time.monotonic() + timeout_ms / 1000)
+            task = Task(task_id, handler, line, time.monotonic() + timeout_ms / 1000)
             worker = shard.idle_worker()
             if worker is not None:
-                self._assign(worker, task)
+                worker.assign(task)
             else:
                 bound = shard.spec.queue_size or self.settings.gateway_queue_size
                 if len(shard.pending) >= bound:
@@ -253,7 +172,7 @@ class ProcessShardPool:
         """:meth:`submit` for asyncio code (an ASGI middleware): await the result."""
         return await asyncio.wrap_future(self.submit(shard_id, handler, *args, **kwargs))
 
-    def _accepting(self, shard_id: int) -> _Shard:
+    def _accepting(self, shard_id: int) -> ShardWorkers:
         if self._closed:
             raise ShardUnavailable(f"the process pool of {self.service} is closed", shard_id)
         shard = self._shards.get(shard_id)
@@ -264,44 +183,21 @@ class ProcessShardPool:
                 f"(v{self.plan_version}) has shards {known}",
                 shard_id,
             )
-        if shard.broken:
-            raise ShardUnavailable(shard.broken, shard_id)
+        if shard.restarts.broken:
+            raise ShardUnavailable(shard.restarts.broken, shard_id)
         return shard
-
-    def _assign(self, worker: _Worker, task: _Task) -> bool:
-        """Give ``task`` to ``worker`` (under the lock); False when the caller cancelled it."""
-        if not task.future.set_running_or_notify_cancel():
-            return False
-        worker.task = task
-        return True
-
-    def _next_task(self, worker: _Worker) -> _Task | None:
-        """The next queued task for a worker that just became free (under the lock)."""
-        shard = worker.shard
-        while worker.idle and shard.pending:
-            task = shard.pending.popleft()
-            if self._assign(worker, task):
-                return task
-        if shard.draining and not shard.pending and not worker.retiring:
-            worker.retiring = True
-            worker.close_input()
-        elif worker.retiring and worker.task is None:
-            worker.close_input()
-        return None
 
     def _expire_queued(self) -> None:
         """Fail queued requests that waited past their shard's queue timeout."""
         while True:
-            expired: list[tuple[_Shard, _Task]] = []
+            expired: list[tuple[ShardWorkers, Task]] = []
             with self._wake:
                 if self._closed:
                     return
                 now = time.monotonic()
                 soonest = None
                 for shard in self._shards.values():
-                    while shard.pending and shard.pending[0].deadline <= now:
-                        expired.append((shard, shard.pending.popleft()))
-                        shard.rejected += 1
+                    expired += [(shard, task) for task in shard.expire(now)]
                     if shard.pending:
                         head = shard.pending[0].deadline
                         soonest = head if soonest is None else min(soonest, head)
@@ -328,7 +224,7 @@ class ProcessShardPool:
                 f"plan v{plan.version} is for service {plan.service!r}; this pool runs "
                 f"{self.service!r}"
             )
-        to_start: list[_Shard] = []
+        to_start: list[ShardWorkers] = []
         with self._lock:
             if self._closed:
                 raise ShardPoolError(f"the process pool of {self.service} is closed")
@@ -336,11 +232,13 @@ class ProcessShardPool:
             for shard_id, spec in wanted.items():
                 to_start += self._size(shard_id, spec)
             for shard_id in set(self._shards) - set(wanted):
-                self._drain(self._shards[shard_id])
+                shard = self._shards[shard_id]
+                shard.drain()
+                self._remove_if_drained(shard)
             self.plan_version = plan.version
             ready = [w for s in self._shards.values() for w in s.live() if w.ready]
         for worker in ready:
-            self._limit_process(worker)
+            self._limit(worker)
         for shard in to_start:
             self._start_worker(shard)
         log.info(
@@ -351,72 +249,28 @@ class ProcessShardPool:
             len(to_start),
         )
 
-    def _size(self, shard_id: int, spec: ResourceSpec) -> list[_Shard]:
+    def _size(self, shard_id: int, spec: ResourceSpec) -> list[ShardWorkers]:
         """Set one shard's limits and worker count (under the lock); returns workers to start."""
         shard = self._shards.get(shard_id)
         if shard is None:
-            shard = self._shards[shard_id] = _Shard(shard_id, spec, self._group(shard_id))
-        shard.spec, shard.draining, shard.broken, shard.start_failures = spec, False, None, 0
-        if shard.group is not None:
-            for problem in shard.group.set_limits(spec):
-                log.warning("%s: %s", self.service, problem)
-        live = shard.live()
-        surplus = len(live) + shard.starting - spec.concurrency
-        # Idle workers go first; busy ones finish their request, then exit.
-        for worker in sorted(live, key=lambda w: w.task is not None)[: max(surplus, 0)]:
-            worker.retiring = True
-            if worker.task is None:
-                worker.close_input()
-        for worker in shard.workers:  # take back workers still finishing, before starting new
-            if surplus < 0 and worker.retiring and not worker.input_closed:
-                worker.retiring = False
-                surplus += 1
-        missing = max(-surplus, 0)
-        shard.starting += missing
+            group = self._limits.group(shard_id)
+            shard = self._shards[shard_id] = ShardWorkers(shard_id, spec, group, self.service)
+        missing = shard.resize(spec)
+        self._limits.set_group_limits(shard.group, spec)
         return [shard] * missing
 
-    def _group(self, shard_id: int) -> ShardGroup | None:
-        if self._tree is None:
-            return None
-        try:
-            return self._tree.shard(shard_id)
-        except OSError as exc:
-            log.warning(
-                "%s: no cgroup for shard %d (%s); its workers get per-process limits",
-                self.service,
-                shard_id,
-                explain_os_error(exc, Path(exc.filename or "."), self._tree.version),
-            )
-            return None
-
-    def _drain(self, shard: _Shard) -> None:
-        if shard.draining:
-            return
-        shard.draining = True
-        for worker in shard.workers:
-            if worker.task is None:
-                worker.retiring = True
-                worker.close_input()
-        self._remove_if_drained(shard)
-
-    def _remove_if_drained(self, shard: _Shard) -> None:
-        if shard.draining and not shard.workers and not shard.starting:
+    def _remove_if_drained(self, shard: ShardWorkers) -> None:
+        if shard.drained:
             if self._shards.get(shard.shard_id) is shard:
                 del self._shards[shard.shard_id]
-            if self._tree is not None:
-                self._tree.remove_shard(shard.shard_id)
+            self._limits.remove(shard.shard_id)
             log.info("%s: shard %d retired", self.service, shard.shard_id)
 
     # -- workers ----------------------------------------------------------------------------
-    def _start_worker(self, shard: _Shard) -> None:
+    def _start_worker(self, shard: ShardWorkers) -> None:
         """Start one worker process for ``shard`` (its slot is counted in ``shard.starting``)."""
         try:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "shardshape.gateway.isolation.worker"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                env=self._env,
-            )
+            process = WorkerProcess.spawn(self._environment)
         except OSError as exc:
             with self._lock:
                 shard.starting -= 1
@@ -424,60 +278,33 @@ class ProcessShardPool:
                 "%s: cannot start a worker of shard %d: %s", self.service, shard.shard_id, exc
             )
             return
-        worker = _Worker(process, shard)
-        if shard.group is not None:
-            try:
-                shard.group.add(worker.pid)
-            except OSError as exc:
-                log.warning(
-                    "%s: worker %d of shard %d runs outside its cgroup: %s",
-                    self.service,
-                    worker.pid,
-                    shard.shard_id,
-                    exc,
-                )
+        worker = PooledWorker(process, shard)
+        self._limits.place(worker.pid, shard.shard_id, shard.group)
         with self._lock:
             shard.starting -= 1
             shard.workers.append(worker)
             if self._closed or shard.draining or len(shard.live()) > shard.spec.concurrency:
                 worker.retiring = True  # the plan shrank while it started
                 worker.close_input()
-        worker.thread = threading.Thread(
-            target=self._read,
-            args=(worker,),
-            name=f"shardshape-shard{shard.shard_id}-worker{worker.pid}",
-            daemon=True,
+        process.listen(
+            f"shardshape-shard{shard.shard_id}-worker{worker.pid}",
+            on_ready=lambda: self._on_ready(worker),
+            on_reply=lambda message: self._on_reply(worker, message),
+            on_exit=lambda returncode: self._on_exit(worker, returncode),
+            service=self.service,
         )
-        worker.thread.start()
 
-    def _read(self, worker: _Worker) -> None:
-        """The reader thread of one worker: replies in, until the worker exits."""
-        assert worker.process.stdout is not None
-        for line in worker.process.stdout:
-            try:
-                message = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                log.error("%s: worker %d wrote a non-protocol line", self.service, worker.pid)
-                worker.process.kill()
-                break
-            if "ready" in message:
-                self._on_ready(worker)
-            else:
-                self._on_reply(worker, message)
-        self._on_exit(worker, worker.process.wait())
-
-    def _on_ready(self, worker: _Worker) -> None:
-        with contextlib.suppress(OSError):
-            worker.baseline_vsz = process_limits.virtual_size(worker.pid)
-        self._limit_process(worker)
+    def _on_ready(self, worker: PooledWorker) -> None:
+        worker.baseline_vsz = baseline_size(worker.pid)
+        self._limit(worker)
         with self._lock:
             worker.ready = True
-            worker.shard.start_failures = 0
-            task = self._next_task(worker)
+            worker.shard.restarts.ready()
+            task = worker.shard.next_task(worker)
         if task is not None:
             worker.send(task)
 
-    def _on_reply(self, worker: _Worker, message: dict[str, Any]) -> None:
+    def _on_reply(self, worker: PooledWorker, message: dict[str, Any]) -> None:
         with self._lock:
             task = worker.task
             if task is None or message.get("id") != task.id:
@@ -486,7 +313,7 @@ class ProcessShardPool:
                 )
                 return
             worker.task = None
-            following = self._next_task(worker)
+            following = worker.shard.next_task(worker)
         if message.get("ok"):
             task.future.set_result(message.get("result"))
         else:
@@ -503,101 +330,66 @@ class ProcessShardPool:
         if following is not None:
             worker.send(following)
 
-    def _on_exit(self, worker: _Worker, returncode: int) -> None:
+    def _on_exit(self, worker: PooledWorker, returncode: int) -> None:
         shard = worker.shard
+        restarts = shard.restarts
         with self._lock:
             shard.workers.remove(worker)
             task, worker.task = worker.task, None
-            oom = False
-            if shard.group is not None:
-                kills = shard.group.oom_kills()
-                oom, shard.oom_seen = kills > shard.oom_seen, kills
+            oom = shard.oom_killed()
             expected = worker.retiring or self._closed
             restart = not expected and not shard.draining
-            if restart and not worker.ready:
-                shard.start_failures += 1
-                if shard.start_failures >= MAX_START_FAILURES:
-                    restart = False
-                    shard.broken = (
-                        f"workers of shard {shard.shard_id} of {self.service} exit as they start "
-                        f"(status {returncode}, {MAX_START_FAILURES} times in a row): see the "
-                        "gateway's stderr; a memory limit below Python's start-up size does this"
-                    )
+            if restart:
+                restart = restarts.after_exit(ready=worker.ready, returncode=returncode)
             if restart:
                 shard.starting += 1
             if task is not None:
                 shard.failures += 1
-            lost = list(shard.pending) if shard.broken else []
+            lost = list(shard.pending) if restarts.broken else []
             if lost:
                 shard.pending.clear()
             self._remove_if_drained(shard)
-        why = _death(worker, returncode, oom, shard.spec.memory_mib, expected, restart)
+        why = exit_message(
+            pid=worker.pid,
+            shard_id=shard.shard_id,
+            returncode=returncode,
+            oom=oom,
+            memory_mib=shard.spec.memory_mib,
+            ready=worker.ready,
+            expected=expected,
+            restart=restart,
+        )
         if task is not None:
             task.future.set_exception(
                 WorkerLost(
                     f"{task.handler} did not complete: {why}",
                     shard.shard_id,
                     oom_killed=oom,
-                    signal=signal.Signals(-returncode).name if returncode < 0 else None,
+                    signal=signal_name(returncode),
                 )
             )
         if not expected:
             log.warning("%s: %s", self.service, why)
         for queued in lost:
             if queued.future.set_running_or_notify_cancel():
-                queued.future.set_exception(ShardUnavailable(shard.broken or "", shard.shard_id))
+                queued.future.set_exception(ShardUnavailable(restarts.broken or "", shard.shard_id))
         if restart:
-            if shard.start_failures:
-                time.sleep(0.2 * shard.start_failures)  # the dead worker's thread backs off
+            if restarts.backoff_s:
+                time.sleep(restarts.backoff_s)  # the dead worker's thread backs off
             self._start_worker(shard)
 
-    def _limit_process(self, worker: _Worker) -> None:
-        """Set the per-process limits of a worker whose resources have no cgroup controller."""
-        shard, pid = worker.shard, worker.pid
-        spec, workers = shard.spec, max(shard.spec.concurrency, 1)
-        outside = self._tree is not None and shard.group is None  # its cgroup failed
-        resources = self._fallback_resources() if outside else self._process_resources
-        try:
-            if "cpu" in resources:
-                process_limits.set_nice(pid, process_limits.nice_for(spec.cpu_millicores, workers))
-            if "memory" in resources:
-                process_limits.set_address_space(
-                    pid,
-                    process_limits.address_space_limit(
-                        worker.baseline_vsz, spec.memory_mib, workers
-                    ),
-                )
-            if "io" in resources:
-                process_limits.set_ionice(pid, process_limits.ioprio_level_for(spec.io_weight))
-        except ProcessLookupError:
-            pass  # it exited; its reader thread reports why
-        except OSError as exc:
-            log.warning(
-                "%s: limits of worker %d of shard %d: %s", self.service, pid, shard.shard_id, exc
-            )
-
-    def _shard_mode(self, shard: _Shard) -> Mode:
-        if self._tree is None or shard.group is not None:
-            return self.mode
-        return "rlimit" if self._fallback_resources() else "none"
+    def _limit(self, worker: PooledWorker) -> None:
+        shard = worker.shard
+        self._limits.limit_process(
+            worker.pid, shard.shard_id, shard.group, shard.spec, worker.baseline_vsz
+        )
 
     # -- reading ----------------------------------------------------------------------------
     def status(self) -> list[ShardPoolStatus]:
         """Each shard's isolation, limits and load, for the gateway's status endpoint."""
         with self._lock:
             return [
-                ShardPoolStatus(
-                    shard_id=shard.shard_id,
-                    name=f"shard {shard.shard_id}",
-                    mode=self._shard_mode(shard),
-                    limits=shard.spec,
-                    in_flight=sum(w.task is not None for w in shard.workers),
-                    queued=len(shard.pending),
-                    rejected=shard.rejected,
-                    workers=len(shard.live()) + shard.starting,
-                    failures=shard.failures,
-                    draining=shard.draining,
-                )
+                shard.status(self._limits.mode_of(shard.group))
                 for shard in sorted(self._shards.values(), key=lambda s: s.shard_id)
             ]
 
@@ -653,10 +445,7 @@ class ProcessShardPool:
                     ShardUnavailable(f"the process pool of {self.service} closed", None)
                 )
         self._stop_workers(time.monotonic() + self.stop_timeout_s)
-        if self._tree is not None:
-            left = self._tree.close()
-            if left:
-                log.warning("%s: cgroups still in use, not removed: %s", self.service, left)
+        self._limits.close()
         log.info("%s: process pool closed", self.service)
 
     def _stop_workers(self, deadline: float) -> None:
@@ -668,13 +457,7 @@ class ProcessShardPool:
             if not workers and not starting:
                 return
             for worker in workers:
-                try:
-                    worker.process.wait(max(deadline - time.monotonic(), 0))
-                except subprocess.TimeoutExpired:
-                    worker.process.kill()  # its reader thread fails the request it ran
-                    worker.process.wait()
-                if worker.thread is not None:
-                    worker.thread.join(5)
+                worker.process.stop(deadline)
             time.sleep(0.01)  # a reader thread is still removing its worker, or one starts
 
     def __enter__(self) -> ProcessShardPool:
@@ -682,21 +465,3 @@ class ProcessShardPool:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _death(
-    worker: _Worker, returncode: int, oom: bool, memory_mib: int, expected: bool, restart: bool
-) -> str:
-    shard = worker.shard.shard_id
-    if returncode < 0:
-        how = f"was killed by {signal.Signals(-returncode).name}"
-    else:
-        how = f"exited with status {returncode}"
-    cause = (
-        f" from the kernel's OOM killer: shard {shard} reached its memory limit of {memory_mib} MiB"
-        if oom
-        else ""
-    )
-    after = "; a new worker takes its place" if restart else ""
-    state = "" if worker.ready or expected else " before it was ready"
-    return f"worker {worker.pid} of shard {shard} {how}{cause}{state}{after}"

@@ -1,13 +1,9 @@
-"""A shard worker process: runs handlers named ``module:function`` on JSON arguments.
+"""A shard worker process (the child's loop): runs handlers named ``module:function`` on JSON
+arguments.
 
 The gateway starts it as ``python -m shardshape.gateway.isolation.worker`` and talks to it over its
-standard input and output, one JSON object per line (never pickle):
-
-- the worker first writes ``{"ready": <pid>}``;
-- the gateway sends ``{"id": 1, "handler": "pkg.mod:func", "args": [...], "kwargs": {...}}``;
-- the worker answers ``{"id": 1, "ok": true, "result": ...}`` or ``{"id": 1, "ok": false,
-  "error": "ValueError", "message": "...", "traceback": "..."}``;
-- end of input makes it exit, after the task it is running.
+standard input and output in the JSON-lines protocol of :mod:`shardshape.gateway.isolation.protocol`
+(never pickle): a ready line first, then one reply per task line, until end of input.
 
 What a handler prints goes to standard error, because standard output carries the protocol.
 The worker ignores Ctrl-C (the gateway decides when it stops) and exits when the gateway dies.
@@ -32,7 +28,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-import orjson
+from shardshape.gateway.isolation.protocol import read_line, ready_line, reply_line
 
 MAX_TRACEBACK_CHARS = 8_192
 _PARENT_POLL_S = 0.5
@@ -85,32 +81,13 @@ def run_task(message: dict[str, Any], cache: dict[str, Callable[..., Any]]) -> d
     return {"id": task_id, "ok": True, "result": result}
 
 
-def encode_reply(reply: dict[str, Any]) -> bytes:
-    """One protocol line; a result that is not JSON becomes an error reply naming its type."""
-    try:
-        return orjson.dumps(reply, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
-    except TypeError as exc:
-        kind = type(reply.get("result")).__name__
-        return (
-            orjson.dumps(
-                {
-                    "id": reply.get("id"),
-                    "ok": False,
-                    "error": "TypeError",
-                    "message": f"the handler returned a {kind}, which is not JSON: {exc}",
-                }
-            )
-            + b"\n"
-        )
-
-
 def serve(requests: BinaryIO, replies: BinaryIO) -> None:
     """Answer task lines from ``requests`` on ``replies`` until end of input."""
     cache: dict[str, Callable[..., Any]] = {}
-    replies.write(orjson.dumps({"ready": os.getpid()}) + b"\n")
+    replies.write(ready_line(os.getpid()))
     replies.flush()
     for line in requests:
-        replies.write(encode_reply(run_task(orjson.loads(line), cache)))
+        replies.write(reply_line(run_task(read_line(line), cache)))
         replies.flush()
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import socket
 import sys
@@ -25,12 +24,12 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
+from shardshape.core.net import ensure_port_free
+from shardshape.core.settings import ENV_PREFIX, Settings
 from shardshape.infra.broker import kafka_bootstrap
 from shardshape.infra.demo.examples import POOLS_EXAMPLE
 from shardshape.infra.demo.view import live_view, status_line, summary
-from shardshape.infra.net import ensure_port_free
 from shardshape.infra.processes import ChildProcesses, wait_for_text
-from shardshape.infra.settings import ENV_PREFIX, Settings
 from shardshape.infra.topics import create_topics
 
 # Quicker than the defaults, so that plans come within a minute; a variable set wins.
@@ -104,8 +103,7 @@ def _start(
 ) -> None:
     from shardshape.streams.app import READY_LINE
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
-    env.update(settings.as_environment())
+    env = settings.child_environment()
     python = sys.executable
     worker = children.start("worker", [python, "-m", "shardshape.infra.cli", "worker"], env)
     out.print(f"started worker (pid {worker.pid}, log {children.log_path('worker')})")

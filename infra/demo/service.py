@@ -14,9 +14,9 @@ import argparse
 
 import uvicorn
 
+from shardshape.core.logs import configure_logging
+from shardshape.core.settings import load_settings
 from shardshape.infra.demo.examples import example_module
-from shardshape.infra.logs import configure_logging
-from shardshape.infra.settings import load_settings
 
 
 def main() -> None:

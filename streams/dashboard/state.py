@@ -8,7 +8,7 @@ change is also logged (``shardshape.dashboard``) with its service, shard and ver
 
 Plain Python, no Faust: views read :meth:`DashboardState.document` (JSON-able).
 
->>> from shardshape.streams.contracts import ShardProfile, ShardSnapshot, encode, snapshot_key
+>>> from shardshape.core.contracts import ShardProfile, ShardSnapshot, encode, snapshot_key
 >>> state = DashboardState()
 >>> snapshot = ShardSnapshot(service="shop", version=1, shards=[
 ...     ShardProfile(shard_id=0, summary="GET /items 97%, ~20 ms")])
@@ -27,8 +27,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from shardshape.allocator.pools_config import PoolsConfig
-from shardshape.infra.logs import note_versions
-from shardshape.streams.contracts import (
+from shardshape.core.contracts import (
     SNAPSHOT_KEY_PREFIX,
     AllocationPlan,
     ContractError,
@@ -37,7 +36,8 @@ from shardshape.streams.contracts import (
     ShardSnapshot,
     decode,
 )
-from shardshape.streams.metrics import ShardStats, merged_series, split_metric_key
+from shardshape.core.logs import note_versions
+from shardshape.core.metrics import ShardStats, merged_series, split_metric_key
 
 log = logging.getLogger("shardshape.dashboard")
 
@@ -49,7 +49,7 @@ Span = tuple[float, float]
 def block_moves(before: AllocationPlan | None, after: AllocationPlan) -> list[str]:
     """What a plan changed, shard by shard and block type by block type.
 
-    >>> from shardshape.streams.contracts import ShardSpec
+    >>> from shardshape.core.contracts import ShardSpec
     >>> def plan(version, **blocks):
     ...     shards = [ShardSpec(shard_id=int(s[1:]), blocks=b) for s, b in blocks.items()]
     ...     return AllocationPlan(plan_id="p", version=version, service="shop", pool_id="main",
@@ -185,9 +185,9 @@ class DashboardState:
     # Worker timers: called on the worker's event loop.
 
     def update_windows(self, windows: Iterable[Mapping[str, Any]], now: float) -> None:
-        """Take a worker's windows of one size (``shardshape.streams.app.window_slots``): each
-        window that closed is summarised and added to the totals once; open ones are kept as they
-        stand."""
+        """Take a worker's windows of one size (``shardshape.streams.windows.window_slots``):
+        each window that closed is summarised and added to the totals once; open ones are kept
+        as they stand."""
         fresh: dict[Span, dict[str, ShardStats]] = {}
         for window in windows:
             span = (float(window["start"]), float(window["end"]))

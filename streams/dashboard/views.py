@@ -1,13 +1,13 @@
 """The worker's read-only web views: the dashboard, its JSON and assets, and ``/metrics``.
 
-:func:`add_web_views` is the one call ``shardshape.streams.app.create_app`` makes: it starts
-followers of the routing and plans topics into a
-:class:`~shardshape.streams.dashboard.state.DashboardState`,
-feeds it the worker's 10 s metric windows and pipeline counters on a timer, and serves:
+:func:`add_web_views` is the one call the worker's pages make (``shardshape.streams.pages``):
+it starts followers of the routing and plans topics into a
+:class:`~shardshape.streams.dashboard.state.DashboardState`, feeds it the worker's 10 s metric
+windows and pipeline counters on a timer, and serves:
 
 - ``/dashboard``: the page (HTML, one script, one stylesheet, all served from here);
 - ``/dashboard/api/state``: the JSON it polls (also read by ``shardshape demo``);
-- ``/metrics``: Prometheus exposition (:mod:`shardshape.streams.prometheus`), text or
+- ``/metrics``: Prometheus exposition (:mod:`shardshape.streams.dashboard.prometheus`), text or
   OpenMetrics as the scraper's ``Accept`` asks, gzipped when it accepts that.
 """
 
@@ -21,16 +21,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 import faust
 
 from shardshape.allocator.pools_config import load_pools_config
-from shardshape.infra.settings import Settings
+from shardshape.core.exposition import negotiated
+from shardshape.core.follower import TopicFollower
+from shardshape.core.settings import Settings
+from shardshape.streams.dashboard.prometheus import worker_registry
 from shardshape.streams.dashboard.state import DashboardState
-from shardshape.streams.exposition import negotiated
-from shardshape.streams.follower import TopicFollower
-from shardshape.streams.prometheus import worker_registry
 
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector
 
-    from shardshape.streams.signing import Checker
+    from shardshape.core.signing import Checker
 
 DASHBOARD_PATH = "/dashboard"
 STATE_PATH = "/dashboard/api/state"
@@ -60,10 +60,10 @@ def add_web_views(
     Parameters
     ----------
     counters
-        The worker's pipeline counters (``shardshape.streams.app.PipelineCounters``).
+        The worker's pipeline counters (``shardshape.streams.counters.PipelineCounters``).
     windows
         This worker's 10 s metric windows with what is not written yet
-        (``shardshape.streams.app.window_slots``).
+        (``shardshape.streams.windows.MetricWindows.slots``).
     signer
         With signing keys set: snapshots, routing entries and plans not signed with
         it are not shown (the followers drop them, as the worker's own do).

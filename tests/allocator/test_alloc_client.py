@@ -5,9 +5,9 @@ from __future__ import annotations
 from confluent_kafka import Producer
 
 from shardshape.allocator.client import AllocatorClient
-from shardshape.infra.settings import Settings
+from shardshape.core.contracts import AllocationPlan, ShardSpec, encode
+from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics
-from shardshape.streams.contracts import AllocationPlan, ShardSpec, encode
 
 
 class RecordingBackend:

@@ -8,7 +8,9 @@ import random
 
 import pytest
 
-from shardshape.allocator.optimiser import ShardDemand, Smoothing, _Problem, solve
+from shardshape.allocator.optimiser import ShardDemand, Smoothing, solve
+from shardshape.allocator.optimiser.milp import Stages
+from shardshape.allocator.optimiser.problem import Problem
 
 
 def _brute_force_cost(demands: list[ShardDemand], pool: dict[str, int], costs) -> float | None:
@@ -254,8 +256,8 @@ def test_per_shard_path_matches_the_milp_when_the_pool_does_not_bind(with_previo
             previous = {d.key: {t: rng.randint(0, 12) for t in types} for d in demands}
             smoothing = Smoothing(max_step_up=rng.randint(1, 8), max_step_down=rng.randint(0, 3))
         fast = solve(demands, pool, costs, previous=previous, smoothing=smoothing, mip_rel_gap=0.0)
-        problem = _Problem(demands, pool, costs, previous, smoothing, 1.0, 0.0)
-        milp = problem.allocation(problem.run(), 0.0)  # the MILP path alone
+        stages = Stages(Problem(demands, pool, costs, previous, smoothing), 1.0, 0.0)
+        milp = stages.allocation(stages.run(), 0.0)  # the MILP path alone
         fast_taken += fast.solves == 0
         assert fast.cost == pytest.approx(milp.cost, abs=1e-6)
         for key, got in fast.shards.items():

@@ -18,7 +18,7 @@ from shardshape.allocator.planner import (
     shard_demands,
 )
 from shardshape.allocator.pools_config import load_pools_config
-from shardshape.streams.contracts import AllocationPlan, decode, encode
+from shardshape.core.contracts import AllocationPlan, decode, encode
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "pools.toml"
 

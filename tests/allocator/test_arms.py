@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from shardshape.allocator.arms import ArmAssigner, arm_point, assign_arm
-from shardshape.streams.contracts import Arm, Experiment
+from shardshape.core.contracts import Arm, Experiment
 
 KEYS = [f"user-{i}" for i in range(10_000)]
 

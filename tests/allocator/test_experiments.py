@@ -3,7 +3,7 @@
 Traffic is simulated per window, as the metrics agent would count it per (service, shard, arm):
 the arm of each request is the real :class:`~shardshape.allocator.arms.ArmAssigner`'s, caches are
 real cachetools caches, latencies are drawn per request and folded into real
-:class:`~shardshape.streams.metrics.ShardStats` (sketch and counters), so the manager sees what the
+:class:`~shardshape.core.metrics.ShardStats` (sketch and counters), so the manager sees what the
 planning loop hands it from the workers.
 """
 
@@ -19,9 +19,10 @@ import pytest
 
 from shardshape.allocator.arms import ArmAssigner
 from shardshape.allocator.experiments import CONTROL, ExperimentManager, ExperimentPolicy
+from shardshape.allocator.planning import PlanningLoop
 from shardshape.allocator.pools_config import PoolsConfig, load_pools_config, parse_pools_config
 from shardshape.allocator.sequential import TestDesign
-from shardshape.streams.contracts import (
+from shardshape.core.contracts import (
     AllocationPlan,
     Arm,
     CachePolicy,
@@ -31,9 +32,8 @@ from shardshape.streams.contracts import (
     decode,
     encode,
 )
-from shardshape.streams.metrics import ShardStats, metric_key
-from shardshape.streams.planning import PlanningLoop
-from tests.conftest import REPO_ROOT
+from shardshape.core.metrics import ShardStats, metric_key
+from tests.support.paths import REPO_ROOT
 
 WINDOW_S = 10.0
 CONFIG = parse_pools_config("""

@@ -10,9 +10,7 @@ import numpy as np
 from confluent_kafka import Producer
 
 from shardshape.allocator.experiments import CONTROL, ExperimentManager
-from shardshape.infra.settings import Settings
-from shardshape.infra.topics import create_topics
-from shardshape.streams.contracts import (
+from shardshape.core.contracts import (
     AllocationPlan,
     Arm,
     ArmOverrides,
@@ -20,9 +18,11 @@ from shardshape.streams.contracts import (
     Experiment,
     encode,
 )
-from shardshape.streams.metrics import metric_key
+from shardshape.core.metrics import metric_key
+from shardshape.core.settings import Settings
+from shardshape.infra.topics import create_topics
 from tests.allocator.test_experiments import CONFIG, arm_stats, plan_with, spec
-from tests.conftest import settings_env, shardshape_command
+from tests.support.processes import settings_env, shardshape_command
 
 
 def _decided_and_running_plan() -> AllocationPlan:

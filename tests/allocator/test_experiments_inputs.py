@@ -9,9 +9,9 @@ import numpy as np
 import orjson
 import pytest
 
-from shardshape.streams.contracts import RequestEvent
-from shardshape.streams.metrics import CACHE_HIT_ATTRIBUTE, ShardStats, aggregate, metric_key
-from shardshape.streams.sketch import LatencySketch
+from shardshape.core.contracts import RequestEvent
+from shardshape.core.metrics import CACHE_HIT_ATTRIBUTE, ShardStats, aggregate, metric_key
+from shardshape.core.sketch import LatencySketch
 
 
 def _event(i: int, arm: str | None, hit: object) -> RequestEvent:

@@ -7,7 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from shardshape.allocator.optimiser import Allocation, ShardDemand, Smoothing, _Problem, solve
+from shardshape.allocator.optimiser import Allocation, ShardDemand, Smoothing, solve
+from shardshape.allocator.optimiser.cover import per_shard
+from shardshape.allocator.optimiser.milp import Stages
+from shardshape.allocator.optimiser.problem import Problem
 
 
 def _binding_instance(rng: random.Random, n_shards: int, types: list[str]):
@@ -67,11 +70,12 @@ def test_fast_path_meets_the_levels_the_milp_meets_and_cuts_the_next_within_a_bl
             previous = {d.key: {t: rng.randint(0, 4) for t in types} for d in demands}
             smoothing = Smoothing(max_step_up=rng.randint(1, 4), max_step_down=rng.randint(0, 2))
         fast = solve(demands, pool, costs, previous=previous, smoothing=smoothing)
-        problem = _Problem(demands, pool, costs, previous, smoothing, 10.0, 0.0)
-        if problem.per_shard() is not None or problem.cover() is not None:
+        problem = Problem(demands, pool, costs, previous, smoothing)
+        stages = Stages(problem, 10.0, 0.0)
+        if per_shard(problem) is not None or stages.cover() is not None:
             continue  # the pool covers everything: not the shortfall path
         binding += 1
-        milp = problem.allocation(problem.run(), 0.0)
+        milp = stages.allocation(stages.run(), 0.0)
         assert not milp.notes, "the reference must be the MILP's optimum, not a time-out"
         for t, n in pool.items():
             assert fast.used[t] + fast.surplus[t] == n and fast.used[t] <= n

@@ -11,10 +11,10 @@ import pytest
 
 from shardshape.allocator.optimiser import ShardDemand
 from shardshape.allocator.planner import PoolPlanner
+from shardshape.allocator.planning import PlanningLoop
 from shardshape.allocator.pooling import pool_rounded
 from shardshape.allocator.pools_config import PoolsConfigError, parse_pools_config
-from shardshape.streams.planning import PlanningLoop
-from tests.test_planning_loop import POOLS, WINDOW_S, _stats
+from tests.allocator.test_planning_loop import POOLS, WINDOW_S, _stats
 
 
 def _config(rounding: str):

@@ -4,33 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from shardshape.core.contracts import AllocationPlan, ResourceSpec, ShardSpec
+from shardshape.core.settings import Settings
 from shardshape.gateway.isolation import ProcessShardPool, detect_capabilities
 from shardshape.gateway.isolation.detect import IsolationCapabilities
 from shardshape.gateway.isolation.layout import find_hierarchies
 from shardshape.gateway.isolation.probe import groups_base
-from shardshape.infra.settings import Settings
-from shardshape.streams.contracts import AllocationPlan, ResourceSpec, ShardSpec
-from tests.gateway.plans import plan as gateway_plan
+from tests.support.plans import plan as gateway_plan
 
 # The handlers the tests run in workers, by import path (a light module: workers import it).
 HERE = "tests.gateway.isolation_handlers"
-
-
-def wait_until(condition: Callable[[], object], timeout_s: float = 10.0) -> bool:
-    """Poll ``condition`` until it is true (True) or ``timeout_s`` passes (False)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def cpu_seconds(pid: int) -> float:

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import time
 
 import httpx
 from confluent_kafka import Producer
 
+from shardshape.core.contracts import encode
+from shardshape.core.settings import Settings
 from shardshape.gateway.status import STATUS_PATH
-from shardshape.infra.settings import Settings
-from shardshape.streams.contracts import encode
-from tests.gateway.plans import plan, route_entry, shard
-from tests.gateway.serving import example
+from tests.support.plans import plan, route_entry, shard
+from tests.support.polling import wait_until
+from tests.support.serving import example
 
 SECONDS = 3.0
 EXPORT_MS = 150
@@ -49,13 +49,13 @@ def publish_reads_and_exports(
 
 def wait_for_plan(url: str, version: int = 1, routes: int = 2, timeout_s: float = 30) -> dict:
     """The gateway's status once it applies plan ``version`` and holds ``routes`` entries."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def applied() -> dict | None:
         status = httpx.get(f"{url}{STATUS_PATH}").json()
-        if status["plan_version"] == version and status["routing_entries"] == routes:
-            return status
-        time.sleep(0.1)
-    raise AssertionError(f"the gateway never took the plan and routes: {status}")
+        taken = status["plan_version"] == version and status["routing_entries"] == routes
+        return status if taken else None
+
+    return wait_until(applied, timeout_s, f"the gateway on plan v{version} with {routes} routes")
 
 
 def measure(url: str, read_path: str, export_path: str) -> dict[str, float]:

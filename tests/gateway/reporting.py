@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from shardshape.infra.settings import Settings
-from shardshape.streams.contracts import QueueReport, RequestBatch, decode
+from shardshape.core.contracts import QueueReport, RequestBatch, decode
+from shardshape.core.settings import Settings
 
 
 def consume_batches(

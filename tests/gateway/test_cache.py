@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
+from shardshape.core.contracts import CachePolicy
 from shardshape.gateway.cache import ShardCache
-from shardshape.streams.contracts import CachePolicy
 
 
 def test_lru_evicts_the_least_recently_used() -> None:

@@ -14,15 +14,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from click.testing import CliRunner
 
+from shardshape.core.contracts import ResourceSpec
+from shardshape.core.settings import Settings
 from shardshape.gateway.isolation import detect_capabilities
 from shardshape.gateway.pools import ShardPools
 from shardshape.gateway.status import STATUS_PATH, GatewayStatus, ShardPoolStatus, gateway_status
 from shardshape.infra.cli import cli
-from shardshape.infra.settings import Settings
-from shardshape.streams.contracts import ResourceSpec
-from tests.conftest import shardshape_command
 from tests.gateway.isolation_support import isolation_settings, parent_dirs
-from tests.gateway.plans import plan, shard
+from tests.support.plans import plan, shard
+from tests.support.processes import shardshape_command
 
 STATUS = GatewayStatus(
     service="shop",

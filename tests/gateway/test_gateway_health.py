@@ -5,15 +5,15 @@ while the app serves."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import httpx
 import pytest
 
+from shardshape.core.settings import Settings
 from shardshape.gateway.status import HEALTH_PATH, READY_PATH
-from shardshape.infra.settings import Settings
 from shardshape.infra.topics import create_topics
-from tests.gateway.serving import example, serve
+from tests.support.polling import until
+from tests.support.serving import example, serve
 
 pytestmark = pytest.mark.broker
 
@@ -30,10 +30,12 @@ async def test_readyz_waits_for_the_routing_and_plans_topics(settings: Settings)
         assert "reading the routing topic" in waiting.json()["reason"]
 
         await asyncio.to_thread(create_topics, settings)
-        deadline = time.monotonic() + 60
-        while (ready := await client.get(READY_PATH)).status_code != 200:
-            assert time.monotonic() < deadline, f"never ready: {ready.json()}"
-            await asyncio.sleep(0.2)
+
+        async def ready_answer() -> httpx.Response | None:
+            answer = await client.get(READY_PATH)
+            return answer if answer.status_code == 200 else None
+
+        ready = await until(ready_answer, 60, "/readyz answering 200", every_s=0.2)
         assert ready.json() == {
             "ready": True,
             "reason": "ready",

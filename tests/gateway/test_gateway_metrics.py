@@ -12,13 +12,13 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from shardshape.core.contracts import RequestEvent
 from shardshape.gateway.limits import PoolDefaults
 from shardshape.gateway.middleware import ShapingMiddleware
 from shardshape.gateway.pools import ShardPools
 from shardshape.gateway.prometheus import GatewayMetrics, with_metrics
-from shardshape.streams.contracts import RequestEvent
-from tests.gateway.plans import plan, shard
-from tests.gateway.serving import serve
+from tests.support.plans import plan, shard
+from tests.support.serving import serve
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -40,8 +40,12 @@ async def test_metrics_count_requests_per_shard_and_pool_rejections() -> None:
     reported: list[RequestEvent] = []
     metrics = GatewayMetrics("shop", pools)
 
+    entered, release = asyncio.Event(), asyncio.Event()
+
     async def slow(request: Request) -> Response:
-        await asyncio.sleep(0.3)
+        entered.set()
+        # Held until the test has looked, and at least 0.3 s of work.
+        await asyncio.gather(release.wait(), asyncio.sleep(0.3))
         return PlainTextResponse("done")
 
     app = Starlette(routes=[Route("/slow", slow)])
@@ -50,9 +54,10 @@ async def test_metrics_count_requests_per_shard_and_pool_rejections() -> None:
     )
     async with serve(with_metrics(app, metrics)) as url, httpx.AsyncClient(base_url=url) as http:
         first = asyncio.create_task(http.get("/slow"))
-        await asyncio.sleep(0.1)
+        await asyncio.wait_for(entered.wait(), 10)
         during = samples((await http.get("/metrics")).text)
         rejected = await http.get("/slow")  # the one slot is taken and there is no queue
+        release.set()
         assert (await first).text == "done" and rejected.status_code == 503
         response = await http.get("/metrics")
     after = samples(response.text)

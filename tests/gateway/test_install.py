@@ -20,14 +20,15 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from shardshape.core.contracts import QueueReport, encode
+from shardshape.core.settings import Settings
 from shardshape.gateway import Gateway, install
 from shardshape.gateway.status import STATUS_PATH
-from shardshape.infra.settings import Settings
 from shardshape.infra.topics import create_topics
-from shardshape.streams.contracts import QueueReport, encode
-from tests.gateway.plans import plan, route_entry, shard
 from tests.gateway.reporting import QueueReportReader, batch_ids, consume_batches, has_all
-from tests.gateway.serving import serve
+from tests.support.plans import plan, route_entry, shard
+from tests.support.polling import until
+from tests.support.serving import serve
 
 GATEWAY_THREADS = ("follow-", "shardshape-reporter-")
 
@@ -54,12 +55,6 @@ def _gateway_threads(before: set[threading.Thread]) -> list[str]:
         for t in set(threading.enumerate()) - before
         if t.is_alive() and t.name.startswith(GATEWAY_THREADS)
     )
-
-
-async def _until(ready, timeout_s: float = 30) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout_s):
-        while not ready():
-            await asyncio.sleep(0.01)
 
 
 def _waiting_on_shard_1(reports: list[QueueReport]) -> bool:
@@ -90,7 +85,11 @@ async def test_one_call_follows_plans_and_routing_reports_and_stops_cleanly(
             assert lifespan_log == ["app started"]
             running = _gateway_threads(before)
             assert len(running) == 3, running  # two topic followers and the reporter
-            await _until(lambda: gateway.pools.plan_version == 1 and len(gateway.routing) == 1)
+            await until(
+                lambda: gateway.pools.plan_version == 1 and len(gateway.routing) == 1,
+                30,
+                "the plan and the routing entry applied",
+            )
             assert gateway.pools.state(1).limits.concurrency == 1
 
             # Three slow reads of the routed user: one runs in shard 1's single slot, two wait.

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from shardshape.streams.contracts import ResourceSpec
+from shardshape.core.contracts import ResourceSpec
 from tests.gateway.isolation_support import (
     HERE,
     cgroup_capabilities,

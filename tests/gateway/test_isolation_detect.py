@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from shardshape.core.contracts import ResourceSpec
+from shardshape.core.settings import SettingsError, load_settings
 from shardshape.gateway.isolation.cgroups import limit_values
 from shardshape.gateway.isolation.detect import choose_mode
 from shardshape.gateway.isolation.layout import (
@@ -21,8 +23,6 @@ from shardshape.gateway.isolation.process_limits import (
     ioprio_level_for,
     nice_for,
 )
-from shardshape.infra.settings import SettingsError, load_settings
-from shardshape.streams.contracts import ResourceSpec
 
 # A systemd host on cgroup2 only.
 UNIFIED_MOUNTS = """\

@@ -8,6 +8,7 @@ from concurrent.futures import Future
 
 import pytest
 
+from shardshape.core.contracts import ResourceSpec
 from shardshape.gateway.isolation import (
     HandlerFailed,
     ProcessShardPool,
@@ -15,16 +16,15 @@ from shardshape.gateway.isolation import (
     WorkerLost,
 )
 from shardshape.gateway.isolation.process_limits import nice_for
-from shardshape.streams.contracts import ResourceSpec
-from tests.conftest import pid_alive
 from tests.gateway.isolation_support import (
     HERE,
     cgroup_capabilities,
     isolation_settings,
     plan,
     running_pool,
-    wait_until,
 )
+from tests.support.polling import wait_until
+from tests.support.processes import pid_alive
 
 HOG_MIB = 512
 SHARDS = {
@@ -66,12 +66,17 @@ def _hog_while_neighbour_serves(pool: ProcessShardPool) -> tuple[Future, int]:
     (hogger,) = pool.worker_pids(1)
     neighbours = set(pool.worker_pids(2))
     with _Neighbour(pool) as neighbour:
-        assert wait_until(lambda: neighbour.answers)
+        wait_until(lambda: neighbour.answers, 10, "a first answer", every_s=0.01)
         before = len(neighbour.answers)
         hog = pool.submit(1, f"{HERE}:hog", HOG_MIB)
         hog.exception(60)
         served_during = len(neighbour.answers) - before
-        assert wait_until(lambda: len(neighbour.answers) > before + served_during)  # and after
+        wait_until(
+            lambda: len(neighbour.answers) > before + served_during,
+            10,
+            "answers after",
+            every_s=0.01,
+        )  # and after
     assert not neighbour.errors, neighbour.errors
     assert served_during > 0
     assert {a["pid"] for a in neighbour.answers} <= neighbours

@@ -7,20 +7,20 @@ import pytest
 from confluent_kafka import Producer
 
 from shardshape.allocator.client import AllocatorClient
+from shardshape.core.contracts import ResourceSpec, encode
+from shardshape.core.settings import Settings
 from shardshape.gateway.isolation import ShardUnavailable
 from shardshape.gateway.isolation.detect import IsolationCapabilities
-from shardshape.infra.settings import Settings
 from shardshape.infra.topics import create_topics
-from shardshape.streams.contracts import ResourceSpec, encode
-from tests.conftest import pid_alive
 from tests.gateway.isolation_support import (
     HERE,
     cgroup_capabilities,
     isolation_settings,
     plan,
     running_pool,
-    wait_until,
 )
+from tests.support.polling import wait_until
+from tests.support.processes import pid_alive
 
 WIDE = ResourceSpec(cpu_millicores=500, memory_mib=128, io_weight=100, concurrency=3)
 NARROW = ResourceSpec(cpu_millicores=250, memory_mib=96, io_weight=150, concurrency=1)
@@ -64,14 +64,14 @@ def test_a_new_plan_rewrites_the_limits_and_shrinks_without_failing_requests_in_
         assert len(wide_pids) == 3
 
         in_flight = [pool.submit(1, f"{HERE}:nap", 1.0) for _ in range(3)]
-        assert wait_until(lambda: pool.status()[0].in_flight == 3)
+        wait_until(lambda: pool.status()[0].in_flight == 3, 10, "three in flight", every_s=0.01)
         pool.apply(plan("live", 2, {1: NARROW, 2: ResourceSpec(concurrency=1)}))
         # The limits changed while the three requests still run ...
         assert _expected(caps, NARROW).items() <= group.values().items()
         assert pool.status()[0].in_flight == 3
         # ... and every one of them completes on the worker it started on.
         assert {future.result(30) for future in in_flight} == wide_pids
-        assert wait_until(lambda: len(pool.worker_pids(1)) == 1)
+        wait_until(lambda: len(pool.worker_pids(1)) == 1, 10, "one worker of shard 1", every_s=0.01)
         (kept,) = pool.worker_pids(1)
         assert all(not pid_alive(pid) for pid in wide_pids - {kept})
         assert pool.status()[0].failures == 0
@@ -80,7 +80,7 @@ def test_a_new_plan_rewrites_the_limits_and_shrinks_without_failing_requests_in_
         assert pool.wait_ready(30)
         assert len(pool.worker_pids(1)) == 2 and kept in pool.worker_pids(1)
         # Shard 2 is not in plan 3: it is retired, its group removed, its requests refused.
-        assert wait_until(lambda: pool.worker_pids(2) == [])
+        wait_until(lambda: pool.worker_pids(2) == [], 10, "no worker of shard 2", every_s=0.01)
         assert pool.group(2) is None
         with pytest.raises(ShardUnavailable, match=r"shard 2 of live has no workers.*\[1\]"):
             pool.submit(2, f"{HERE}:whoami")
@@ -94,10 +94,12 @@ def test_a_dropped_shard_finishes_its_running_request_before_it_goes() -> None:
         assert pool.wait_ready(30)
         (worker,) = pool.worker_pids(2)
         running = pool.submit(2, f"{HERE}:nap", 0.5)
-        assert wait_until(lambda: pool.status()[1].in_flight == 1)
+        wait_until(lambda: pool.status()[1].in_flight == 1, 10, "one in flight", every_s=0.01)
         pool.apply(plan("drop", 2, {1: ResourceSpec()}))
         assert running.result(10) == worker
-        assert wait_until(lambda: [s.shard_id for s in pool.status()] == [1])
+        wait_until(
+            lambda: [s.shard_id for s in pool.status()] == [1], 10, "shard 2 gone", every_s=0.01
+        )
         assert not pid_alive(worker)
 
 
@@ -120,6 +122,8 @@ def test_plans_on_the_plans_topic_size_the_pool(settings: Settings) -> None:
             assert pool.run(1, "math:hypot", 6, 8) == 10.0
             publish(2, NARROW)
             assert client.wait_for_version(2, timeout_s=30)
-            assert wait_until(lambda: len(pool.worker_pids(1)) == 1)
+            wait_until(
+                lambda: len(pool.worker_pids(1)) == 1, 10, "one worker of shard 1", every_s=0.01
+            )
             assert pool.plan_version == 2 and pool.status()[0].limits == NARROW
             assert pool.run(1, "math:hypot", 6, 8) == 10.0

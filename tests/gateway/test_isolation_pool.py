@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
+from shardshape.core.contracts import ResourceSpec
 from shardshape.gateway.isolation import HandlerFailed, ShardUnavailable
 from shardshape.gateway.isolation.worker import HandlerPathError
-from shardshape.streams.contracts import ResourceSpec
 from tests.gateway.isolation_support import HERE, isolation_settings, plan, running_pool
 
 

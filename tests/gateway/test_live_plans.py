@@ -14,13 +14,14 @@ import httpx
 import pytest
 from confluent_kafka import Producer
 
+from shardshape.core.contracts import CachePolicy, RoutingEntry, encode
+from shardshape.core.settings import Settings
 from shardshape.gateway.status import STATUS_PATH
-from shardshape.infra.settings import Settings
 from shardshape.infra.topics import create_topics
 from shardshape.models.features import profile_key
-from shardshape.streams.contracts import CachePolicy, RoutingEntry, encode
-from tests.gateway.plans import plan, shard
-from tests.gateway.serving import example, serve
+from tests.support.plans import plan, shard
+from tests.support.polling import until
+from tests.support.serving import example, serve
 
 pytestmark = pytest.mark.broker
 
@@ -30,13 +31,6 @@ def _publish(settings: Settings, *messages: tuple[str, bytes, bytes]) -> None:
     for topic, key, value in messages:
         producer.produce(topic, key=key, value=value)
     assert producer.flush(10) == 0
-
-
-async def _until(ready, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not ready():
-        assert time.monotonic() < deadline, "the gateway never got there"
-        await asyncio.sleep(0.005)
 
 
 async def test_shrinking_a_busy_shard_and_swapping_its_cache_fails_no_request(
@@ -63,7 +57,7 @@ async def test_shrinking_a_busy_shard_and_swapping_its_cache_fails_no_request(
         async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
             # The plan and the routing entry arrive from the broker through the app's
             # AllocatorClient and RoutingTable; a request of the routed user lands in shard 1.
-            await _until(lambda: pools.plan_version == 1)
+            await until(lambda: pools.plan_version == 1, 30, "plan v1 applied")
             await _routed(http, pools)
             assert pools.state(1).limits.concurrency == 8
             stop = asyncio.Event()
@@ -80,15 +74,17 @@ async def test_shrinking_a_busy_shard_and_swapping_its_cache_fails_no_request(
                         outcomes.append(type(error).__name__)
 
             clients = [asyncio.create_task(client()) for _ in range(30)]
-            await _until(lambda: pools.state(1).in_use == 8 and pools.state(1).queued > 0, 10)
+            await until(
+                lambda: pools.state(1).in_use == 8 and pools.state(1).queued > 0, 10, "shard 1 full"
+            )
             entries_before = pools.state(1).cache_entries
             after = plan(2, shard(1, concurrency=2, queue=256, timeout_ms=20_000, cache=lfu()))
             _publish(settings, (settings.topic_plans, b"shop", encode(after)))
-            await _until(lambda: pools.plan_version == 2)  # applied from the consumer thread
+            await until(lambda: pools.plan_version == 2, 30, "plan v2 applied")  # by the consumer
             in_flight_at_swap = pools.state(1).in_use
             entries_after = pools.state(1).cache_entries
             # The old slots drain as their requests finish; then no more than 2 run at once.
-            await _until(lambda: pools.state(1).in_use <= 2, timeout_s=10)
+            await until(lambda: pools.state(1).in_use <= 2, 10, "the old slots drained")
             samples = []
             for _ in range(50):
                 samples.append(pools.state(1).in_use)
@@ -110,11 +106,12 @@ async def test_shrinking_a_busy_shard_and_swapping_its_cache_fails_no_request(
 
 async def _routed(http: httpx.AsyncClient, pools, timeout_s: float = 30) -> None:
     """Wait until the routing entry is in: a request of the reader runs in shard 1's pool."""
-    deadline = time.monotonic() + timeout_s
-    while pools.state(1).admitted == 0:
-        assert time.monotonic() < deadline, "the routing entry never reached the gateway"
+
+    async def admitted() -> bool:
         await http.get("/items/probe?read_ms=0", headers={"x-user-id": "reader"})
-        await asyncio.sleep(0.05)
+        return pools.state(1).admitted > 0
+
+    await until(admitted, timeout_s, "the routing entry reached the gateway")
 
 
 def lfu() -> CachePolicy:

@@ -14,12 +14,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from shardshape.allocator.arms import ArmAssigner
-from shardshape.gateway.limits import PoolDefaults
-from shardshape.gateway.middleware import ShapingMiddleware
-from shardshape.gateway.pools import ShardPools, current_slot
-from shardshape.gateway.routing_table import RoutingTable
-from shardshape.models.features import profile_key
-from shardshape.streams.contracts import (
+from shardshape.core.contracts import (
     Arm,
     CachePolicy,
     Experiment,
@@ -27,9 +22,14 @@ from shardshape.streams.contracts import (
     RoutingEntry,
     encode,
 )
-from shardshape.streams.metrics import CACHE_HIT_ATTRIBUTE
-from tests.gateway.plans import plan, shard
-from tests.gateway.serving import serve
+from shardshape.core.metrics import CACHE_HIT_ATTRIBUTE
+from shardshape.gateway.limits import PoolDefaults
+from shardshape.gateway.middleware import ShapingMiddleware
+from shardshape.gateway.pools import ShardPools, current_slot
+from shardshape.gateway.routing_table import RoutingTable
+from shardshape.models.features import profile_key
+from tests.support.plans import plan, shard
+from tests.support.serving import serve
 
 
 async def item(request: Request) -> Response:
@@ -117,21 +117,24 @@ async def test_a_rejected_request_gets_503_with_retry_after_and_is_reported() ->
     pools = ShardPools(PoolDefaults(queue_size=0))  # a plan's queue of 0 takes this default
     pools.apply(plan(1, shard(0, concurrency=1)))
     events: list[RequestEvent] = []
+    entered, release = asyncio.Event(), asyncio.Event()
 
-    async def slow(request: Request) -> Response:
-        await asyncio.sleep(0.5)
+    async def held(request: Request) -> Response:
+        entered.set()
+        await release.wait()
         return PlainTextResponse("done")
 
-    app = Starlette(routes=[Route("/slow", slow)])
+    app = Starlette(routes=[Route("/held", held)])
     app.add_middleware(ShapingMiddleware, service="shop", pools=pools, report=events.append)
     async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
-        first = asyncio.create_task(http.get("/slow"))
-        await asyncio.sleep(0.1)
-        started = time.monotonic()
-        rejected = await http.get("/slow")
-        answered_in = time.monotonic() - started
+        first = asyncio.create_task(http.get("/held"))
+        await asyncio.wait_for(entered.wait(), 10)  # the one slot is taken
+        # Answered while the first still holds the slot: at once, not after it.
+        rejected = await asyncio.wait_for(http.get("/held"), 10)
+        assert not first.done()
+        release.set()
         assert (await first).text == "done"
-    assert rejected.status_code == 503 and answered_in < 0.4  # at once, not after the slow one
+    assert rejected.status_code == 503
     assert int(rejected.headers["retry-after"]) >= 1
     assert rejected.json()["reason"] == "queue_full" and rejected.json()["pool"] == "shard 0"
     assert sorted(e.status for e in events) == ["ok", "rejected"]

@@ -10,12 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shardshape.core.settings import Settings
 from shardshape.gateway.status import STATUS_PATH
-from shardshape.infra.settings import Settings
 from shardshape.infra.topics import create_topics
-from tests.conftest import settings_env
 from tests.gateway.noisy import assert_isolated, measure, publish_reads_and_exports, wait_for_plan
-from tests.gateway.serving import example, example_server
+from tests.support.processes import settings_env
+from tests.support.serving import example, example_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker]
 

@@ -11,14 +11,14 @@ from collections import Counter
 import pytest
 
 from shardshape.allocator.arms import ArmAssigner
-from shardshape.gateway.lending import LendingPolicy
+from shardshape.allocator.lending import LendingPolicy
+from shardshape.core.contracts import Arm, ArmOverrides, CachePolicy, Experiment
 from shardshape.gateway.limits import PoolDefaults
 from shardshape.gateway.pools import PoolKey, ShardPools, ShardRejected
 from shardshape.gateway.prometheus import GatewayMetrics
 from shardshape.gateway.status import in_process_status
-from shardshape.streams.contracts import Arm, ArmOverrides, CachePolicy, Experiment
-from tests.gateway.plans import plan, shard
 from tests.gateway.test_gateway_metrics import labelled, samples
+from tests.support.plans import plan, shard
 
 
 class Held:

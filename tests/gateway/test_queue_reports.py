@@ -12,18 +12,19 @@ from collections.abc import Callable, Mapping
 import httpx
 import pytest
 
+from shardshape.allocator.planning import QUEUE_REPORT_TTL_S
+from shardshape.core.contracts import QUEUE_REPORT_KEY, QueueReport, RequestEvent, decode
+from shardshape.core.settings import Settings, SettingsError, load_settings
 from shardshape.gateway.limits import PoolDefaults
 from shardshape.gateway.pools import ShardPools
 from shardshape.gateway.queue_report import QueueReports
 from shardshape.gateway.reporter import Reporter
-from shardshape.infra.settings import Settings, SettingsError, load_settings
 from shardshape.infra.topics import create_topics
-from shardshape.streams.contracts import QUEUE_REPORT_KEY, QueueReport, RequestEvent, decode
-from shardshape.streams.planning import QUEUE_REPORT_TTL_S
-from tests.gateway.plans import plan, shard
 from tests.gateway.reporting import QueueReportReader
-from tests.gateway.serving import example, serve
 from tests.gateway.test_pools import Held, settle
+from tests.support.plans import plan, shard
+from tests.support.polling import until
+from tests.support.serving import example, serve
 
 pytestmark = pytest.mark.broker
 
@@ -76,9 +77,9 @@ async def test_waiting_requests_reach_the_planners_topic_by_shard_then_one_empty
             )
             after = await asyncio.to_thread(windows.read_for, IDLE_INTERVALS * INTERVAL_MS / 1000)
             assert reporter.flush(20) == 0
-            deadline = time.monotonic() + 10  # the last acknowledgement may still be on its way
-            while reporter.stats().queue_reports < len(after) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            # The last acknowledgement may still be on its way.
+            await until(lambda: reporter.stats().queue_reports >= len(after), 10,
+                        "every queue report read acknowledged")  # fmt: skip
             stats = reporter.stats()
     finally:
         windows.close()

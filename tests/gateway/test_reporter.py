@@ -16,23 +16,19 @@ from pathlib import Path
 
 import pytest
 
+from shardshape.core.contracts import RequestBatch, RequestEvent, decode, encode
+from shardshape.core.metrics import merged_series
+from shardshape.core.net import ensure_port_free
+from shardshape.core.partitioning import partition_for
+from shardshape.core.settings import Settings, SettingsError, load_settings
 from shardshape.gateway.reporter import Reporter, ReporterStats
 from shardshape.infra.broker import EmbeddedBroker
-from shardshape.infra.net import ensure_port_free
-from shardshape.infra.settings import Settings, SettingsError, load_settings
 from shardshape.infra.topics import create_topics
 from shardshape.models.features import profile_key
-from shardshape.streams.contracts import RequestBatch, RequestEvent, decode, encode
-from shardshape.streams.metrics import merged_series
-from shardshape.streams.partitioning import partition_for
-from tests.conftest import (
-    paused_broker,
-    running,
-    settings_env,
-    shardshape_command,
-    wait_for_line,
-)
 from tests.gateway.reporting import batch_ids, consume_batches, has_all
+from tests.support.broker import paused_broker
+from tests.support.polling import wait_until
+from tests.support.processes import running, settings_env, shardshape_command, wait_for_line
 
 PAUSE_S = 20.0
 # A call that waited on Kafka would take a request or connection timeout: seconds, not this.
@@ -105,17 +101,19 @@ def test_a_worker_accepts_the_reporters_batches(settings: Settings, tmp_path: Pa
             assert reporter.flush(30) == 0
 
         expected = Counter(f"svc|{e.shard_id}|{e.arm}" for e in events)
-        counted: dict[str, int] = {}
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and counted != expected:
+
+        def counted() -> dict[str, int]:
             windows = _get_json(f"http://127.0.0.1:{port}/shardshape/shards")["1m"]
             slots = ((slot, data.encode()) for w in windows for slot, data in w["slots"].items())
-            counted = {key: stats.count for key, stats in merged_series(slots).items()}
-            time.sleep(0.5)
+            return {key: stats.count for key, stats in merged_series(slots).items()}
+
+        wait_until(
+            lambda: counted() == expected, 60, "the worker kept each event's shard and arm",
+            every_s=0.5, explain=lambda: log.read_text(errors="replace")[-3_000:],
+        )  # fmt: skip
         stats = _get_json(f"http://127.0.0.1:{port}/shardshape/stats")
     tail = log.read_text(errors="replace")[-3_000:]
     assert stats["events"] == len(events) and stats["dead_letters"] == 0, f"{stats}\n{tail}"
-    assert counted == expected, f"the worker kept each event's shard and arm\n{tail}"
 
 
 def test_a_spool_left_by_an_earlier_process_is_replayed(settings: Settings, tmp_path: Path) -> None:
@@ -131,9 +129,7 @@ def test_a_spool_left_by_an_earlier_process_is_replayed(settings: Settings, tmp_
     settings = settings.model_copy(update={"reporter_spool_path": spool})
 
     with Reporter(settings, gateway_id="gw-new") as reporter:
-        deadline = time.monotonic() + 30
-        while reporter.stats().delivered < len(left) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: reporter.stats().delivered >= len(left), 30, "the spool delivered")
         stats = reporter.stats()
     assert (stats.replayed, stats.delivered, stats.spool_bytes) == (50, 50, 0)
     assert spool.stat().st_size == 0, "a replayed spool is emptied"

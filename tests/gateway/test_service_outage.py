@@ -21,15 +21,17 @@ import httpx
 import pytest
 from confluent_kafka import Producer
 
+from shardshape.core.contracts import encode
+from shardshape.core.settings import Settings
 from shardshape.gateway.status import STATUS_PATH, GatewayStatus
 from shardshape.infra.broker import EmbeddedBroker
-from shardshape.infra.settings import Settings
 from shardshape.infra.topics import create_topics
-from shardshape.streams.contracts import encode
-from tests.conftest import paused_broker, settings_env
-from tests.gateway.plans import plan, route_entry, shard
 from tests.gateway.reporting import batch_ids, consume_batches, has_all
-from tests.gateway.serving import example, example_server
+from tests.support.broker import paused_broker
+from tests.support.plans import plan, route_entry, shard
+from tests.support.polling import until
+from tests.support.processes import settings_env
+from tests.support.serving import example, example_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker]
 
@@ -96,11 +98,11 @@ async def _status(http: httpx.AsyncClient) -> GatewayStatus:
 async def _status_when(
     http: httpx.AsyncClient, ready: Callable[[GatewayStatus], object], timeout_s: float
 ) -> GatewayStatus:
-    deadline = time.monotonic() + timeout_s
-    while not ready(status := await _status(http)):
-        assert time.monotonic() < deadline, f"the service never got there: {status}"
-        await asyncio.sleep(0.1)
-    return status
+    async def status_if_ready() -> GatewayStatus | None:
+        status = await _status(http)
+        return status if ready(status) else None
+
+    return await until(status_if_ready, timeout_s, "the service's status", every_s=0.1)
 
 
 @pytest.fixture
@@ -143,8 +145,8 @@ async def test_a_paused_broker_leaves_the_service_answering_and_reporting_resume
                 during: list[GatewayStatus] = []
                 with paused_broker(own_broker):
                     load.phase = "paused"
-                    until = time.monotonic() + PAUSE_S
-                    while time.monotonic() < until:
+                    pause_ends = time.monotonic() + PAUSE_S
+                    while time.monotonic() < pause_ends:
                         during.append(await _status(http))
                         await asyncio.sleep(0.5)
                 load.phase = "resumed"  # from here on, nothing but the load: no manual step

@@ -8,22 +8,22 @@ import json
 import os
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from confluent_kafka import Producer
 
+from shardshape.core.contracts import encode, snapshot_key
+from shardshape.core.settings import Settings
 from shardshape.gateway.status import STATUS_PATH, GatewayStatus
-from shardshape.infra.settings import Settings
 from shardshape.infra.topics import create_topics
-from shardshape.streams.contracts import encode, snapshot_key
-from tests.conftest import settings_env, shardshape_command
 from tests.gateway.isolation_support import isolation_settings, parent_dirs
-from tests.gateway.plans import plan, shard
-from tests.gateway.serving import example_server
-from tests.trained import trained_profiler
+from tests.support.plans import plan, shard
+from tests.support.polling import wait_until
+from tests.support.processes import settings_env, shardshape_command
+from tests.support.serving import example_server
+from tests.support.trained import trained_profiler
 
 pytestmark = pytest.mark.broker
 
@@ -32,13 +32,12 @@ REQUESTS = 12
 
 def _status_when(url: str, ready, timeout_s: float = 30) -> GatewayStatus:
     """The service's status once ``ready(status)`` holds."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def status_if_ready() -> GatewayStatus | None:
         status = GatewayStatus.from_json(httpx.get(f"{url}{STATUS_PATH}").content)
-        if ready(status):
-            return status
-        assert time.monotonic() < deadline, f"the service never got there: {status}"
-        time.sleep(0.1)
+        return status if ready(status) else None
+
+    return wait_until(status_if_ready, timeout_s, "the service's status")
 
 
 def _doctor(url: str, isolated: Settings, *flags: str) -> subprocess.CompletedProcess[str]:

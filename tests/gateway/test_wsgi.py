@@ -14,15 +14,16 @@ import httpx
 import pytest
 from confluent_kafka import Producer
 
+from shardshape.core.contracts import encode
+from shardshape.core.settings import Settings
 from shardshape.gateway.status import HEALTH_PATH, STATUS_PATH
-from shardshape.infra.settings import Settings
 from shardshape.infra.topics import create_topics
-from shardshape.streams.contracts import encode
-from tests.conftest import REPO_ROOT, settings_env
 from tests.gateway.noisy import assert_isolated, measure, publish_reads_and_exports, wait_for_plan
-from tests.gateway.plans import plan, shard
 from tests.gateway.reporting import consume_batches
-from tests.gateway.serving import free_port, http_process
+from tests.support.paths import REPO_ROOT
+from tests.support.plans import plan, shard
+from tests.support.processes import settings_env
+from tests.support.serving import free_port, http_process
 
 pytest.importorskip("flask", reason="the WSGI tests need flask (pip install -e '.[dev]')")
 pytestmark = pytest.mark.broker

@@ -7,8 +7,8 @@ import io
 
 import pytest
 
+from shardshape.core.settings import Settings
 from shardshape.gateway.wsgi import install_wsgi
-from shardshape.infra.settings import Settings
 from shardshape.infra.topics import create_topics
 
 django = pytest.importorskip(

@@ -11,14 +11,38 @@ from collections.abc import Callable, Iterator
 import orjson
 import pytest
 
+from shardshape.core.contracts import CachePolicy
+from shardshape.core.settings import Settings
 from shardshape.gateway.pools import current_slot
 from shardshape.gateway.wsgi import WsgiGateway, install_wsgi
-from shardshape.infra.settings import Settings
 from shardshape.infra.topics import create_topics
-from shardshape.streams.contracts import CachePolicy
-from tests.gateway.plans import plan, shard
+from tests.support.plans import plan, shard
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.broker  # shaped only with a broker (the plans here are applied directly)
+
+
+class _Gate:
+    """Where ``/gate`` requests wait until the test opens it, counting how many wait at once."""
+
+    def __init__(self) -> None:
+        self.opened = threading.Event()
+        self.most = 0  # the most requests inside the handler at one time
+        self._inside = 0
+        self._lock = threading.Lock()
+
+    def pass_through(self) -> None:
+        with self._lock:
+            self._inside += 1
+            self.most = max(self.most, self._inside)
+        try:
+            self.opened.wait(30)
+        finally:
+            with self._lock:
+                self._inside -= 1
+
+
+GATE = _Gate()
 
 
 def _app(environ: dict, start_response) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
@@ -32,8 +56,8 @@ def _app(environ: dict, start_response) -> Iterator[bytes]:  # type: ignore[no-u
         slot.cache.set(path, b"x")
         start_response("200 OK", [("content-type", "text/plain")])
         return iter([b"hit" if hit else b"miss"])
-    if path.startswith("/hold/"):
-        time.sleep(float(path.rsplit("/", 1)[1]))
+    if path == "/gate":
+        GATE.pass_through()
     size = int(environ.get("QUERY_STRING") or 0)
     start_response("200 OK", [("content-type", "application/octet-stream")])
     return iter([b"x" * 32 * 1024] * (size // (32 * 1024)))
@@ -77,18 +101,21 @@ def test_threads_queue_for_their_shards_slots_and_the_slot_is_held_until_the_bod
     gateway.pools.apply(plan(1, shard(0, concurrency=1, queue=4, timeout_ms=5_000)))
     answers: list[int] = []
     threads = [
-        threading.Thread(target=lambda: answers.append(_call(gateway, "/hold/0.2")[0]))
+        threading.Thread(target=lambda: answers.append(_call(gateway, "/gate")[0]))
         for _ in range(3)
     ]
-    started = time.monotonic()
     for thread in threads:
         thread.start()
-    time.sleep(0.1)
-    state = gateway.pools.state(0)
-    assert (state.in_use, state.queued) == (1, 2)
+
+    def one_running_two_queued() -> bool:
+        state = gateway.pools.state(0)
+        return (state.in_use, state.queued) == (1, 2)
+
+    wait_until(one_running_two_queued, 10, "one request running, two queued", every_s=0.01)
+    GATE.opened.set()
     for thread in threads:
         thread.join()
-    assert answers == [200, 200, 200] and time.monotonic() - started >= 0.6  # one at a time
+    assert answers == [200, 200, 200] and GATE.most == 1  # one at a time
     assert (gateway.pools.state(0).in_use, gateway.pools.state(0).completed) == (0, 3)
 
 

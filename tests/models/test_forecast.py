@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from shardshape.core.contracts import RequestEvent
+from shardshape.core.trace import TraceReport, load_mapping, read_trace
 from shardshape.models.forecast import DemandForecaster, EWMean, SeasonalProfile
 from shardshape.models.forecast_eval import bin_counts, evaluate_forecast, parse_duration
-from shardshape.streams.contracts import RequestEvent
-from shardshape.streams.trace import TraceReport, load_mapping, read_trace
-from tests.trace_data import GENAI_MAPPING, GENAI_TRACE, needs_genai_trace
+from tests.support.trace import GENAI_MAPPING, GENAI_TRACE, needs_genai_trace
 
 TRACE, MAPPING = GENAI_TRACE, GENAI_MAPPING
 SEASON = 24

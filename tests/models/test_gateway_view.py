@@ -3,11 +3,11 @@ the planted profiles about as well as the profiler itself does."""
 
 from __future__ import annotations
 
+from shardshape.core.contracts import RoutingEntry
 from shardshape.models.evaluate import adjusted_rand_index
 from shardshape.models.predictor import ShardPredictor
 from shardshape.models.profiler import Profiler, ProfilerConfig
 from shardshape.models.synthetic import SyntheticStream
-from shardshape.streams.contracts import RoutingEntry
 
 
 def test_gateway_view_recovers_the_planted_profiles() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 import random
 
+from shardshape.core.contracts import RequestEvent
 from shardshape.models.evaluate import eta2, evaluate_profiles
-from shardshape.streams.contracts import RequestEvent
 
 START = 1_700_000_000.0
 

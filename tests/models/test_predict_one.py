@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 import shardshape.models.predictor as predictor_module
+from shardshape.core.contracts import ShardSnapshot, decode, encode
 from shardshape.models.features import N_BEHAVIOUR, FeatureSpace, shape_id
 from shardshape.models.predictor import Request, Route, ShardPredictor
 from shardshape.models.profiler import Profiler
 from shardshape.models.synthetic import SyntheticStream
-from shardshape.streams.contracts import ShardSnapshot, decode, encode
 
 # Request shapes the random requests often take, for the shape memory of a random predictor.
 _KNOWN_SHAPES = [

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from shardshape.core.trace import TraceReport, load_mapping, read_trace
 from shardshape.models.evaluate import evaluate_profiles
-from shardshape.streams.trace import TraceReport, load_mapping, read_trace
-from tests.trace_data import GENAI_MAPPING, GENAI_TRACE, needs_genai_trace
+from tests.support.trace import GENAI_MAPPING, GENAI_TRACE, needs_genai_trace
 
 
 @needs_genai_trace

@@ -6,14 +6,14 @@ import numpy as np
 import orjson
 import pytest
 
+from shardshape.core.contracts import ShardSnapshot, decode, encode
+from shardshape.core.trace import MappingError, TraceReport, map_rows, parse_mapping
 from shardshape.models.evaluate import adjusted_rand_index
 from shardshape.models.merge import merge_summaries
 from shardshape.models.predictor import Route, ShardPredictor
 from shardshape.models.profiler import Profiler, ProfilerConfig
 from shardshape.models.shards import MicroSummary
 from shardshape.models.synthetic import SCRAPER, SyntheticStream
-from shardshape.streams.contracts import ShardSnapshot, decode, encode
-from shardshape.streams.trace import MappingError, TraceReport, map_rows, parse_mapping
 
 
 def test_ari_known_value() -> None:
