@@ -29,6 +29,7 @@ any trace's column names. Example (all keys but ``service``, ``time.column`` and
     [status]
     column = "predict_status"
     error = ["FAILED"]                      # values meaning error; likewise timeout, rejected
+    unfinished = ["PENDING"]                # not finished when the trace was written: no latency
 
     [payload]
     columns = ["prompt_length", "negative_prompt_length"]   # summed; empty cells count 0
@@ -40,9 +41,11 @@ any trace's column names. Example (all keys but ``service``, ``time.column`` and
     [attributes.categorical]
     model = "checkpoint_model_version_id"
 
-A row whose required fields cannot be parsed is skipped and counted by reason in a
-:class:`TraceReport`; a bad mapping raises :class:`MappingError` naming the key. Events of
-several files are yielded in time order.
+A request the trace caught before it finished (a ``status.unfinished`` value) keeps its arrival
+but has no latency: whatever its latency column holds is not a response time. A row whose
+required fields cannot be parsed is skipped and counted by reason in a :class:`TraceReport`; a
+bad mapping raises :class:`MappingError` naming the key. Events of several files are yielded
+in time order.
 
 >>> mapping = parse_mapping({"service": "api", "time": {"column": "t", "format": "unix"},
 ...                          "request_type": {"column": "op"},
@@ -93,10 +96,12 @@ class MappingError(ValueError):
 
 @dataclass
 class TraceReport:
-    """What a read did: rows read, events produced, rows skipped by reason."""
+    """What a read did: rows read, events produced (``unfinished`` of them without a latency),
+    rows skipped by reason."""
 
     rows: int = 0
     events: int = 0
+    unfinished: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
 
 
@@ -114,6 +119,7 @@ class TraceMapping:
     latency_required: bool = True
     status_column: str | None = None
     status_values: dict[str, str] = field(default_factory=dict)
+    unfinished_values: frozenset[str] = frozenset()
     payload_columns: tuple[str, ...] = ()
     bytes_per_unit: float = 1.0
     numeric: dict[str, str] = field(default_factory=dict)
@@ -181,6 +187,7 @@ def parse_mapping(data: Mapping[str, Any]) -> TraceMapping:
         latency_required=required and "column" in latency,
         status_column=_str(status, "status.column"),
         status_values=status_values,
+        unfinished_values=frozenset(_str_list(status, "status.unfinished", "unfinished")),
         payload_columns=tuple(_str_list(payload, "payload.columns", "columns")),
         bytes_per_unit=float(bytes_per_unit),
         numeric=numeric,
@@ -220,6 +227,7 @@ def map_rows(
             report.skipped[str(skip)] += 1
             continue
         report.events += 1
+        report.unfinished += _unfinished(row, mapping)
         yield event
 
 
@@ -233,16 +241,14 @@ def _event(row: Mapping[str, str | None], m: TraceMapping, default_id: str) -> R
     if not request_type:
         raise _Skip("request_type: missing")
     latency_ms = None
-    if m.latency_column:
+    if m.latency_column and not _unfinished(row, m):
         latency = _number(_cell(row, m.latency_column))
         if latency is None or latency < 0:
             if m.latency_required:
                 raise _Skip("latency: missing or unparseable")
         else:
             latency_ms = latency * m.latency_ms_per_unit
-    status = "ok"
-    if m.status_column:
-        status = m.status_values.get(_cell(row, m.status_column), "ok")
+    status = m.status_values.get(_cell(row, m.status_column), "ok") if m.status_column else "ok"
     payload = 0.0
     for column in m.payload_columns:
         value = _number(_cell(row, column))
@@ -273,6 +279,10 @@ def _event(row: Mapping[str, str | None], m: TraceMapping, default_id: str) -> R
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         raise _Skip(f"invalid event: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def _unfinished(row: Mapping[str, str | None], m: TraceMapping) -> bool:
+    return m.status_column is not None and _cell(row, m.status_column) in m.unfinished_values
 
 
 def _parse_time(text: str, m: TraceMapping) -> float:

@@ -122,8 +122,9 @@ def read_events(traces: tuple[Path, ...], mapping_path: Path) -> tuple[list, obj
     report = TraceReport()
     events = list(read_trace(list(traces), mapping, report))
     skipped = ", ".join(f"{n} {why}" for why, n in report.skipped.most_common())
+    unfinished = f", {report.unfinished:,} unfinished (no latency)" if report.unfinished else ""
     click.echo(
-        f"read {report.events:,} events from {report.rows:,} rows"
+        f"read {report.events:,} events from {report.rows:,} rows{unfinished}"
         + (f" (skipped: {skipped})" if skipped else ""),
         err=True,
     )

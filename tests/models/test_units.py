@@ -114,7 +114,7 @@ MAPPING = {
     "request_type": {"column": "op"},
     "user": {"column": "who"},
     "latency": {"column": "sec", "unit": "s"},
-    "status": {"column": "st", "error": ["FAILED"]},
+    "status": {"column": "st", "error": ["FAILED"], "unfinished": ["PENDING"]},
     "payload": {"columns": ["a", "b"]},
     "attributes": {"numeric": {"n": "num"}, "categorical": {"m": "model"}},
 }
@@ -162,6 +162,17 @@ def test_trace_mapping_maps_and_reports() -> None:
     assert (event.latency_ms, event.status, event.payload_bytes) == (2000.0, "error", 3.0)
     assert event.attributes == {"m": "M1"} and event.ts == 1704067201.0
     assert report.skipped == {"time: unparseable": 1, "latency: missing or unparseable": 1}
+
+
+def test_a_request_the_trace_caught_unfinished_arrives_without_a_latency() -> None:
+    mapping = parse_mapping(MAPPING)
+    row = {"t": "2024-01-01 00:00:01", "op": "X", "who": "g", "sec": "0", "st": "PENDING"}
+    report = TraceReport()
+    (event,) = map_rows([row], mapping, "f", report)
+    assert (event.latency_ms, event.status) == (None, "ok")
+    (finished,) = map_rows([{**row, "st": "OK"}], mapping, "f", report)
+    assert finished.latency_ms == 0.0
+    assert (report.events, report.unfinished) == (2, 1)
 
 
 @pytest.mark.parametrize(
