@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from shardshape.allocator.simulate.engine import Allocation, Completed, EngineView, QueueKey
+from shardshape.allocator.simulate.names import BLOCK_START_S
 from shardshape.allocator.simulate.workload import Workload
 
 SHARED = "shared"
@@ -47,7 +48,7 @@ class SharedReactive:
         target_utilisation: float = 0.7,
         block_type: str | None = None,
         window_s: float = 60.0,
-        ready_delay_s: float = 30.0,
+        ready_delay_s: float = BLOCK_START_S,
         stabilisation_s: float = 300.0,
         tolerance: float = 0.1,
         min_blocks: int = 1,

@@ -40,7 +40,7 @@ from shardshape.allocator.pools_config import PlanningPolicy, PoolsConfig
 from shardshape.allocator.simulate.ablations import PerfectForecast, TrueProfiles
 from shardshape.allocator.simulate.baselines import SharedReactive, StaticByType
 from shardshape.allocator.simulate.engine import RunResult, Simulation, Strategy
-from shardshape.allocator.simulate.names import PLANNED, STRATEGIES
+from shardshape.allocator.simulate.names import BLOCK_START_S, PLANNED, STRATEGIES
 from shardshape.allocator.simulate.oracle import Oracle
 from shardshape.allocator.simulate.results import meets, summarise
 from shardshape.allocator.simulate.shaped import Shardshape
@@ -75,8 +75,8 @@ class Setup:
     # How shardshape's and the oracle's queues lend idle slots (None: each takes only its own).
     lending: LendingPolicy | None = field(default_factory=LendingPolicy)
     # Seconds before a block that shardshape, its ablations or the oracle add serves (0: at
-    # once). shared-reactive's new blocks always serve after its own 30 s start-up.
-    block_start_s: float = 0.0
+    # once); shared-reactive's serve after its own start-up, by default the same.
+    block_start_s: float = BLOCK_START_S
 
     @property
     def default_utilisation(self) -> float:

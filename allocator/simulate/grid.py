@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from shardshape.allocator.simulate.names import STRATEGIES
+from shardshape.allocator.simulate.names import BLOCK_START_S, STRATEGIES
 from shardshape.allocator.simulate.scenarios import evaluate, trace_setup
 from shardshape.core.trace import load_mapping, read_trace
 
@@ -146,7 +146,7 @@ def run_grid(
         "cells": out,
         "cells_won": sum(won),
         "cells_compared": len(won),
-        "block_start_s": float(setup.get("block_start_s", 0.0)),  # type: ignore[arg-type]
+        "block_start_s": float(setup.get("block_start_s", BLOCK_START_S)),  # type: ignore[arg-type]
     }
 
 

@@ -19,7 +19,7 @@ from shardshape.allocator.pools_config import PoolsConfig
 from shardshape.allocator.simulate.compare import Comparison, Progress, Runner, Setup
 from shardshape.allocator.simulate.from_trace import trace_pools_config, trace_workload
 from shardshape.allocator.simulate.mixed import mixed_history, mixed_workload, pools_config
-from shardshape.allocator.simulate.names import STRATEGIES
+from shardshape.allocator.simulate.names import BLOCK_START_S, STRATEGIES
 
 COMPARISONS = ("budget", "target")
 LENDING = LendingPolicy()  # the gateway's rule, with its default reserve
@@ -37,7 +37,7 @@ def mixed_setup(
     horizon_s: float = 120.0,
     default_slots: int = 16,
     lending: LendingPolicy | None = LENDING,
-    block_start_s: float = 0.0,
+    block_start_s: float = BLOCK_START_S,
 ) -> Setup:
     """The ``mixed`` scenario (see :mod:`shardshape.allocator.simulate.mixed`) on its own pool, or
     on ``config`` (which must serve the service ``shop``); ``lending`` is how ``shardshape``'s
@@ -76,7 +76,7 @@ def trace_setup(
     lending: LendingPolicy | None = LENDING,
     score_after: float | None = None,
     score_until: float | None = None,
-    block_start_s: float = 0.0,
+    block_start_s: float = BLOCK_START_S,
 ) -> Setup:
     """The ``trace`` scenario (see :mod:`shardshape.allocator.simulate.from_trace`)."""
     workload = trace_workload(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from shardshape.allocator.simulate.names import BLOCK_START_S
 from shardshape.allocator.simulate.names import STRATEGIES as _STRATEGIES
 from shardshape.infra.command_support import CommandError, console, parse_time, require, settings_of
 
@@ -126,11 +127,11 @@ from shardshape.infra.command_support import CommandError, console, parse_time, 
 )
 @click.option(
     "--block-start-s",
-    default=0.0,
+    default=BLOCK_START_S,
     show_default=True,
     type=click.FloatRange(0, 3_600),
     help="shardshape, its ablations and oracle: a block they add serves after this many "
-    "seconds (shared-reactive's always start after 30 s); 0: at once.",
+    "seconds, as shared-reactive's do after 30 s (a replica starting); 0: at once.",
 )
 @click.option(
     "--grid",
