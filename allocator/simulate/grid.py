@@ -83,18 +83,39 @@ def trace_cells(
 ) -> list[Cell]:
     """The grid's cells for the traces: every period of ``days`` at every speed."""
     trace_mapping = load_mapping(mapping)
-    first = min(e.ts for e in read_trace(list(traces), trace_mapping))
+    times = [e.ts for e in read_trace(list(traces), trace_mapping)]
+    first, last = min(times), max(times)
     tz = trace_mapping.tz
     midnight = datetime.fromtimestamp(first, tz).replace(hour=0, minute=0, second=0)
 
     def day_start(day: int) -> float:
         return (midnight + timedelta(days=day - 1)).timestamp()
 
+    n_days = int((last - midnight.timestamp()) // 86_400) + 1
+    beyond = [f"{lo}-{hi}" for lo, hi in days if day_start(lo) > last]
+    if beyond:
+        raise ValueError(
+            f"--grid-days {','.join(beyond)}: the trace has {n_days} days "
+            f"({midnight:%Y-%m-%d} to {datetime.fromtimestamp(last, tz):%Y-%m-%d}); "
+            f"score days from 2 to {n_days}, e.g. --grid-days {_halves(n_days)}"
+        )
     return [
         Cell((lo, hi), day_start(lo), day_start(hi + 1), speed)
         for lo, hi in days
         for speed in speeds
     ]
+
+
+def _halves(n_days: int) -> str:
+    """Two scoring periods splitting days 2..n (one when there are fewer than 3 days).
+
+    >>> _halves(12), _halves(7), _halves(2)
+    ('2-7,8-12', '2-4,5-7', '2-2')
+    """
+    if n_days < 3:
+        return "2-2"
+    mid = (n_days + 2) // 2
+    return f"2-{mid},{mid + 1}-{n_days}"
 
 
 Progress = Callable[[str, float], None]

@@ -425,6 +425,12 @@ def test_trace_scenario_replays_the_genai_trace() -> None:
 
 
 @needs_genai_trace
+def test_grid_days_beyond_the_trace_are_refused_with_the_days_it_has() -> None:
+    with pytest.raises(ValueError, match=r"--grid-days 13-14: the trace has 12 days .*2-7,8-12"):
+        trace_cells([GENAI_TRACE], GENAI_MAPPING, days=((5, 8), (13, 14)), speeds=(10.0,))
+
+
+@needs_genai_trace
 def test_score_after_scores_only_what_comes_after_it_and_the_grid_command_prints_cells() -> None:
     cells = trace_cells([GENAI_TRACE], GENAI_MAPPING, days=((11, 12),), speeds=(20.0,))
     (cell,) = cells
