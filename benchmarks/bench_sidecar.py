@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,15 +30,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+from shardshape.core.net import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 UPSTREAM_JS = REPO / "tests" / "gateway" / "upstream.js"
 PATH = "/items/{n}?ms=0"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _wait_up(url: str, process: subprocess.Popen, timeout_s: float = 30) -> None:
@@ -178,7 +173,7 @@ def main() -> None:
     node = shutil.which("node")
     if node is None:
         sys.exit("node is not installed: the benchmark's upstream is a Node.js server")
-    direct, sidecar = _free_port(), _free_port()
+    direct, sidecar = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHARDSHAPE_")}
     env["SHARDSHAPE_KAFKA_BOOTSTRAP"] = ""
     shardshape = str(Path(sys.executable).with_name("shardshape"))

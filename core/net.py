@@ -1,10 +1,21 @@
-"""Loopback port checks with errors that say which setting to change."""
+"""Loopback ports: a free one, and checks with errors that say which setting to change."""
 
 from __future__ import annotations
 
 import socket
 
 from shardshape.core.settings import ENV_PREFIX
+
+
+def free_port() -> int:
+    """A loopback port free at the time of asking (for a child process or a test server to take).
+
+    >>> free_port() > 0
+    True
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 class PortInUseError(RuntimeError):

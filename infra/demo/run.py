@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import socket
 import sys
 import time
 import urllib.error
@@ -24,7 +23,7 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
-from shardshape.core.net import ensure_port_free
+from shardshape.core.net import ensure_port_free, free_port
 from shardshape.core.settings import ENV_PREFIX, Settings
 from shardshape.infra.broker import kafka_bootstrap
 from shardshape.infra.demo.examples import POOLS_EXAMPLE
@@ -225,10 +224,3 @@ def _sigterm_exits() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-
-
-def free_port() -> int:
-    """A loopback port free right now (the example service's)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

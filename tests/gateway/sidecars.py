@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from shardshape.core.net import free_port
 from shardshape.gateway.status import HEALTH_PATH
 from tests.support.processes import running, shardshape_command, wait_for_line
-from tests.support.serving import free_port, http_process
+from tests.support.serving import http_process
 
 UPSTREAM_JS = Path(__file__).with_name("upstream.js")
 

@@ -15,6 +15,7 @@ import pytest
 from confluent_kafka import Producer
 
 from shardshape.core.contracts import encode
+from shardshape.core.net import free_port
 from shardshape.core.settings import Settings
 from shardshape.gateway.status import HEALTH_PATH, STATUS_PATH
 from shardshape.infra.topics import create_topics
@@ -23,7 +24,7 @@ from tests.gateway.reporting import consume_batches
 from tests.support.paths import REPO_ROOT
 from tests.support.plans import plan, shard
 from tests.support.processes import settings_env
-from tests.support.serving import free_port, http_process
+from tests.support.serving import http_process
 
 pytest.importorskip("flask", reason="the WSGI tests need flask (pip install -e '.[dev]')")
 pytestmark = pytest.mark.broker

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from shardshape.allocator.pools_config import load_pools_config
-from shardshape.infra.demo.run import free_port
+from shardshape.core.net import free_port
 from tests.support.demo import Demo, demo, get
 from tests.support.paths import REPO_ROOT
 from tests.support.polling import wait_until

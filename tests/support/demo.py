@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shardshape.infra.demo.run import free_port
+from shardshape.core.net import free_port
 from tests.support.processes import (
     ctrl_c_as_in_a_terminal,
     descendant_pids,

@@ -15,6 +15,7 @@ from types import ModuleType
 import httpx
 import uvicorn
 
+from shardshape.core.net import free_port
 from shardshape.infra.demo.examples import example_module
 from tests.support.paths import REPO_ROOT
 from tests.support.polling import until, wait_until
@@ -50,13 +51,6 @@ async def serve(app: object, lifespan: str = "on") -> AsyncIterator[str]:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
         sock.close()
-
-
-def free_port() -> int:
-    """A loopback port free at the time of asking."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextlib.contextmanager
