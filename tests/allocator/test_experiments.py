@@ -20,79 +20,19 @@ import pytest
 from shardshape.allocator.arms import ArmAssigner
 from shardshape.allocator.experiments import CONTROL, ExperimentManager, ExperimentPolicy
 from shardshape.allocator.planning import PlanningLoop
-from shardshape.allocator.pools_config import PoolsConfig, load_pools_config, parse_pools_config
+from shardshape.allocator.pools_config import PoolsConfig, load_pools_config
 from shardshape.allocator.sequential import TestDesign
 from shardshape.core.contracts import (
     AllocationPlan,
     Arm,
     CachePolicy,
     Experiment,
-    ResourceSpec,
-    ShardSpec,
     decode,
     encode,
 )
 from shardshape.core.metrics import ShardStats, metric_key
+from tests.allocator.shop import CONFIG, WINDOW_S, arm_stats, plan_with, spec
 from tests.support.paths import REPO_ROOT
-
-WINDOW_S = 10.0
-CONFIG = parse_pools_config("""
-[block_types.small]
-cpu_millicores = 500
-memory_mib = 256
-concurrency = 4
-cost = 1.0
-[block_types.large]
-cpu_millicores = 2000
-memory_mib = 1024
-concurrency = 16
-cost = 3.5
-[pools.main]
-blocks = { small = 40, large = 8 }
-[services.shop]
-pool = "main"
-slo_p99_ms = 50
-""")
-
-
-def arm_stats(
-    latency_ms: np.ndarray, errors: int = 0, hits: np.ndarray | None = None
-) -> ShardStats:
-    """What the metrics agent counts for one arm in one window (see test_experiments_inputs
-    for the same counters out of real events)."""
-    stats = ShardStats()
-    stats.count = len(latency_ms)
-    stats.latency.add_many(latency_ms)
-    stats.latency_sum = float(latency_ms.sum())
-    if errors:
-        stats.errors = {"error": errors}
-    if hits is not None:
-        stats.cache_hits, stats.cache_reported = int(hits.sum()), len(hits)
-    return stats
-
-
-def plan_with(shards: list[ShardSpec], version: int = 1) -> AllocationPlan:
-    return AllocationPlan(
-        plan_id=f"shop:{version}",
-        version=version,
-        service="shop",
-        pool_id="main",
-        replicas=["gw-a"],
-        shards=shards,
-    )
-
-
-def spec(shard: int, cache: CachePolicy | None = None, blocks: int = 4) -> ShardSpec:
-    slots = ResourceSpec(concurrency=4 * blocks)
-    return ShardSpec(
-        shard_id=shard,
-        slo_p99_ms=50,
-        blocks={"small": blocks},
-        resources=slots,
-        per_replica=slots,
-        cache=cache or CachePolicy(),
-    )
-
 
 # -- a planted better configuration ---------------------------------------------------------
 

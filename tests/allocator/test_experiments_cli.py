@@ -21,7 +21,7 @@ from shardshape.core.contracts import (
 from shardshape.core.metrics import metric_key
 from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics
-from tests.allocator.test_experiments import CONFIG, arm_stats, plan_with, spec
+from tests.allocator.shop import CONFIG, arm_stats, plan_with, spec
 from tests.support.processes import settings_env, shardshape_command
 
 

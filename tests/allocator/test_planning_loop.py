@@ -17,19 +17,10 @@ from shardshape.core.contracts import (
     encode,
 )
 from shardshape.core.metrics import ShardStats
+from tests.allocator.shop import POOLS, WINDOW_S, steady
 from tests.support.paths import REPO_ROOT
 
-WINDOW_S = 10.0
 PEAK_WINDOW = 30
-
-
-def _stats(rps: float, service: str, latency_ms: float = 40.0) -> str:
-    stats = ShardStats()
-    event = RequestEvent(request_id="r", ts=0, service=service, request_type="t",
-                         latency_ms=latency_ms)  # fmt: skip
-    for _ in range(round(rps * WINDOW_S)):
-        stats.add(event)
-    return stats.to_bytes().decode()
 
 
 def _demand(window: int) -> dict[str, float]:
@@ -52,7 +43,7 @@ def test_plans_lead_a_ramp_release_a_decline_and_fit_the_pool() -> None:
         # The plan in force while this window's requests arrive: made before the window.
         in_force_at[window] = (planner.last_ts, planner.previous)
         demand = _demand(window)
-        series = {key: _stats(rps, key.split("|")[0]) for key, rps in demand.items()}
+        series = {key: steady(rps, key.split("|")[0]) for key, rps in demand.items()}
         report = {"worker": "w1", "start": window * WINDOW_S, "end": (window + 1) * WINDOW_S,
                   "series": series, "replicas": {"shop": ["gw-a"]}}  # fmt: skip
         loop.add_report(orjson.dumps(report))
@@ -75,23 +66,6 @@ def test_plans_lead_a_ramp_release_a_decline_and_fit_the_pool() -> None:
     assert shrinking_blocks[-1] < max(shrinking_blocks[:5])
 
 
-POOLS = """
-[block_types.b]
-cpu_millicores = 1000
-memory_mib = 1024
-concurrency = 4
-cost = 1.0
-
-[pools.main]
-blocks = { b = 100 }
-
-[services.shop]
-pool = "main"
-min_blocks = 0
-prior_rps_per_core = 50
-"""
-
-
 def _window(loop: PlanningLoop, window: int, series: dict[str, str]) -> list:
     report = {"worker": "w1", "start": window * WINDOW_S, "end": (window + 1) * WINDOW_S,
               "series": series, "replicas": {}}  # fmt: skip
@@ -112,12 +86,12 @@ def test_a_shard_the_snapshot_no_longer_has_gives_its_blocks_back_at_once() -> N
     loop = PlanningLoop(parse_pools_config(POOLS), WINDOW_S, horizon_s=20, complete_after_s=0)
     loop.note_snapshot(_snapshot(1, [0, 1]))
     for window in range(20):
-        _window(loop, window, {"shop|0|": _stats(40, "shop"), "shop|1|": _stats(40, "shop")})
+        _window(loop, window, {"shop|0|": steady(40, "shop"), "shop|1|": steady(40, "shop")})
     assert loop.planners["main"].previous.shards["shop", 1].blocks
     loop.note_snapshot(_snapshot(2, [0]))  # shard 1 merged away
     loop.note_snapshot(_snapshot(1, [0, 1]))  # an older snapshot changes nothing
     # Reports of shard 1 still arrive (gateways on the old snapshot): it stays retired.
-    plans = _window(loop, 20, {"shop|0|": _stats(40, "shop"), "shop|1|": _stats(5, "shop")})
+    plans = _window(loop, 20, {"shop|0|": steady(40, "shop"), "shop|1|": steady(5, "shop")})
     assert [s.shard_id for s in plans[0].shards] == [0]
     assert ("shop", 1) not in loop.forecasters
 
@@ -126,7 +100,7 @@ def test_new_shards_are_learned_in_sorted_order() -> None:
     # The calibration's prior for a new shard sums over the shards in the order they were
     # added: that order must not follow the process's string hashing.
     loop = PlanningLoop(parse_pools_config(POOLS), WINDOW_S, complete_after_s=0)
-    series = {f"shop|{s}|": _stats(10, "shop") for s in (7, 2, 5, 0, 3)}
+    series = {f"shop|{s}|": steady(10, "shop") for s in (7, 2, 5, 0, 3)}
     _window(loop, 0, series)
     assert list(loop.forecasters) == sorted(loop.forecasters)
 
@@ -152,10 +126,10 @@ def test_rejected_requests_are_demand_but_not_served_work() -> None:
 
 def test_a_shard_expected_to_see_no_request_in_the_horizon_holds_no_block() -> None:
     loop = PlanningLoop(parse_pools_config(POOLS), WINDOW_S, horizon_s=20, complete_after_s=0)
-    _window(loop, 0, {"shop|0|": _stats(20, "shop"), "shop|1|": _stats(20, "shop")})
+    _window(loop, 0, {"shop|0|": steady(20, "shop"), "shop|1|": steady(20, "shop")})
     plan = None
     for window in range(1, 60):
-        plans = _window(loop, window, {"shop|0|": _stats(20, "shop")})  # shard 1 fell silent
+        plans = _window(loop, window, {"shop|0|": steady(20, "shop")})  # shard 1 fell silent
         plan = plans[-1] if plans else plan
     assert plan is not None
     blocks = {s.shard_id: sum(s.blocks.values()) for s in plan.shards}
@@ -175,8 +149,8 @@ def test_requests_waiting_in_the_gateways_get_blocks_before_the_next_window() ->
     loop = PlanningLoop(config, WINDOW_S, horizon_s=20, complete_after_s=0)
     # Shard 1 (a batch tenant, say) was busy, then fell silent long enough to hold no block.
     for window in range(30):
-        busy = _stats(20 if window < 3 else 0, "shop")
-        _window(loop, window, {"shop|0|": _stats(20, "shop"), "shop|1|": busy})
+        busy = steady(20 if window < 3 else 0, "shop")
+        _window(loop, window, {"shop|0|": steady(20, "shop"), "shop|1|": busy})
     assert not sum(loop.planners["main"].previous.shards["shop", 1].blocks.values())
     # A burst of shard 1 waits in two gateways, a few seconds into the window.
     now = 30 * WINDOW_S + 3
@@ -202,7 +176,7 @@ def test_an_empty_queue_report_ends_the_backlog_and_a_malformed_one_is_skipped(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     loop = PlanningLoop(parse_pools_config(POOLS), WINDOW_S, complete_after_s=0)
-    _window(loop, 0, {"shop|0|": _stats(20, "shop")})
+    _window(loop, 0, {"shop|0|": steady(20, "shop")})
     loop.add_queued(_queued("gw-a", 11, {0: 500}))
     loop.add_queued(_queued("gw-a", 12, {}))  # drained
     assert loop.backlog(13) == {}
@@ -216,7 +190,7 @@ def test_an_empty_queue_report_ends_the_backlog_and_a_malformed_one_is_skipped(
 def test_queue_drain_s_zero_ignores_queue_reports(drain_s: float) -> None:
     config = parse_pools_config(POOLS + f"\n[planning]\nqueue_drain_s = {drain_s}\n")
     loop = PlanningLoop(config, WINDOW_S, complete_after_s=0)
-    _window(loop, 0, {"shop|0|": _stats(20, "shop")})  # planned at 10 s
+    _window(loop, 0, {"shop|0|": steady(20, "shop")})  # planned at 10 s
     loop.add_queued(_queued("gw-a", 24, {0: 5000}))
     plans = loop.tick(25)  # between windows, queue_replan_s after the last plan
     assert bool(plans) == bool(drain_s)

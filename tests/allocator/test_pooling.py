@@ -14,7 +14,7 @@ from shardshape.allocator.planner import PoolPlanner
 from shardshape.allocator.planning import PlanningLoop
 from shardshape.allocator.pooling import pool_rounded
 from shardshape.allocator.pools_config import PoolsConfigError, parse_pools_config
-from tests.allocator.test_planning_loop import POOLS, WINDOW_S, _stats
+from tests.allocator.shop import POOLS, WINDOW_S, steady
 
 
 def _config(rounding: str):
@@ -71,7 +71,7 @@ def test_the_planning_loop_plans_noisy_shards_with_fewer_blocks_for_the_pool() -
         plans = []
         for window in range(80):
             series = {
-                f"shop|{s}|": _stats(noise.poisson(30 + 10 * s) / WINDOW_S, "shop")
+                f"shop|{s}|": steady(noise.poisson(30 + 10 * s) / WINDOW_S, "shop")
                 for s in range(6)
             }
             report = {"worker": "w1", "start": window * WINDOW_S, "end": (window + 1) * WINDOW_S,

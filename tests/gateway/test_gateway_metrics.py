@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -17,21 +16,9 @@ from shardshape.gateway.limits import PoolDefaults
 from shardshape.gateway.middleware import ShapingMiddleware
 from shardshape.gateway.pools import ShardPools
 from shardshape.gateway.prometheus import GatewayMetrics, with_metrics
+from tests.support.exposition import labelled, samples
 from tests.support.plans import plan, shard
 from tests.support.serving import serve
-
-
-def samples(text: str) -> dict[tuple[str, tuple], float]:
-    """(sample name, :func:`labelled`) -> value of a text exposition."""
-    return {
-        (s.name, labelled(**s.labels)): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def labelled(**labels: str) -> tuple:
-    return tuple(sorted(labels.items()))
 
 
 async def test_metrics_count_requests_per_shard_and_pool_rejections() -> None:

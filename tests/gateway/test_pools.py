@@ -17,36 +17,9 @@ from shardshape.gateway.limits import PoolDefaults
 from shardshape.gateway.pools import PoolKey, ShardPools, ShardRejected
 from shardshape.gateway.prometheus import GatewayMetrics
 from shardshape.gateway.status import in_process_status
-from tests.gateway.test_gateway_metrics import labelled, samples
+from tests.gateway.holding import Held, settle
+from tests.support.exposition import labelled, samples
 from tests.support.plans import plan, shard
-
-
-class Held:
-    """A request of ``shard_id`` that holds its slot until :meth:`release`."""
-
-    def __init__(self, pools: ShardPools, shard_id: int, memory: float = 0.0, key: str = ""):
-        self._release = asyncio.Event()
-        self.slot = None
-        self.task = asyncio.create_task(self._run(pools, shard_id, memory, key))
-
-    async def _run(self, pools: ShardPools, shard_id: int, memory: float, key: str) -> None:
-        async with pools.slot(shard_id, expected_memory_mib=memory, key=key) as slot:
-            self.slot = slot
-            await self._release.wait()
-
-    @property
-    def admitted(self) -> bool:
-        return self.slot is not None
-
-    async def release(self) -> None:
-        self._release.set()
-        await self.task
-
-
-async def settle() -> None:
-    """Let every ready task run (admissions happen in callbacks)."""
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 async def test_a_full_queue_rejects_at_once_with_a_retry_hint() -> None:

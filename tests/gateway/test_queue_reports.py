@@ -20,8 +20,8 @@ from shardshape.gateway.pools import ShardPools
 from shardshape.gateway.queue_report import QueueReports
 from shardshape.gateway.reporter import Reporter
 from shardshape.infra.topics import create_topics
+from tests.gateway.holding import Held, settle
 from tests.gateway.reporting import QueueReportReader
-from tests.gateway.test_pools import Held, settle
 from tests.support.plans import plan, shard
 from tests.support.polling import until
 from tests.support.serving import example, serve
