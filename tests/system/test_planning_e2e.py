@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 from shardshape.allocator.pools_config import load_pools_config
@@ -108,8 +107,17 @@ def test_requests_waiting_in_a_gateway_reach_the_plan(settings: Settings, tmp_pa
         assert _forecast(plans, shard) < 40_000 / drain_s
         # A burst of that shard now waits in a gateway's pools; its reporter tells the planner.
         waiting = {shard: 40_000}
+        before_drained: list[int] = []  # queue reports acknowledged when it was counted
         with Reporter(settings, gateway_id="gw-a") as reporter:
-            reporter.watch_queues("shop", lambda: waiting)
+
+            def queued() -> dict[int, int]:
+                # Counted on the reporter's thread, only with no report in flight: once the
+                # queues are empty, the next report acknowledged is the drained one.
+                if not waiting and not before_drained:
+                    before_drained.append(reporter.stats().queue_reports)
+                return dict(waiting)
+
+            reporter.watch_queues("shop", queued)
 
             def with_the_burst() -> list[dict] | None:
                 newest = _plans(env)
@@ -120,6 +128,11 @@ def test_requests_waiting_in_a_gateway_reach_the_plan(settings: Settings, tmp_pa
                 every_s=2, explain=lambda: log.read_text()[-3000:],
             )  # fmt: skip
             waiting.clear()
-            time.sleep(1)  # the drained report goes out before the reporter closes
+
+            def drained_acknowledged() -> bool:
+                return bool(before_drained) and reporter.stats().queue_reports > before_drained[0]
+
+            wait_until(drained_acknowledged, 10, "the drained (empty) queue report acknowledged",
+                       explain=lambda: f"{reporter.stats()}, {before_drained=}")  # fmt: skip
             reports = reporter.stats().queue_reports
     assert reports >= 2  # the burst, then its end
