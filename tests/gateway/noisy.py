@@ -19,7 +19,7 @@ from shardshape.core.contracts import encode
 from shardshape.core.settings import Settings
 from shardshape.gateway.status import STATUS_PATH
 from tests.support.plans import plan, route_entry, shard
-from tests.support.polling import wait_until
+from tests.support.polling import until, wait_until
 from tests.support.serving import example
 
 SECONDS = 3.0
@@ -58,6 +58,18 @@ def wait_for_plan(url: str, version: int = 1, routes: int = 2, timeout_s: float 
     return wait_until(applied, timeout_s, f"the gateway on plan v{version} with {routes} routes")
 
 
+def pool_load(url: str, name: str) -> tuple[int, int]:
+    """(in flight, queued) of the gateway's pool ``name``, from its status page."""
+    pools = httpx.get(f"{url}{STATUS_PATH}").json()["pools"]
+    return next((p["in_flight"], p["queued"]) for p in pools if p["name"] == name)
+
+
+async def _exports_queue(http: httpx.AsyncClient) -> list[dict]:
+    """The gateway's pools once one has requests waiting (only the exports run yet), else []."""
+    pools = (await http.get(STATUS_PATH)).json()["pools"]
+    return pools if any(p["queued"] for p in pools) else []
+
+
 def measure(url: str, read_path: str, export_path: str) -> dict[str, float]:
     """Read p99 alone, then while 24 export clients saturate their shard; export p50 too."""
     loadgen = example("loadgen")
@@ -69,7 +81,10 @@ def measure(url: str, read_path: str, export_path: str) -> dict[str, float]:
         alone = await loadgen.run_load(url, [reads], SECONDS)
 
         async def reads_after_ramp():
-            await asyncio.sleep(0.5)  # the exports fill their slots and queue first
+            async with httpx.AsyncClient(base_url=url) as http:
+                await until(lambda: _exports_queue(http), 10,
+                            "the exports filling their slots and queueing",
+                            explain=lambda: httpx.get(f"{url}{STATUS_PATH}").text)  # fmt: skip
             return await loadgen.run_load(url, [reads], SECONDS)
 
         loaded, noisy = await asyncio.gather(

@@ -19,10 +19,17 @@ from shardshape.core.net import free_port
 from shardshape.core.settings import Settings
 from shardshape.gateway.status import HEALTH_PATH, STATUS_PATH
 from shardshape.infra.topics import create_topics
-from tests.gateway.noisy import assert_isolated, measure, publish_reads_and_exports, wait_for_plan
+from tests.gateway.noisy import (
+    assert_isolated,
+    measure,
+    pool_load,
+    publish_reads_and_exports,
+    wait_for_plan,
+)
 from tests.gateway.reporting import consume_batches
 from tests.support.paths import REPO_ROOT
 from tests.support.plans import plan, shard
+from tests.support.polling import wait_until
 from tests.support.processes import settings_env
 from tests.support.serving import http_process
 
@@ -90,7 +97,7 @@ def test_a_shard_shrunk_to_one_slot_queues_then_sheds_while_another_is_unaffecte
         shrunk = plan(
             2,
             shard(0, concurrency=4, timeout_ms=20_000),
-            shard(1, concurrency=1, queue=1, timeout_ms=400),
+            shard(1, concurrency=1, queue=1, timeout_ms=1000),
             service=SERVICE,
         )
         producer = Producer(settings.confluent_config())
@@ -99,10 +106,9 @@ def test_a_shard_shrunk_to_one_slot_queues_then_sheds_while_another_is_unaffecte
         wait_for_plan(url, version=2)
 
         def export(n: int) -> tuple[int, str | None, str | None, float]:
-            time.sleep(n * 0.05)  # arrive in order: the first runs, the second queues
             started = time.monotonic()
             answer = httpx.get(
-                f"{url}/exports/e{n}?ms=1500", headers={"x-user-id": "exporter"}, timeout=30
+                f"{url}/exports/e{n}?ms=3000", headers={"x-user-id": "exporter"}, timeout=30
             )
             reason = answer.json().get("reason") if answer.status_code == 503 else None
             waited = time.monotonic() - started
@@ -112,21 +118,27 @@ def test_a_shard_shrunk_to_one_slot_queues_then_sheds_while_another_is_unaffecte
             answer = httpx.get(f"{url}/items/{n}?ms=20", headers={"x-user-id": "reader"})
             return answer.status_code, answer.json()["shard"]
 
+        def shard_1_at(load: tuple[int, int], what: str) -> None:
+            wait_until(lambda: pool_load(url, "shard 1") == load, 10,
+                       f"shard 1 (in flight, queued) at {load}: {what}", every_s=0.02,
+                       explain=lambda: f"shard 1 at {pool_load(url, 'shard 1')}")  # fmt: skip
+
         with ThreadPoolExecutor(16) as workers:
-            exports = [workers.submit(export, n) for n in range(4)]
-            time.sleep(0.25)
-            queued = httpx.get(url + STATUS_PATH).json()
+            # In order: the first export runs, the second queues (for its 1 s queue timeout),
+            # the last two find the queue full.
+            exports = [workers.submit(export, 0)]
+            shard_1_at((1, 0), "the first export running")
+            exports.append(workers.submit(export, 1))
+            shard_1_at((1, 1), "the second export queued")
+            exports += [workers.submit(export, n) for n in (2, 3)]
             reads = list(workers.map(read, range(12)))
             results = [f.result() for f in exports]
 
-    pools = {p["name"]: p for p in queued["pools"]}
-    assert (pools["shard 1"]["in_flight"], pools["shard 1"]["queued"]) == (1, 1), pools
-    assert results[0][0] == 200
-    statuses = sorted((r[0], r[2]) for r in results[1:])
-    assert statuses == [(503, "queue_full"), (503, "queue_full"), (503, "queue_timeout")], results
+    statuses = [(r[0], r[2]) for r in results]
+    assert statuses == [(200, None), (503, "queue_timeout"), (503, "queue_full"),
+                        (503, "queue_full")], results  # fmt: skip
     assert all(r[1] is not None and int(r[1]) >= 1 for r in results[1:]), results
-    timed_out = next(r for r in results if r[2] == "queue_timeout")
-    assert timed_out[3] >= 0.4  # it waited its queue timeout, then was shed
+    assert results[1][3] >= 1.0  # it waited its queue timeout, then was shed
     assert reads == [(200, 0)] * 12
 
 
