@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import re
 import subprocess
-import time
 from pathlib import Path
 
 from shardshape.core.contracts import (
@@ -15,7 +14,6 @@ from shardshape.core.contracts import (
     ShardSnapshot,
     decode,
 )
-from shardshape.core.follower import TopicFollower
 from shardshape.core.settings import Settings
 from shardshape.core.trace import load_mapping, read_trace
 from shardshape.gateway.routing_table import RoutingTable
@@ -25,7 +23,7 @@ from shardshape.streams.replay import replay
 from tests.support.polling import wait_until
 from tests.support.processes import running, settings_env, shardshape_command, wait_for_line
 from tests.support.trace import GENAI_MAPPING, GENAI_TRACE, needs_genai_trace
-from tests.support.workers import tails, worker
+from tests.support.workers import messages_on, settled, tails, unsettled, worker
 
 
 def _worker_env(settings: Settings, worker_id: str) -> dict[str, str]:
@@ -34,26 +32,17 @@ def _worker_env(settings: Settings, worker_id: str) -> dict[str, str]:
     return env
 
 
-def _read_routing(settings: Settings, quiet_s: float = 3.0, timeout_s: float = 60.0):
-    """Every message on the routing topic until it stays quiet for ``quiet_s``."""
+def _read_routing(settings: Settings) -> tuple[list[RoutingEntry], list[ShardSnapshot]] | None:
+    """The routing entries and snapshots on the routing topic, read to its end as it is now;
+    None while it holds no snapshot yet. Any such read is whole: an entry names a snapshot
+    its worker adopted, published before it on the topic's one partition."""
     entries, snapshots = [], []
-    last = [time.monotonic()]
-
-    def collect(key: bytes | None, value: bytes | None) -> None:
-        last[0] = time.monotonic()
-        if key.decode().startswith(SNAPSHOT_KEY_PREFIX):
-            snapshots.append(decode(ShardSnapshot, value))
+    for message in messages_on(settings, settings.topic_routing, settings.routing_partitions):
+        if message.key().decode().startswith(SNAPSHOT_KEY_PREFIX):
+            snapshots.append(decode(ShardSnapshot, message.value()))
         else:
-            entries.append(decode(RoutingEntry, value))
-
-    follower = TopicFollower(settings.confluent_config(), settings.topic_routing, collect).start()
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() - last[0] < quiet_s and time.monotonic() < deadline:
-            time.sleep(0.2)
-    finally:
-        follower.stop()
-    return entries, snapshots
+            entries.append(decode(RoutingEntry, message.value()))
+    return (entries, snapshots) if snapshots else None
 
 
 def _adopted_versions(log: Path, service: str) -> list[int]:
@@ -113,9 +102,15 @@ def test_two_workers_share_one_snapshot_version(settings: Settings, tmp_path: Pa
             settings.topic_requests,
             settings.requests_partitions,
         )
-        entries, snapshots = _read_routing(settings, quiet_s=4)
+        wait_until(
+            lambda: settled(settings, both), 120, "both workers handled and committed every event",
+            every_s=0.5, explain=unsettled(settings, both),
+        )  # fmt: skip
+        entries, snapshots = wait_until(
+            lambda: _read_routing(settings), 60, "a global snapshot on the routing topic",
+            every_s=0.5, explain=tails(both),
+        )  # fmt: skip
         versions = [s.version for s in snapshots]
-        assert versions, "a global snapshot was published"
         assert versions == sorted(set(versions)), "one merger: versions only grow, never repeat"
         latest = versions[-1]
         wait_until(
