@@ -59,8 +59,10 @@ class QueueReportReader:
         self._consumer = Consumer(
             settings.confluent_config(**{"group.id": group, "enable.auto.commit": False})
         )
-        self._consumer.assign([TopicPartition(settings.topic_windows, 0, OFFSET_BEGINNING)])
+        self._partition = TopicPartition(settings.topic_windows, 0, OFFSET_BEGINNING)
+        self._consumer.assign([self._partition])
         self.messages: list[tuple[bytes, QueueReport]] = []
+        self._read_up_to = 0  # the offset after the last message read
 
     def read_until(
         self, done: Callable[[list[QueueReport]], bool], timeout_s: float = 20
@@ -70,11 +72,13 @@ class QueueReportReader:
             message = self._consumer.poll(0.2)
             if message is not None and message.error() is None:
                 self.messages.append((message.key(), decode(QueueReport, message.value())))
+                self._read_up_to = message.offset() + 1
         return self.reports
 
-    def read_for(self, seconds: float) -> list[QueueReport]:
-        end = time.monotonic() + seconds
-        return self.read_until(lambda _: time.monotonic() >= end, timeout_s=seconds + 1)
+    def read_to_end(self, timeout_s: float = 20) -> list[QueueReport]:
+        """Every report on the topic as it is now: read up to its end offset."""
+        _, end = self._consumer.get_watermark_offsets(self._partition, timeout=10)
+        return self.read_until(lambda _: self._read_up_to >= end, timeout_s)
 
     @property
     def reports(self) -> list[QueueReport]:

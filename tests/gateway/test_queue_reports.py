@@ -29,7 +29,7 @@ from tests.support.serving import example, serve
 pytestmark = pytest.mark.broker
 
 INTERVAL_MS = 200
-IDLE_INTERVALS = 5  # intervals watched after the drain, in which nothing may be sent
+IDLE_COUNTS = 5  # counts of the drained queues watched, after which nothing may have been sent
 
 
 def _queue_settings(settings: Settings) -> Settings:
@@ -62,10 +62,16 @@ async def test_waiting_requests_reach_the_planners_topic_by_shard_then_one_empty
     expected = {1: 2, 4: 1}
     assert pools.queued_by_shard() == expected
 
+    counts = [0]  # how often the reporter counted the queues
+
+    def count_queues() -> Mapping[int, int]:
+        counts[0] += 1
+        return pools.queued_by_shard()
+
     windows = QueueReportReader(settings)
     try:
         with Reporter(settings, gateway_id="gw-q") as reporter:
-            reporter.watch_queues("shop", pools.queued_by_shard)
+            reporter.watch_queues("shop", count_queues)
             for i in range(5):  # events travel beside the queue reports, counted as always
                 reporter.report(_event(i))
             queued = await asyncio.to_thread(windows.read_until, lambda reports: len(reports) >= 2)
@@ -75,11 +81,16 @@ async def test_waiting_requests_reach_the_planners_topic_by_shard_then_one_empty
             drained = await asyncio.to_thread(
                 windows.read_until, lambda reports: any(not r.shards for r in reports)
             )
-            after = await asyncio.to_thread(windows.read_for, IDLE_INTERVALS * INTERVAL_MS / 1000)
+            # The reporter counts a service's queues only once its last report is acknowledged:
+            # when it has counted the drained queues IDLE_COUNTS + 1 more times, whatever the
+            # first IDLE_COUNTS counts sent is on the topic, below its end offset.
+            idle_from = counts[0]
+            await until(
+                lambda: counts[0] > idle_from + IDLE_COUNTS, 10,
+                f"the reporter counted the drained queues {IDLE_COUNTS + 1} more times",
+            )  # fmt: skip
+            after = await asyncio.to_thread(windows.read_to_end)
             assert reporter.flush(20) == 0
-            # The last acknowledgement may still be on its way.
-            await until(lambda: reporter.stats().queue_reports >= len(after), 10,
-                        "every queue report read acknowledged")  # fmt: skip
             stats = reporter.stats()
     finally:
         windows.close()
