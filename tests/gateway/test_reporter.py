@@ -184,10 +184,18 @@ class _Load:
         self.longest_s = 0.0
         self.sent = 0
 
-    def run(self, seconds: float, tag: str, until: Callable[[], bool] = lambda: False) -> set[str]:
+    def run(
+        self, seconds: float, tag: str, until: Callable[[], bool] | None = None, what: str = ""
+    ) -> set[str]:
+        """Report ``tag`` events for ``seconds`` or, given ``until``, until it holds: failing
+        naming ``what`` when it does not within ``seconds``. The ids reported."""
         ids: set[str] = set()
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and not until():
+        while not (until is not None and until()):
+            if time.monotonic() >= deadline:
+                if until is not None:
+                    pytest.fail(f"{what}: not within {seconds:g} s; {self.reporter.stats()}")
+                break
             for _ in range(self.per_tick):
                 event = _event(self.sent, tag)
                 started = time.perf_counter()
@@ -195,7 +203,7 @@ class _Load:
                 self.longest_s = max(self.longest_s, time.perf_counter() - started)
                 ids.add(event.request_id)
                 self.sent += 1
-            time.sleep(self.tick_s)
+            time.sleep(self.tick_s)  # the load's pace
         return ids
 
 
@@ -213,7 +221,8 @@ def test_a_paused_broker_never_blocks_report_and_reporting_resumes_by_itself(
             paused = reporter.stats()
         longest_paused = load.longest_s
         # Nothing but report() calls: reporting comes back by itself.
-        load.run(60, "resumed", until=lambda: reporter.stats().delivered > paused.delivered)
+        load.run(60, "resumed", until=lambda: reporter.stats().delivered > paused.delivered,
+                 what="an event delivered after the broker resumed")  # fmt: skip
         after = load.run(1.0, "after")
         assert reporter.flush(20) == 0
         final = reporter.stats()
@@ -247,10 +256,21 @@ def test_a_paused_broker_with_a_spool_keeps_batches_within_its_bound(
         assert reporter.flush(20) == 0
         with paused_broker(own_broker):
             sizes = [spool.stat().st_size]
-            for _ in range(16):
+
+            def spool_filled() -> bool:
+                """Half a second more load, the spool's size after it; True after eight seconds
+                of load (batches in flight when the broker stopped time out in three) once
+                batches were spooled and the full spool dropped some. (While the broker is
+                down one batch at a time probes it: in flight is rarely 0.)"""
                 load.run(0.5, "paused")
                 sizes.append(spool.stat().st_size)
-            # Batches in flight when the broker stopped have timed out into the spool by now.
+                stats = reporter.stats()
+                return len(sizes) > 16 and stats.spooled and stats.dropped.get("spool_full")
+
+            wait_until(
+                spool_filled, 60, "batches spooled and dropped by the full spool", every_s=0,
+                explain=lambda: f"{reporter.stats()}, spool sizes {sizes}",
+            )  # fmt: skip
             paused = reporter.stats()
             text = spool.read_bytes()
         spooled_ids = {
@@ -258,13 +278,17 @@ def test_a_paused_broker_with_a_spool_keeps_batches_within_its_bound(
             for line in text.split(b"\n")[:-1]  # the last piece may be a line being written
             for event in decode(RequestBatch, line).events
         }
-        load.run(60, "resumed", until=lambda: reporter.stats().spool_bytes == 0)
+        load.run(60, "resumed", until=lambda: reporter.stats().spool_bytes == 0,
+                 what="the spool replayed after the broker resumed")  # fmt: skip
         assert reporter.flush(20) == 0
         # flush() waits for the events reported, not for spooled ones replayed: the last
         # replayed batch may still be unacknowledged.
-        deadline = time.monotonic() + 20
-        while reporter.stats().in_flight and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(
+            lambda: not reporter.stats().in_flight,
+            20,
+            "the last replayed batch acknowledged",
+            explain=lambda: str(reporter.stats()),
+        )
         final = reporter.stats()
 
     assert load.longest_s < MAX_CALL_S, f"report() took {load.longest_s * 1e3:.1f} ms"
