@@ -39,6 +39,7 @@ PAUSE_S = 20.0
 CLIENTS = 4
 SLOTS = 8  # more than the clients: the pool never needs to queue or reject
 THINK_S = 0.05
+AFTER_ANSWERS = 50  # requests after reporting resumed, looked for on the requests topic
 READ = "/items/{n}?read_ms=5"
 # A request that waited on Kafka would wait for the reporter's stall timer (2 s) or for
 # librdkafka's delivery timeout (10 s): seconds, not this.
@@ -148,7 +149,7 @@ async def test_a_paused_broker_leaves_the_service_answering_and_reporting_resume
                     pause_ends = time.monotonic() + PAUSE_S
                     while time.monotonic() < pause_ends:
                         during.append(await _status(http))
-                        await asyncio.sleep(0.5)
+                        await asyncio.sleep(0.5)  # samples through the pause, PAUSE_S long
                 load.phase = "resumed"  # from here on, nothing but the load: no manual step
                 resumed = await _status_when(
                     http,
@@ -159,7 +160,10 @@ async def test_a_paused_broker_leaves_the_service_answering_and_reporting_resume
                     60,
                 )
                 load.phase = "after"
-                await asyncio.sleep(1.5)
+                await until(
+                    lambda: len(load.of("after")) >= AFTER_ANSWERS, 30,
+                    f"{AFTER_ANSWERS} answers after reporting resumed",
+                )  # fmt: skip
                 await load.stop()
                 final = await _status_when(
                     http, lambda s: s.reporter.buffered == s.reporter.in_flight == 0, 30
