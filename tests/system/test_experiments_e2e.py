@@ -70,7 +70,7 @@ ZIPF_S = 1.0
 READ_MS = 20
 RATE = 80.0  # requests/s the clients send together
 CLIENTS = 8
-AFTER_PROMOTION_S = 12.0  # requests served under the promoted plan
+AFTER_PROMOTION = 300  # requests of the shard reported under the promoted plan
 
 
 class _Plans:
@@ -133,6 +133,31 @@ class _Load:
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
 
+class _Events:
+    """The requests topic's events as the gateway reports them, read by a follower thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.events: list[RequestEvent] = []
+        self._follower = TopicFollower(
+            settings.confluent_config(), settings.topic_requests, self._on
+        )
+
+    def _on(self, key: bytes | None, value: bytes | None) -> None:
+        if value is not None:
+            self.events.extend(decode_requests(value))
+
+    def of(self, shard_id: int, since_ts: float) -> int:
+        """How many events of ``shard_id`` at or after ``since_ts`` were read."""
+        return sum(1 for e in list(self.events) if e.shard_id == shard_id and e.ts >= since_ts)
+
+    def __enter__(self) -> _Events:
+        self._follower.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._follower.stop()
+
+
 def _tails(logs: list[Path]) -> str:
     return "\n".join(f"--- {p.name} ---\n{p.read_text(errors='replace')[-3_000:]}" for p in logs)
 
@@ -164,6 +189,7 @@ async def test_a_proposed_cache_is_split_by_weight_promoted_and_applied(
     began = time.monotonic()
     with (
         _Plans(settings) as topic,
+        _Events(settings) as reported,
         worker(settings, tmp_path, "worker", **EXPERIMENTS),
         example_server(settings_env(settings), service_log) as url,
     ):
@@ -208,7 +234,11 @@ async def test_a_proposed_cache_is_split_by_weight_promoted_and_applied(
 
             await until(promoted, 60, f"the gateway on plan v{decision_plan.version}", every_s=0.2)
             applied_ts = time.time()
-            await asyncio.sleep(AFTER_PROMOTION_S)
+            await until(
+                lambda: reported.of(experiment.shard_id, applied_ts) >= AFTER_PROMOTION, 60,
+                f"{AFTER_PROMOTION} requests of shard {experiment.shard_id} reported under the "
+                f"promoted plan", every_s=0.5, explain=lambda: _tails(logs),
+            )  # fmt: skip
             gateway = await gateway_status()
             await load.stop()
         total_s = time.monotonic() - began
@@ -257,7 +287,7 @@ async def test_a_proposed_cache_is_split_by_weight_promoted_and_applied(
     pools_now = [p for p in gateway.pools if p.shard_id == shard]
     assert [(p.arm, p.cache) for p in pools_now] == [(None, adopted)], pools_now
     after = [e for e in events if e.shard_id == shard and e.ts >= applied_ts]
-    assert len(after) >= 200 and all(e.arm is None for e in after)
+    assert len(after) >= AFTER_PROMOTION and all(e.arm is None for e in after)
     before = [e for e in events if e.shard_id == shard and e.arm is None
               and e.ts < experiment.started_ts]  # fmt: skip
     assert _hit_rate(before) == 0.0  # no cache before the experiment
