@@ -30,6 +30,12 @@ class Held:
 
 
 async def settle() -> None:
-    """Let every ready task run (admissions happen in callbacks)."""
+    """Let every ready task run (admissions happen in callbacks).
+
+    No wall-clock wait, so no guess: each round yields to the event loop once and runs every
+    callback and task ready then. A request made, or a slot freed, settles (its task starts,
+    the slot's future is granted, the waiter resumes) within two rounds in the pool tests (one
+    is too few: they fail); five leave room. Only the test's next step, or a queue timeout
+    it set, changes the pools after that."""
     for _ in range(5):
         await asyncio.sleep(0)

@@ -85,10 +85,17 @@ async def test_shrinking_a_busy_shard_and_swapping_its_cache_fails_no_request(
             entries_after = pools.state(1).cache_entries
             # The old slots drain as their requests finish; then no more than 2 run at once.
             await until(lambda: pools.state(1).in_use <= 2, 10, "the old slots drained")
+            # In use, sampled while ten more requests are admitted under the new limit.
+            drained_at = pools.state(1).admitted
             samples = []
-            for _ in range(50):
-                samples.append(pools.state(1).in_use)
-                await asyncio.sleep(0.01)
+
+            def admitted_ten_more() -> bool:
+                state = pools.state(1)
+                samples.append(state.in_use)
+                return state.admitted >= drained_at + 10
+
+            await until(admitted_ten_more, 10, "ten more requests admitted to shard 1",
+                        every_s=0.01)  # fmt: skip
             stop.set()
             await asyncio.gather(*clients)
             status = (await http.get(STATUS_PATH)).json()

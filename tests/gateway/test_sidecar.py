@@ -121,7 +121,7 @@ def test_upstream_down_slow_or_left_by_its_client(settings: Settings, tmp_path: 
         statuses = []
         while not stop.is_set():
             statuses.append((await http.get("/items/1?ms=5")).status_code)
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # the other clients' pace
         return statuses
 
     async def hang_then_leave(url: str) -> tuple[int, float, list[int]]:

@@ -72,7 +72,7 @@ def demo(tmp_path: Path, *args: str, **env_vars: str) -> Iterator[Demo]:
     def watch() -> None:
         while process.poll() is None and not watching.is_set():
             run.seen |= descendant_pids(process.pid)
-            time.sleep(0.5)
+            time.sleep(0.5)  # how often the process tree is sampled
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()

@@ -46,7 +46,7 @@ def _report(reporter: Reporter, seconds: float, tag: str) -> set[str]:
             )  # fmt: skip
             reporter.report(event)
             ids.add(event.request_id)
-        time.sleep(0.05)
+        time.sleep(0.05)  # the load's pace
     return ids
 
 
