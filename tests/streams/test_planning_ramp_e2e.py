@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,14 +29,13 @@ from shardshape.core.contracts import (
     ShardSpec,
     decode,
 )
-from shardshape.core.follower import TopicFollower
 from shardshape.core.settings import Settings
 from shardshape.infra.topics import create_topics
 from shardshape.models.features import profile_key
 from shardshape.streams.replay import replay
 from tests.support.exposition import samples
 from tests.support.polling import wait_until
-from tests.support.workers import Worker, messages_on, worker
+from tests.support.workers import Worker, following, messages_on, worker
 
 WINDOW_S = 10.0
 WARMUP, RAMP, PLATEAU = 4, 8, 3  # windows: steady, ramping, at the peak
@@ -142,29 +142,15 @@ def _schedule(start: float) -> list[RequestEvent]:
     return sorted(events, key=lambda e: e.ts)
 
 
-class _Routes:
-    """The routing entries the worker publishes (no snapshots), as they are read."""
+def _routes_into(routes: list[RoutingEntry]) -> Callable[[bytes | None, bytes | None], None]:
+    """What keeps the routing entries of the routing topic's messages (not the snapshots)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.entries: list[RoutingEntry] = []
-        self._follower = TopicFollower(
-            settings.confluent_config(), settings.topic_routing, self._route
-        )
+    def keep(key: bytes | None, value: bytes | None) -> None:
+        snapshot = key is None or key.startswith(SNAPSHOT_KEY_PREFIX.encode())
+        if value is not None and not snapshot:
+            routes.append(decode(RoutingEntry, value))
 
-    def _route(self, key: bytes | None, value: bytes | None) -> None:
-        if (
-            key is not None
-            and value is not None
-            and not key.startswith(SNAPSHOT_KEY_PREFIX.encode())
-        ):
-            self.entries.append(decode(RoutingEntry, value))
-
-    def __enter__(self) -> _Routes:
-        self._follower.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._follower.stop()
+    return keep
 
 
 def _learned_until(w: Worker) -> float:
@@ -210,7 +196,11 @@ def test_plans_lead_a_ramp_release_a_decline_and_fit_the_pool(
         }
     )
     create_topics(settings)
-    with _Routes(settings) as routes, worker(settings, tmp_path, "planner") as planner:
+    routes: list[RoutingEntry] = []  # as the worker publishes them
+    with (
+        following(settings, settings.topic_routing, _routes_into(routes)),
+        worker(settings, tmp_path, "planner") as planner,
+    ):
         start = (time.time() // WINDOW_S + 1) * WINDOW_S  # the next window boundary
         events = _schedule(start)
         time.sleep(max(0.0, start - time.time()))  # to a wall-clock window boundary
@@ -244,8 +234,8 @@ def test_plans_lead_a_ramp_release_a_decline_and_fit_the_pool(
 
     # Which shard each shop behaviour is in when the ramp peaks, as the worker routes its keys.
     peak = start + WINDOW_S * (WARMUP + RAMP)
-    growing = _shard_of(GROWING, routes.entries, at=peak)
-    shrinking = _shard_of(SHRINKING, routes.entries, at=peak)
+    growing = _shard_of(GROWING, routes, at=peak)
+    shrinking = _shard_of(SHRINKING, routes, at=peak)
     assert growing != shrinking
     shop = [p for p in plans if p.service == "shop"]
 

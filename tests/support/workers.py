@@ -195,6 +195,19 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 30.0) -> dict[
     return latest
 
 
+@contextlib.contextmanager
+def following(
+    settings: Settings, topic: str, on_message: Callable[[bytes | None, bytes | None], None]
+) -> Iterator[TopicFollower]:
+    """Every message of ``topic``, from its start and as it comes, given to ``on_message``
+    (key, value) on a thread of its own until the block ends."""
+    follower = TopicFollower(settings.confluent_config(), topic, on_message).start()
+    try:
+        yield follower
+    finally:
+        follower.stop()
+
+
 def requests_on_topic(settings: Settings) -> Iterator[Message]:
     """Every message on the requests topic, read to its end (partition by partition order)."""
     return messages_on(settings, settings.topic_requests, settings.requests_partitions)

@@ -40,7 +40,7 @@ from shardshape.infra.topics import create_topics
 from tests.support.polling import until
 from tests.support.processes import settings_env
 from tests.support.serving import example_server
-from tests.support.workers import requests_on_topic, worker
+from tests.support.workers import following, requests_on_topic, worker
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker]
 
@@ -133,29 +133,9 @@ class _Load:
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
 
-class _Events:
-    """The requests topic's events as the gateway reports them, read by a follower thread."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.events: list[RequestEvent] = []
-        self._follower = TopicFollower(
-            settings.confluent_config(), settings.topic_requests, self._on
-        )
-
-    def _on(self, key: bytes | None, value: bytes | None) -> None:
-        if value is not None:
-            self.events.extend(decode_requests(value))
-
-    def of(self, shard_id: int, since_ts: float) -> int:
-        """How many events of ``shard_id`` at or after ``since_ts`` were read."""
-        return sum(1 for e in list(self.events) if e.shard_id == shard_id and e.ts >= since_ts)
-
-    def __enter__(self) -> _Events:
-        self._follower.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._follower.stop()
+def _of_shard_since(events: list[RequestEvent], shard_id: int, since_ts: float) -> int:
+    """How many of ``events`` are of ``shard_id``, at or after ``since_ts``."""
+    return sum(1 for e in list(events) if e.shard_id == shard_id and e.ts >= since_ts)
 
 
 def _tails(logs: list[Path]) -> str:
@@ -187,9 +167,14 @@ async def test_a_proposed_cache_is_split_by_weight_promoted_and_applied(
     worker_log, service_log = tmp_path / "worker.log", tmp_path / "service.log"
     logs = [worker_log, service_log]
     began = time.monotonic()
+    reported: list[RequestEvent] = []  # the requests topic's events, as they are read
     with (
         _Plans(settings) as topic,
-        _Events(settings) as reported,
+        following(
+            settings,
+            settings.topic_requests,
+            lambda _, value: reported.extend(decode_requests(value) if value is not None else ()),
+        ),
         worker(settings, tmp_path, "worker", **EXPERIMENTS),
         example_server(settings_env(settings), service_log) as url,
     ):
@@ -233,11 +218,12 @@ async def test_a_proposed_cache_is_split_by_weight_promoted_and_applied(
                 return (await gateway_status()).plan_version >= decision_plan.version
 
             await until(promoted, 60, f"the gateway on plan v{decision_plan.version}", every_s=0.2)
-            applied_ts = time.time()
+            applied_ts, shard_id = time.time(), experiment.shard_id
             await until(
-                lambda: reported.of(experiment.shard_id, applied_ts) >= AFTER_PROMOTION, 60,
-                f"{AFTER_PROMOTION} requests of shard {experiment.shard_id} reported under the "
-                f"promoted plan", every_s=0.5, explain=lambda: _tails(logs),
+                lambda: _of_shard_since(reported, shard_id, applied_ts) >= AFTER_PROMOTION,
+                60,
+                f"{AFTER_PROMOTION} requests of shard {shard_id} reported under the promoted "
+                "plan", every_s=0.5, explain=lambda: _tails(logs),
             )  # fmt: skip
             gateway = await gateway_status()
             await load.stop()
