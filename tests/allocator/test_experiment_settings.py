@@ -12,6 +12,7 @@ from shardshape.allocator.planning import experiment_policy
 from shardshape.allocator.sequential import TestDesign
 from shardshape.core.settings import SettingsError, load_settings
 from tests.support.processes import settings_env, shardshape_command
+from tests.support.settings_errors import assert_refused
 
 
 def test_the_defaults_are_the_policy_defaults() -> None:
@@ -63,11 +64,7 @@ def test_each_setting_reaches_the_policy(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_a_bad_value_names_the_setting(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
 ) -> None:
-    monkeypatch.setenv(variable, value)
-    with pytest.raises(SettingsError) as info:
-        load_settings()
-    assert f"{variable}={value}" in str(info.value)
-    assert expected in str(info.value)
+    assert_refused(monkeypatch, variable, value, expected)
 
 
 def test_a_minimum_weight_above_the_weight_says_which_to_change(

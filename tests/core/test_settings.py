@@ -11,6 +11,7 @@ import pytest
 from shardshape.core import environment
 from shardshape.core.settings import Settings, SettingsError, file_settings, load_settings
 from shardshape.streams.faust_setup import faust_credentials
+from tests.support.settings_errors import assert_refused
 
 
 def test_bootstrap_alone_selects_the_external_broker(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,11 +50,7 @@ def test_defaults_are_embedded_with_the_documented_topics() -> None:
 def test_a_bad_value_names_the_setting_and_what_is_accepted(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
 ) -> None:
-    monkeypatch.setenv(variable, value)
-    with pytest.raises(SettingsError) as info:
-        load_settings()
-    assert f"{variable}={value}" in str(info.value)
-    assert expected in str(info.value)
+    assert_refused(monkeypatch, variable, value, expected)
 
 
 def test_inconsistent_settings_say_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
