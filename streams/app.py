@@ -33,6 +33,7 @@ from shardshape.streams.internals import check_internals
 from shardshape.streams.pages import add_worker_pages
 from shardshape.streams.parts import WorkerParts
 from shardshape.streams.publisher import flush_before_commits
+from shardshape.streams.seek_back import seek_back_past_revoked
 from shardshape.streams.snapshots import publish_merged
 from shardshape.streams.windows import METRIC_WINDOWS, WINDOWS_KEPT
 
@@ -220,6 +221,7 @@ def run_worker(settings: Settings) -> None:
     (settings.data_dir / "worker").mkdir(parents=True, exist_ok=True)
     check_internals()  # the private attributes patched below still exist
     set_fetch_max_wait(settings.fetch_max_wait_ms)
+    seek_back_past_revoked()
     apply_end_offset_correction(settings.confluent_config(), settings.end_offset_correction)
     app = create_app(settings)
     app.shardshape_settings = settings

@@ -1,12 +1,12 @@
 """The private Faust and aiokafka attributes shardshape patches or relies on, checked at start.
 
-:mod:`~shardshape.streams.fetch_wait` and :mod:`~shardshape.streams.highwater` replace methods
-of Faust's aiokafka driver, :mod:`~shardshape.streams.gaps` works around what
-``Consumer._add_gap`` does, and the window store writes TTL keys as Faust's own ``__setitem__``
-does. pyproject pins faust-streaming and aiokafka to the minor versions these were written
-against; :func:`check_internals` (run when a worker starts, and by the test suite) fails with
-the attribute's name and its user if an upgrade removed one, rather than letting a patch
-silently stop applying.
+:mod:`~shardshape.streams.fetch_wait`, :mod:`~shardshape.streams.highwater` and
+:mod:`~shardshape.streams.seek_back` replace methods of Faust's aiokafka driver,
+:mod:`~shardshape.streams.gaps` works around what ``Consumer._add_gap`` does, and the window
+store writes TTL keys as Faust's own ``__setitem__`` does. pyproject pins faust-streaming and
+aiokafka to the minor versions these were written against; :func:`check_internals` (run when a
+worker starts, and by the test suite) fails with the attribute's name and its user if an
+upgrade removed one, rather than letting a patch silently stop applying.
 
 >>> check_internals()  # the installed versions have every attribute
 >>> missing_internals([Internal("faust.app.base", "App", "no_such_thing", "a doctest")])
@@ -50,6 +50,7 @@ INTERNALS = (
     Internal(_DRIVER, "AIOKafkaConsumerThread", "_create_worker_consumer", "streams/fetch_wait.py"),
     Internal("aiokafka", "AIOKafkaConsumer", "_fetch_max_wait_ms", "streams/fetch_wait.py", True),
     Internal(_DRIVER, "AIOKafkaConsumerThread", "_highwaters", "streams/highwater.py"),
+    Internal(_DRIVER, "AIOKafkaConsumerThread", "seek_to_committed", "streams/seek_back.py"),
     Internal(
         "faust.transport.consumer", "Consumer", "in_transaction", "streams/highwater.py", True
     ),
